@@ -1,0 +1,3 @@
+"""mimocorb2: multiple-in multiple-out configurable ring buffers for data acquisition."""
+
+__version__ = "0.1.0"
