@@ -1,0 +1,148 @@
+"""Client library for the control socket (used by `mimoctl`, tests and scripts).
+
+    with Client(path) as c:
+        status = c.call("status")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from mimocorb2.control import protocol as P
+
+
+class DaemonUnreachable(ConnectionError):
+    """No daemon answers on the socket path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot reach mimocorb2d at {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RequestFailed(RuntimeError):
+    """The daemon answered with an error reply."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self.code = str(error.get("code", "error"))
+        self.message = str(error.get("message", ""))
+        self.problems = [str(p) for p in error.get("problems", []) or []]
+        text = self.message
+        if self.problems:
+            text += "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+def _check_reply(reply: Any, req_id: int) -> Any:
+    if not isinstance(reply, dict) or reply.get("v") != P.PROTOCOL_VERSION:
+        raise RequestFailed({"code": P.E_VERSION, "message": f"unexpected reply: {reply!r:.200}"})
+    if not reply.get("ok"):
+        raise RequestFailed(reply.get("error") or {})
+    return reply.get("result")
+
+
+class Client:
+    """A blocking client; one connection, many requests in turn."""
+
+    def __init__(self, path: str | Path | None = None, timeout: float | None = 30.0) -> None:
+        self.path = P.resolve_socket_path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._next_id = 1
+
+    def connect(self) -> "Client":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except FileNotFoundError:
+            sock.close()
+            raise DaemonUnreachable(self.path, "no socket there") from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise DaemonUnreachable(self.path, "socket exists but nobody listens (stale)") from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(
+                self.path, "permission denied (are you in the daemon's group?)"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnreachable(self.path, str(exc)) from None
+        self._sock = sock
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "Client":
+        if self._sock is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _readline(self) -> bytes:
+        assert self._sock is not None
+        while b"\n" not in self._buf:
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise DaemonUnreachable(self.path, "the daemon closed the connection")
+            self._buf += chunk
+            if len(self._buf) > P.MAX_REPLY_BYTES:
+                raise RequestFailed({"code": P.E_TOO_LARGE, "message": "reply too large"})
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = -1.0) -> Any:
+        """Send one request and return its result; raise :class:`RequestFailed` on an error reply."""
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        if timeout != -1.0:
+            self._sock.settimeout(timeout)
+        req_id = self._next_id
+        self._next_id += 1
+        try:
+            self._sock.sendall(P.encode(P.make_request(cmd, args, req_id)))
+            line = self._readline()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise DaemonUnreachable(self.path, f"connection lost: {exc}") from None
+        finally:
+            if timeout != -1.0:
+                self._sock.settimeout(self.timeout)
+        return _check_reply(json.loads(line), req_id)
+
+
+def call(cmd: str, args: dict[str, Any] | None = None, path: str | Path | None = None,
+         timeout: float | None = 30.0) -> Any:
+    """One request on a fresh connection."""
+    with Client(path, timeout=timeout) as client:
+        return client.call(cmd, args)
+
+
+async def acall(cmd: str, args: dict[str, Any] | None = None, path: str | Path | None = None,
+                timeout: float = 30.0) -> Any:
+    """One request from asyncio code (tests, tools with their own loop)."""
+    sock_path = P.resolve_socket_path(path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(sock_path), limit=P.MAX_REPLY_BYTES)
+    except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+        raise DaemonUnreachable(sock_path, str(exc)) from None
+    try:
+        writer.write(P.encode(P.make_request(cmd, args, 1)))
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if not line:
+            raise DaemonUnreachable(sock_path, "the daemon closed the connection")
+        return _check_reply(json.loads(line), 1)
+    finally:
+        writer.close()

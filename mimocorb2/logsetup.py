@@ -1,0 +1,256 @@
+"""structlog configuration shared by the daemon and the worker processes.
+
+- Daemon: every event goes to stderr, one line per event (console renderer on a
+  terminal, JSON otherwise so that journald gets clean lines), and while a run
+  is active also as a JSON line into ``RUN_DIR/daemon.log``
+  (:func:`attach_run_log`). Records pass through a queue to a writer thread so
+  that a slow disk never stalls the daemon's event loop.
+- Worker processes (:func:`configure_worker_logging`): plain text lines tagged
+  with worker and pid into ``RUN_DIR/logs/WORKER.log``; the process's stdout and
+  stderr are redirected to the same file (opened ``O_APPEND`` so the processes of
+  one worker never overwrite each other's lines).
+
+Python's standard ``logging`` is the transport, so records of libraries and of
+users' own ``logging`` calls get the same treatment as structlog events.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import os
+import queue
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = [
+    "configure_daemon_logging",
+    "attach_run_log",
+    "detach_run_log",
+    "configure_worker_logging",
+    "shutdown_logging",
+]
+
+_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+# processors applied to structlog events before they are handed to logging
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    _TIMESTAMPER,
+]
+
+_listener: logging.handlers.QueueListener | None = None
+_queue_handler: logging.handlers.QueueHandler | None = None
+_sinks: list[logging.Handler] = []
+
+
+def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            _TIMESTAMPER,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+
+
+def _json_renderer() -> Any:
+    return structlog.processors.JSONRenderer(default=str)
+
+
+def _configure_structlog() -> None:
+    structlog.configure(
+        processors=[
+            *_PRE_CHAIN,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _level(level: int | str) -> int:
+    if isinstance(level, str):
+        return logging.getLevelName(level.upper()) if not level.isdigit() else int(level)
+    return level
+
+
+def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = None,
+                             console: bool | None = None) -> None:
+    """stderr sink for the daemon; call once at startup."""
+    global _listener, _queue_handler, _run_handler
+    shutdown_logging()
+    _configure_structlog()
+    stream = stream or sys.stderr
+    if console is None:
+        console = hasattr(stream, "isatty") and stream.isatty()
+    renderer = structlog.dev.ConsoleRenderer(colors=True) if console else _json_renderer()
+    stderr_handler = logging.StreamHandler(stream)
+    stderr_handler.setFormatter(_formatter(renderer))
+    stderr_handler.addFilter(lambda record: not hasattr(record, _SWITCH))
+    _run_handler = _RunLogHandler()
+    _run_handler.setFormatter(_formatter(_json_renderer()))
+    _sinks[:] = [stderr_handler, _run_handler]
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _queue_handler = _PassThroughQueueHandler(q)
+    _listener = logging.handlers.QueueListener(q, stderr_handler, _run_handler)
+    _listener.start()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_queue_handler)
+    root.setLevel(_level(level))
+    atexit.register(shutdown_logging)
+
+
+_SWITCH = "_mimocorb2_run_log"
+_run_handler: "_RunLogHandler | None" = None
+
+
+class _PassThroughQueueHandler(logging.handlers.QueueHandler):
+    """Keep the record as it is (its msg is structlog's event dict) for the formatters."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+class _RunLogHandler(logging.Handler):
+    """JSON lines into the current run's daemon.log; switched by records passing the queue,
+    so that every event logged before a switch still lands in the right file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stream: TextIO | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, _SWITCH):
+            self._switch(getattr(record, _SWITCH))
+            return
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(self.format(record) + "\n")
+            self._stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def _switch(self, path: str | None) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except OSError:
+                pass
+            self._stream = None
+        if path:
+            try:
+                self._stream = open(path, "a", encoding="utf-8")
+            except OSError as exc:
+                sys.stderr.write(f"mimocorb2: cannot open run log {path}: {exc}\n")
+
+    def close(self) -> None:
+        self._switch(None)
+        super().close()
+
+
+def _send_switch(path: str | None) -> None:
+    record = logging.LogRecord("mimocorb2.logsetup", logging.CRITICAL, __file__, 0, "switch", None, None)
+    setattr(record, _SWITCH, path)
+    if _queue_handler is not None:
+        _queue_handler.enqueue(record)
+    elif _run_handler is not None:
+        _run_handler.handle(record)
+
+
+def attach_run_log(path: str | os.PathLike[str]) -> None:
+    """From now on also write JSON lines into ``path`` (the run's ``daemon.log``)."""
+    _send_switch(os.fspath(path))
+
+
+def detach_run_log() -> None:
+    """Stop writing into the run's daemon.log (after everything logged so far is written)."""
+    _send_switch(None)
+
+
+def shutdown_logging() -> None:
+    """Flush queued records and close files (at daemon exit)."""
+    global _listener, _queue_handler, _run_handler
+    if _listener is not None:
+        try:
+            _listener.stop()
+        except Exception:
+            pass
+        _listener = None
+    if _queue_handler is not None:
+        logging.getLogger().removeHandler(_queue_handler)
+        _queue_handler = None
+    for handler in _sinks:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    if _run_handler is not None:
+        _run_handler.close()
+        _run_handler = None
+
+
+def configure_worker_logging(log_file: str | os.PathLike[str], worker: str, pid: int | None = None,
+                             level: int | str = "INFO", redirect_std: bool = True) -> None:
+    """Logging inside a worker process; call first thing in the worker's entry point.
+
+    Every line carries ``worker=`` and ``pid=``. With ``redirect_std`` the file
+    descriptors 1 and 2 are pointed at the same file, so prints and tracebacks of
+    user code land there too.
+    """
+    pid = os.getpid() if pid is None else pid
+    path = Path(log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    if redirect_std:
+        for std in (sys.stdout, sys.stderr):
+            try:
+                std.flush()
+            except Exception:
+                pass
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    stream = open(fd, "a", buffering=1, encoding="utf-8", errors="replace")  # line buffered
+    shutdown_logging()
+    _configure_structlog()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        _formatter(structlog.dev.ConsoleRenderer(colors=False, pad_event=0))
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_level(level))
+    _sinks[:] = [handler]
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(worker=worker, pid=pid)
+    # records from plain logging (user code) get the tags too
+    old_factory = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = old_factory(*args, **kwargs)
+        record.worker = worker
+        record.pid = pid
+        return record
+
+    logging.setLogRecordFactory(factory)
