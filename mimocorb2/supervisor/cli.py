@@ -1,0 +1,51 @@
+"""`mimocorb2d`: the supervisor daemon, in the foreground (systemd style)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mimocorb2 import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mimocorb2d",
+        description="mimocorb2 supervisor daemon: owns the buffers and worker processes of a run, "
+        "controlled with mimoctl over a Unix socket.",
+    )
+    parser.add_argument(
+        "--socket",
+        help="control socket path (default: $MIMOCORB2_SOCKET, $RUNTIME_DIRECTORY/control.sock, "
+        "$XDG_RUNTIME_DIR/mimocorb2/control.sock, /tmp/mimocorb2-$UID/control.sock)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("MIMOCORB2_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default: $MIMOCORB2_LOG_LEVEL or INFO)",
+    )
+    parser.add_argument("--version", action="version", version=f"mimocorb2d {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mimocorb2 import logsetup
+    from mimocorb2.control.protocol import resolve_socket_path
+    from mimocorb2.supervisor.sdnotify import Notifier
+    from mimocorb2.supervisor.server import Daemon
+
+    # take NOTIFY_SOCKET / WATCHDOG_* out of the environment before any worker is spawned
+    notifier = Notifier.from_environment()
+    logsetup.configure_daemon_logging(args.log_level)
+    socket_path = resolve_socket_path(args.socket)
+    try:
+        code = Daemon(socket_path, notifier).run()
+    finally:
+        logsetup.shutdown_logging()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The daemon object: startup, serve, shutdown in one place.
+
+    Daemon(socket_path).run()       # blocks; returns the process exit code
+
+Lifecycle::
+
+    startup   remove stale shared memory, listen on the control socket,
+              install signal handlers, READY=1
+    serve     wait until asked to exit (shutdown command, SIGTERM/SIGINT);
+              meanwhile: watchdog pings, STATUS= lines, loop latency meter
+    shutdown  STOPPING=1, stop the run gracefully (drain), close the socket
+
+Signals: the first SIGTERM/SIGINT asks for a graceful exit (the run drains);
+a second one aborts the run (its processes are killed, lost events counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mimocorb2 import __version__
+from mimocorb2.control import protocol as P
+from mimocorb2.control.server import CommandError, ControlServer, Peer
+from mimocorb2.supervisor.sdnotify import Notifier
+
+log = structlog.get_logger("mimocorb2.daemon")
+
+#: how often the loop-latency meter wakes up
+LAG_INTERVAL = 0.1
+
+
+class Daemon:
+    def __init__(self, socket_path: Path, notifier: Notifier | None = None) -> None:
+        self.socket_path = Path(socket_path)
+        self.notifier = notifier or Notifier()
+        self.control = ControlServer(self.socket_path, self.dispatch)
+        self.started_at = time.time()
+        self.run_obj: Any = None  # the current or last Run (mimocorb2.supervisor.run.Run)
+        self.exit_code = 0
+        self._exit = asyncio.Event()
+        self._signals = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._start_lock = asyncio.Lock()
+        self.loop_lag_max = 0.0
+        self.loop_lag_last = 0.0
+
+    # ---------------------------------------------------------------- lifecycle
+    def run(self) -> int:
+        """Run the daemon on a uvloop event loop until it exits; return the exit code."""
+        import uvloop
+
+        return uvloop.run(self.main())
+
+    async def main(self) -> int:
+        try:
+            await self.startup()
+        except Exception as exc:
+            log.error("daemon failed to start", error=str(exc))
+            await self._close_server()
+            return 1
+        try:
+            await self.serve()
+        finally:
+            await self.shutdown()
+        return self.exit_code
+
+    async def startup(self) -> None:
+        from mimocorb2.supervisor import shm
+
+        removed = shm.remove_stale()
+        if removed:
+            log.warning("removed shared memory of a crashed daemon", segments=removed)
+        await self.control.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        self._tasks.append(asyncio.create_task(self._lag_meter(), name="lag-meter"))
+        if self.notifier.watchdog_interval:
+            self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        self._tasks.append(asyncio.create_task(self._status_reporter(), name="sd-status"))
+        self.notifier.ready(status="idle")
+        log.info("mimocorb2d ready", pid=os.getpid(), socket=str(self.socket_path), version=__version__)
+
+    async def serve(self) -> None:
+        await self._exit.wait()
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping(status="stopping")
+        log.info("mimocorb2d shutting down")
+        run = self.run_obj
+        if run is not None and not run.done:
+            if self._signals >= 2:
+                await run.abort("daemon aborted")
+            else:
+                await run.stop("daemon shutting down")
+            await run.wait()
+        await self._close_server()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("mimocorb2d exited", exit_code=self.exit_code)
+        self.notifier.close()
+
+    async def _close_server(self) -> None:
+        await self.control.close()
+
+    def request_exit(self, reason: str) -> None:
+        log.info("exit requested", reason=reason)
+        self._exit.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        name = signal.Signals(sig).name
+        if self._signals == 1:
+            log.info("signal received: stopping the run gracefully, then exiting", signal=name)
+            self.request_exit(name)
+        else:
+            log.warning("second signal: aborting the run", signal=name)
+            run = self.run_obj
+            if run is not None and not run.done:
+                asyncio.ensure_future(run.abort(f"second {name}"))
+
+    # ---------------------------------------------------------------- housekeeping tasks
+    async def _lag_meter(self) -> None:
+        """How late the loop wakes up: a measure of anything blocking it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            lag = max(0.0, loop.time() - t0 - LAG_INTERVAL)
+            self.loop_lag_last = lag
+            if lag > self.loop_lag_max:
+                self.loop_lag_max = lag
+            if lag > 0.25:
+                log.warning("event loop was blocked", seconds=round(lag, 3))
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval or 1.0
+        while True:
+            # sent from the loop itself: if the loop stalls, systemd stops hearing from us
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _status_reporter(self) -> None:
+        last = ""
+        while True:
+            text = self.status_line()
+            if text != last:
+                self.notifier.status(text)
+                last = text
+            await asyncio.sleep(1.0)
+
+    def status_line(self) -> str:
+        run = self.run_obj
+        if run is None:
+            return "idle"
+        return run.summary_line()
+
+    @property
+    def state(self) -> str:
+        return "idle" if self.run_obj is None else self.run_obj.state
+
+    # ---------------------------------------------------------------- commands
+    async def dispatch(self, cmd: str, args: dict[str, Any], peer: Peer) -> Any:
+        handler = getattr(self, f"cmd_{cmd}", None)
+        if handler is None:
+            raise CommandError(f"command {cmd!r} is not implemented", code=P.E_UNKNOWN_COMMAND)
+        if cmd not in ("status", "ping", "logs"):
+            log.info("command", cmd=cmd, peer=str(peer))
+        return await handler(args)
+
+    async def cmd_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "pid": os.getpid(), "version": __version__, "protocol": P.PROTOCOL_VERSION}
+
+    async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        run = self.run_obj
+        status: dict[str, Any] = {
+            "state": self.state,
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "protocol": P.PROTOCOL_VERSION,
+                "socket": str(self.socket_path),
+                "uptime": round(time.time() - self.started_at, 3),
+                "loop_lag_max": round(self.loop_lag_max, 6),
+                "loop_lag_last": round(self.loop_lag_last, 6),
+            },
+            "run": None,
+            "buffers": {},
+            "workers": {},
+        }
+        if run is not None:
+            status.update(run.status())
+        return status
+
+    async def cmd_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        setup_path = _setup_arg(args)
+        from mimocorb2.supervisor.run import load_setup_async
+
+        setup = await load_setup_async(setup_path)
+        return {"ok": True, "setup": str(setup.path), "buffers": list(setup.buffers),
+                "workers": list(setup.workers)}
+
+    async def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        setup_path = _setup_arg(args)
+        limits = {k: args.get(k) for k in ("max_events", "max_seconds")}
+        for key, value in limits.items():
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+                raise CommandError(f"{key} must be a positive number, got {value!r}", code=P.E_BAD_REQUEST)
+        if self._exit.is_set():
+            raise CommandError("the daemon is shutting down")
+        from mimocorb2.supervisor.run import Run, load_setup_async
+
+        async with self._start_lock:
+            if self.run_obj is not None and not self.run_obj.done:
+                raise CommandError(
+                    f"a run is already {self.run_obj.state} ({self.run_obj.directory}); stop it first"
+                )
+            setup = await load_setup_async(setup_path)
+            run = Run(setup, max_events=limits["max_events"], max_seconds=limits["max_seconds"],
+                      on_finished=self._on_run_finished)
+            self.run_obj = run
+            await run.start()
+        return {"directory": str(run.directory), "state": run.state}
+
+    def _on_run_finished(self, run: Any) -> None:
+        self.notifier.status(run.summary_line())
+
+    def _require_run(self) -> Any:
+        run = self.run_obj
+        if run is None or run.done:
+            raise CommandError("no run is active")
+        return run
+
+    async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        run = self._require_run()
+        await run.stop("stop command")
+        if args.get("wait", True):
+            await run.wait()
+        return run.final_summary()
+
+    async def cmd_abort(self, args: dict[str, Any]) -> dict[str, Any]:
+        run = self._require_run()
+        await run.abort("abort command")
+        await run.wait()
+        return run.final_summary()
+
+    async def cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        run = self._require_run()
+        return {"paused": run.pause(_names_arg(args))}
+
+    async def cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        run = self._require_run()
+        return {"resumed": run.resume(_names_arg(args))}
+
+    async def cmd_logs(self, args: dict[str, Any]) -> dict[str, Any]:
+        run = self.run_obj
+        if run is None:
+            raise CommandError("no run yet: there are no logs")
+        worker = args.get("worker")
+        offsets = args.get("offsets") or {}
+        if worker is not None and not isinstance(worker, str):
+            raise CommandError("'worker' must be a string", code=P.E_BAD_REQUEST)
+        if not isinstance(offsets, dict):
+            raise CommandError("'offsets' must be an object", code=P.E_BAD_REQUEST)
+        return await run.read_logs(worker, offsets, int(args.get("max_bytes", 256 * 1024)))
+
+    async def cmd_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
+        # reply first; the run drains in shutdown()
+        asyncio.get_running_loop().call_soon(self.request_exit, "shutdown command")
+        return {"shutting_down": True, "state": self.state}
+
+
+def _setup_arg(args: dict[str, Any]) -> Path:
+    setup = args.get("setup")
+    if not isinstance(setup, str) or not setup:
+        raise CommandError("'setup' (path of a setup file) is required", code=P.E_BAD_REQUEST)
+    path = Path(setup)
+    if not path.is_absolute():
+        raise CommandError(f"setup path must be absolute, got {setup!r}", code=P.E_BAD_REQUEST)
+    return path
+
+
+def _names_arg(args: dict[str, Any]) -> list[str] | None:
+    names = args.get("buffers")
+    if names is None or names == []:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CommandError("'buffers' must be a list of buffer names", code=P.E_BAD_REQUEST)
+    return names
