@@ -1,0 +1,179 @@
+"""Validation of one entry of the ``Workers`` section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._functions import FunctionProblem, find_function
+from ._model import RESTART_POLICIES, WorkerSpec
+from ._problems import Problems, describe, did_you_mean
+from ._values import check_choice, check_int, check_keys, check_positive
+from ._yaml import YamlProblem, read_yaml
+
+WORKER_KEYS = ("file", "function", "config", "number_of_processes", "sources", "sinks",
+               "observes", "restart", "max_restarts", "stall_timeout")
+BUFFER_LISTS = ("sources", "sinks", "observes")
+_UNUSABLE_FILE = Path("/\0unusable")  # marks a bad 'file' so no function lookup is tried
+
+
+class WorkerChecker:
+    """Checks workers of one setup file; ``buffers`` is None when the Buffers section is broken."""
+
+    def __init__(self, problems: Problems, directory: Path, buffers: list[str] | None) -> None:
+        self.problems = problems
+        self.directory = directory
+        self.buffers = buffers
+
+    def check(self, name: str, raw: dict[str, Any]) -> WorkerSpec:
+        """A WorkerSpec for ``raw``; problems are recorded, bad values replaced by defaults."""
+        where = f"Workers.{name}"
+        check_keys(self.problems, where, raw, WORKER_KEYS)
+        spec = WorkerSpec(
+            name=name,
+            function=self._function(where, raw),
+            file=self._file(where, raw.get("file")),
+            config=self.config(f"{where}.config", raw.get("config")),
+            number_of_processes=self._optional_int(where, raw, "number_of_processes", 1, 1),
+            restart=self._restart(where, raw),
+            max_restarts=self._optional_int(where, raw, "max_restarts", 0, 5),
+            stall_timeout=self._stall_timeout(where, raw.get("stall_timeout")),
+        )
+        for key in BUFFER_LISTS:
+            setattr(spec, key, self._buffer_list(f"{where}.{key}", raw.get(key)))
+        self._check_repeats(where, spec)
+        self._lookup(where, spec)
+        return spec
+
+    # --- function and file -------------------------------------------------------------
+    def _function(self, where: str, raw: dict[str, Any]) -> str:
+        if "function" not in raw:
+            self.problems.add(f"{where}.function", "missing (the name of the function to run, "
+                              "e.g. 'exporters.drain' or a function in 'file')")
+            return ""
+        value = raw["function"]
+        if not isinstance(value, str) or not value.strip():
+            self.problems.add(f"{where}.function", f"must be a non-empty string, "
+                              f"got {describe(value)}")
+            return ""
+        return value.strip()
+
+    def _file(self, where: str, value: object) -> Path | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self.problems.add(f"{where}.file", f"must be a file name (string), "
+                              f"got {describe(value)}")
+            return _UNUSABLE_FILE
+        path = (self.directory / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            state = "is not a file" if path.exists() else "not found"
+            self.problems.add(f"{where}.file", f"file '{value}' {state} (looked for {path})")
+            return _UNUSABLE_FILE
+        return path
+
+    def _lookup_possible(self, spec: WorkerSpec) -> bool:
+        return bool(spec.function) and spec.file != _UNUSABLE_FILE
+
+    def _lookup(self, where: str, spec: WorkerSpec) -> None:
+        if not self._lookup_possible(spec):
+            return
+        try:
+            find_function(spec)
+        except FunctionProblem as err:
+            self.problems.add(f"{where}.{err.key}", str(err))
+
+    # --- config --------------------------------------------------------------------------
+    def config(self, where: str, value: object) -> dict[str, Any]:
+        """The merged config: a mapping, a file name or a list of those (later keys win)."""
+        if value is None or value == "":
+            return {}
+        if isinstance(value, dict):
+            return dict(value)
+        if isinstance(value, str):
+            return self._config_file(where, value)
+        if isinstance(value, list):
+            merged: dict[str, Any] = {}
+            for index, item in enumerate(value):
+                merged.update(self._config_item(f"{where}[{index}]", item))
+            return merged
+        self.problems.add(where, f"must be a mapping, a config file name or a list of them, "
+                          f"got {describe(value)}")
+        return {}
+
+    def _config_item(self, where: str, item: object) -> dict[str, Any]:
+        if isinstance(item, dict):
+            return dict(item)
+        if isinstance(item, str) and item:
+            return self._config_file(where, item)
+        self.problems.add(where, f"must be a config file name or a mapping, "
+                          f"got {describe(item)}")
+        return {}
+
+    def _config_file(self, where: str, name: str) -> dict[str, Any]:
+        path = (self.directory / Path(name).expanduser()).resolve()
+        try:
+            data, duplicates = read_yaml(path)
+        except YamlProblem as err:
+            reason = f"not found (looked for {path})" if str(err) == "file not found" else err
+            self.problems.add(where, f"config file '{name}': {reason}")
+            return {}
+        for note in duplicates:
+            self.problems.add(where, f"config file '{name}': {note}")
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.problems.add(where, f"config file '{name}' must hold a mapping of keys to "
+                              f"values, got {describe(data)}")
+            return {}
+        return data
+
+    # --- numbers and policies --------------------------------------------------------------
+    def _optional_int(self, where: str, raw: dict[str, Any], key: str, minimum: int,
+                      default: int) -> int:
+        if key not in raw:
+            return default
+        value = check_int(self.problems, f"{where}.{key}", raw[key], minimum)
+        return default if value is None else value
+
+    def _restart(self, where: str, raw: dict[str, Any]) -> str:
+        if "restart" not in raw:
+            return "on-failure"
+        value = check_choice(self.problems, f"{where}.restart", raw["restart"], RESTART_POLICIES)
+        return value or "on-failure"
+
+    def _stall_timeout(self, where: str, value: object) -> float | None:
+        if value is None:
+            return None
+        return check_positive(self.problems, f"{where}.stall_timeout", value)
+
+    # --- buffer lists -----------------------------------------------------------------------
+    def _buffer_list(self, where: str, value: object) -> list[str]:
+        if value is None:
+            return []
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            self.problems.add(where, f"must be a list of buffer names, got {describe(value)}")
+            return []
+        names: list[str] = []
+        for item in items:
+            if not isinstance(item, str):
+                self.problems.add(where, f"buffer names must be strings, got {describe(item)}")
+            elif self.buffers is not None and item not in self.buffers:
+                hint = did_you_mean(item, self.buffers)
+                self.problems.add(where, f"unknown buffer '{item}'{hint}")
+            else:
+                names.append(item)
+        return names
+
+    def _check_repeats(self, where: str, spec: WorkerSpec) -> None:
+        first_list: dict[str, str] = {}
+        for key in BUFFER_LISTS:
+            for buffer in getattr(spec, key):
+                if buffer not in first_list:
+                    first_list[buffer] = key
+                elif first_list[buffer] == key:
+                    self.problems.add(f"{where}.{key}", f"buffer '{buffer}' is listed twice")
+                else:
+                    self.problems.add(f"{where}.{key}", f"buffer '{buffer}' is already listed "
+                                      f"in {first_list[buffer]}")
