@@ -1,0 +1,145 @@
+"""Where everything lives inside one buffer's shared-memory segment.
+
+The segment starts with a control block of int64 words (plus a small area of
+group names), followed by the slots. Every word is described here once; the
+ring code only uses these offsets.
+
+Control block, in words::
+
+    header            HEADER_WORDS words (see the H_* names)
+    free stack        slot_count   slot indices that are free, top at H_FREE_TOP
+    commit ring       slot_count   slot of commit sequence number q at q % slot_count
+    state             slot_count   0 free, -pid being written by pid, 1 committed
+    refs              slot_count   reader groups that still have to finish a committed slot
+    seq               slot_count   commit sequence number of a committed slot
+    gen               slot_count   bumped on claim and on commit (observers' seqlock)
+    flushed pids      MAX_FLUSHERS pids of writers that have flushed (end-of-stream count)
+    group headers     max_groups * GROUP_WORDS
+    holders           max_groups * slot_count   pid of the group's reader holding slot s, or 0
+    redeliver stacks  max_groups * slot_count   slots handed back from dead readers
+
+Each slot is ``slot_stride`` bytes: metadata at offset 0 (24 bytes), data at
+offset DATA_OFFSET, stride rounded up to a cache line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Layout"]
+
+MAGIC = 0x6D696D6F63726232  # "mimocrb2"
+
+# header words
+H_MAGIC = 0
+H_SLOTS = 1
+H_HEAD = 2  # next commit sequence number
+H_EVENTS = 3  # events committed while not paused
+H_PAUSED = 4
+H_PAUSED_COUNT = 5  # events written while paused (discarded)
+H_FLUSHES = 6  # distinct writers that flushed
+H_WRITERS = 7  # writers expected to flush before the buffer ends
+H_ENDED = 8
+H_LOST = 9  # slots taken back from writers that died mid-write
+H_REDELIVERED = 10  # slots taken back from readers that died mid-read
+H_FREE_TOP = 11
+H_DEADTIME = 12  # float64 sum of the metadata deadtime of committed events
+H_LOCK_OWNER = 13  # pid inside the critical section, 0 outside
+H_WAITING_WRITERS = 14
+H_GROUPS = 15  # reader groups joined so far (indices 0..H_GROUPS-1)
+H_LATEST_SLOT = 16
+H_LATEST_SEQ = 17
+H_FLUSHED_PIDS = 18  # entries used in the flushed-pid table
+H_ABANDONED = 19  # writes abandoned by an exception in the writer's block
+H_WRITING = 20  # slots currently held by writers
+H_REJECTED = 21  # writes refused because the buffer had ended
+H_MAX_GROUPS = 22
+HEADER_WORDS = 32
+
+# group header words
+G_TAIL = 0  # next commit sequence number this group will take
+G_JOIN = 1  # first sequence number this group is entitled to
+G_WAITING = 2  # readers of this group sleeping on its semaphore
+G_RTOP = 3  # entries in the group's redeliver stack
+G_HELD = 4  # slots held by readers of this group
+G_READS = 5  # events this group has finished reading
+GROUP_WORDS = 8
+
+MAX_FLUSHERS = 256
+NAME_BYTES = 48
+DATA_OFFSET = 64
+CACHE_LINE = 64
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Offsets for a buffer of ``slots`` slots, ``max_groups`` reader groups and ``data_bytes`` per event."""
+
+    slots: int
+    max_groups: int
+    data_bytes: int
+
+    @property
+    def free(self) -> int:
+        return HEADER_WORDS
+
+    @property
+    def ring(self) -> int:
+        return self.free + self.slots
+
+    @property
+    def state(self) -> int:
+        return self.ring + self.slots
+
+    @property
+    def refs(self) -> int:
+        return self.state + self.slots
+
+    @property
+    def seq(self) -> int:
+        return self.refs + self.slots
+
+    @property
+    def gen(self) -> int:
+        return self.seq + self.slots
+
+    @property
+    def flushed(self) -> int:
+        return self.gen + self.slots
+
+    @property
+    def groups(self) -> int:
+        return self.flushed + MAX_FLUSHERS
+
+    @property
+    def holders(self) -> int:
+        return self.groups + self.max_groups * GROUP_WORDS
+
+    @property
+    def redeliver(self) -> int:
+        return self.holders + self.max_groups * self.slots
+
+    @property
+    def words(self) -> int:
+        return self.redeliver + self.max_groups * self.slots
+
+    @property
+    def names_offset(self) -> int:
+        """Byte offset of the group-name area."""
+        return self.words * 8
+
+    @property
+    def slots_offset(self) -> int:
+        """Byte offset of slot 0 (page aligned)."""
+        end = self.names_offset + self.max_groups * NAME_BYTES
+        return -(-end // PAGE) * PAGE
+
+    @property
+    def slot_stride(self) -> int:
+        size = DATA_OFFSET + self.data_bytes
+        return -(-size // CACHE_LINE) * CACHE_LINE
+
+    @property
+    def total_bytes(self) -> int:
+        return self.slots_offset + self.slots * self.slot_stride

@@ -1,0 +1,587 @@
+"""Slot queues in shared memory: who may touch which slot, and when.
+
+:class:`SlotRing` moves slot *indices* between writers and reader groups; the
+bytes of the events never move. All bookkeeping lives in the control block
+(:mod:`._layout`) and changes only under one process-shared lock, held for a
+few microseconds and never across a blocking call.
+
+Ownership of a slot (the invariants every method keeps):
+
+* ``state[s] == 0``: slot ``s`` is free and listed exactly once in the free stack.
+* ``state[s] == -pid``: writer ``pid`` owns ``s``; nobody else reads or writes it.
+* ``state[s] == 1``: ``s`` holds committed event number ``seq[s]``, it appears in the
+  commit ring at ``seq[s] % slots``, and ``refs[s]`` reader groups have not yet
+  finished it. It returns to the free stack when ``refs[s]`` drops to 0.
+* Reader group ``g`` is entitled to every sequence number from ``join[g]`` on; it
+  has taken all numbers below ``tail[g]``. A slot taken by a reader of ``g`` is
+  marked ``holders[g][s] = pid`` until that reader finishes it. Slots of readers
+  that died go to ``g``'s redeliver stack and are taken before new events.
+
+The commit ring needs only ``slots`` entries: entry ``q % slots`` can be
+overwritten only by commit ``q + slots``, which needs a free slot, and while some
+group has not taken ``q`` its slot and the slots of ``q+1 .. q+slots-1`` are all
+in use.
+
+Waiting: a writer with no free slot, or a reader with nothing to take,
+registers in a ``waiting`` counter and sleeps on a semaphore with a timeout.
+Whoever frees a slot or commits an event releases the semaphore once per
+registered sleeper it consumes. Every wait is re-checked under the lock, so a
+spurious or late wake-up costs a loop, never correctness; the timeout bounds the
+damage of a sleeper that died registered.
+
+End of stream: the buffer ends when ``writers`` distinct processes have
+flushed (or :meth:`shutdown` forces it). A reader sees the end only when the
+buffer has ended *and* its group has nothing left: no pending sequence number,
+nothing to redeliver, no slot held by another reader of the group (it might
+die and need redelivery) and no slot being written.
+
+Crash safety: a process killed inside the critical section leaves the lock
+taken and ``lock_owner`` set. :meth:`reclaim` notices, takes the lock over and
+rebuilds every derived quantity (free stack, reference counts, held counts)
+from the slot states and group positions before handing slots back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from . import heartbeat
+from ._layout import (
+    G_HELD,
+    G_JOIN,
+    G_READS,
+    G_RTOP,
+    G_TAIL,
+    G_WAITING,
+    GROUP_WORDS,
+    H_ABANDONED,
+    H_DEADTIME,
+    H_ENDED,
+    H_EVENTS,
+    H_FLUSHED_PIDS,
+    H_FLUSHES,
+    H_FREE_TOP,
+    H_GROUPS,
+    H_HEAD,
+    H_LATEST_SEQ,
+    H_LATEST_SLOT,
+    H_LOCK_OWNER,
+    H_LOST,
+    H_MAGIC,
+    H_MAX_GROUPS,
+    H_PAUSED,
+    H_PAUSED_COUNT,
+    H_REDELIVERED,
+    H_REJECTED,
+    H_SLOTS,
+    H_WAITING_WRITERS,
+    H_WRITERS,
+    H_WRITING,
+    MAGIC,
+    MAX_FLUSHERS,
+    NAME_BYTES,
+    Layout,
+)
+from ._shm import pid_alive
+
+__all__ = ["SlotRing", "END_OF_STREAM", "PAUSED", "REJECTED"]
+
+END_OF_STREAM = -1  # take() result: nothing more will come for this group
+PAUSED = -1  # claim() result: paused, write into a private scratch slot (counted on commit)
+REJECTED = -2  # claim() result: the buffer has ended, the write is refused (counted now)
+
+WAIT_SLICE = 0.2  # seconds a sleeper waits before re-checking (and beating)
+STUCK_LOCK_SECONDS = 2.0  # a lock held this long with no owner recorded is dead
+
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+class SlotRing:
+    """The shared bookkeeping of one buffer (see the module docstring)."""
+
+    def __init__(self, mm: Any, layout: Layout, lock: Any, space: Any, group_sems: list[Any]) -> None:
+        self.layout = layout
+        self.lock = lock
+        self.space = space
+        self.group_sems = group_sems
+        self.n = layout.slots
+        self.cb = memoryview(mm)[: layout.words * 8].cast("q")
+        self.cbd = memoryview(mm)[: layout.words * 8].cast("d")
+        self.names = memoryview(mm)[layout.names_offset : layout.names_offset + layout.max_groups * NAME_BYTES]
+        L = layout
+        self._free, self._ring, self._state = L.free, L.ring, L.state
+        self._refs, self._seq, self._gen = L.refs, L.seq, L.gen
+        self._groups, self._holders, self._redeliver = L.groups, L.holders, L.redeliver
+
+    # ---------------------------------------------------------------- setup
+    def initialize(self, writers: int) -> None:
+        """Fill a fresh control block: every slot free, no groups (creator only)."""
+        cb, n = self.cb, self.n
+        cb[H_MAGIC] = MAGIC
+        cb[H_SLOTS] = n
+        cb[H_WRITERS] = writers
+        cb[H_MAX_GROUPS] = self.layout.max_groups
+        cb[H_LATEST_SLOT] = -1
+        cb[H_LATEST_SEQ] = -1
+        for s in range(n):
+            cb[self._free + s] = n - 1 - s  # slot 0 is handed out first
+        cb[H_FREE_TOP] = n
+
+    def release_views(self) -> None:
+        """Drop the memoryviews so the mapping can be closed."""
+        for view in (self.cb, self.cbd, self.names):
+            view.release()
+
+    def _lock(self) -> None:
+        self.lock.acquire()
+        self.cb[H_LOCK_OWNER] = _pid
+
+    def _unlock(self) -> None:
+        self.cb[H_LOCK_OWNER] = 0
+        self.lock.release()
+
+    # ---------------------------------------------------------------- groups
+    def group_names(self) -> list[str]:
+        """Names of the reader groups joined so far, by index."""
+        return [self._name_at(g) for g in range(self.cb[H_GROUPS])]
+
+    def _name_at(self, g: int) -> str:
+        raw = bytes(self.names[g * NAME_BYTES : (g + 1) * NAME_BYTES])
+        return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+    def join_group(self, name: str) -> int:
+        """Index of reader group ``name``, creating it if needed.
+
+        A new group is entitled to events committed from now on.
+        """
+        encoded = name.encode("utf-8")[:NAME_BYTES]
+        cb = self.cb
+        self._lock()
+        try:
+            count = cb[H_GROUPS]
+            for g in range(count):
+                if self._name_at(g).encode("utf-8") == encoded:
+                    return g
+            if count >= self.layout.max_groups:
+                raise ValueError(f"too many reader groups (at most {self.layout.max_groups})")
+            base = self._groups + count * GROUP_WORDS
+            for w in range(GROUP_WORDS):
+                cb[base + w] = 0
+            cb[base + G_TAIL] = cb[H_HEAD]
+            cb[base + G_JOIN] = cb[H_HEAD]
+            self.names[count * NAME_BYTES : count * NAME_BYTES + len(encoded)] = encoded
+            cb[H_GROUPS] = count + 1
+            return count
+        finally:
+            self._unlock()
+
+    # ---------------------------------------------------------------- writers
+    def claim(self) -> int:
+        """Take a free slot for writing, waiting for one; PAUSED or REJECTED otherwise."""
+        cb, lock = self.cb, self.lock
+        while True:
+            if cb[H_PAUSED]:
+                return PAUSED
+            lock.acquire()
+            cb[H_LOCK_OWNER] = _pid
+            if cb[H_ENDED]:
+                cb[H_REJECTED] += 1
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                return REJECTED
+            top = cb[H_FREE_TOP]
+            if top > 0:
+                slot = cb[self._free + top - 1]
+                cb[self._state + slot] = -_pid
+                cb[self._gen + slot] += 1
+                cb[H_FREE_TOP] = top - 1
+                cb[H_WRITING] += 1
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                heartbeat.beat()
+                return slot
+            cb[H_WAITING_WRITERS] += 1
+            cb[H_LOCK_OWNER] = 0
+            lock.release()
+            if not self.space.acquire(True, WAIT_SLICE):
+                self._withdraw(H_WAITING_WRITERS)
+            heartbeat.beat()
+
+    def commit(self, slot: int, deadtime: float) -> None:
+        """Publish the event written into ``slot`` to every reader group."""
+        cb, lock, n = self.cb, self.lock, self.n
+        lock.acquire()
+        cb[H_LOCK_OWNER] = _pid
+        seq = cb[H_HEAD]
+        cb[self._ring + seq % n] = slot
+        cb[self._seq + slot] = seq
+        groups = cb[H_GROUPS]
+        cb[self._refs + slot] = groups
+        cb[self._gen + slot] += 1
+        cb[self._state + slot] = 1
+        cb[H_HEAD] = seq + 1
+        cb[H_WRITING] -= 1
+        cb[H_EVENTS] += 1
+        self.cbd[H_DEADTIME] += deadtime
+        cb[H_LATEST_SLOT] = slot
+        cb[H_LATEST_SEQ] = seq
+        if groups == 0:
+            self._free_locked(slot)
+        else:
+            base = self._groups + G_WAITING
+            for g in range(groups):
+                if cb[base] > 0:
+                    cb[base] -= 1
+                    self.group_sems[g].release()
+                base += GROUP_WORDS
+        if cb[H_ENDED] and cb[H_WRITING] == 0:
+            self._wake_all_readers_locked()
+        cb[H_LOCK_OWNER] = 0
+        lock.release()
+        heartbeat.beat()
+
+    def abandon(self, slot: int) -> None:
+        """Give back a claimed slot without publishing it (writer raised)."""
+        cb = self.cb
+        self._lock()
+        cb[self._gen + slot] += 1
+        cb[H_WRITING] -= 1
+        cb[H_ABANDONED] += 1
+        self._free_locked(slot)
+        if cb[H_ENDED] and cb[H_WRITING] == 0:
+            self._wake_all_readers_locked()
+        self._unlock()
+
+    def count_paused_write(self) -> None:
+        """Count an event written while paused (it went to the scratch slot)."""
+        self._lock()
+        self.cb[H_PAUSED_COUNT] += 1
+        self._unlock()
+
+    def flush(self, pid: int | None = None) -> None:
+        """Count one writer process's end of stream; end the buffer when all have."""
+        pid = _pid if pid is None else pid
+        cb = self.cb
+        self._lock()
+        try:
+            used = cb[H_FLUSHED_PIDS]
+            table = self.layout.flushed
+            for i in range(min(used, MAX_FLUSHERS)):
+                if cb[table + i] == pid:
+                    return
+            if used < MAX_FLUSHERS:
+                cb[table + used] = pid
+            cb[H_FLUSHED_PIDS] = used + 1
+            cb[H_FLUSHES] += 1
+            if cb[H_FLUSHES] >= cb[H_WRITERS]:
+                self._end_locked()
+        finally:
+            self._unlock()
+
+    def shutdown(self) -> None:
+        """End the buffer now, whatever the writers do (stop, run limits)."""
+        self._lock()
+        self._end_locked()
+        self._unlock()
+
+    def set_writers(self, writers: int) -> None:
+        """Change how many writers must flush before the buffer ends."""
+        self._lock()
+        self.cb[H_WRITERS] = writers
+        if self.cb[H_FLUSHES] >= writers:
+            self._end_locked()
+        self._unlock()
+
+    # ---------------------------------------------------------------- readers
+    def take(self, g: int) -> int:
+        """Take the next slot for reader group ``g``, waiting; END_OF_STREAM at the end."""
+        cb, lock, n = self.cb, self.lock, self.n
+        gbase = self._groups + g * GROUP_WORDS
+        hbase = self._holders + g * n
+        while True:
+            lock.acquire()
+            cb[H_LOCK_OWNER] = _pid
+            rtop = cb[gbase + G_RTOP]
+            if rtop > 0:
+                slot = cb[self._redeliver + g * n + rtop - 1]
+                cb[hbase + slot] = _pid
+                cb[gbase + G_RTOP] = rtop - 1
+                cb[gbase + G_HELD] += 1
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                heartbeat.beat()
+                return slot
+            tail = cb[gbase + G_TAIL]
+            if tail < cb[H_HEAD]:
+                slot = cb[self._ring + tail % n]
+                cb[hbase + slot] = _pid
+                cb[gbase + G_TAIL] = tail + 1
+                cb[gbase + G_HELD] += 1
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                heartbeat.beat()
+                return slot
+            if cb[H_ENDED] and cb[gbase + G_HELD] == 0 and cb[H_WRITING] == 0:
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                return END_OF_STREAM
+            cb[gbase + G_WAITING] += 1
+            cb[H_LOCK_OWNER] = 0
+            lock.release()
+            if not self.group_sems[g].acquire(True, WAIT_SLICE):
+                self._withdraw(gbase + G_WAITING)
+            heartbeat.beat()
+
+    def finish(self, g: int, slot: int) -> None:
+        """Reader of group ``g`` is done with ``slot``; free it when every group is."""
+        cb, lock = self.cb, self.lock
+        gbase = self._groups + g * GROUP_WORDS
+        lock.acquire()
+        cb[H_LOCK_OWNER] = _pid
+        cb[self._holders + g * self.n + slot] = 0
+        cb[gbase + G_HELD] -= 1
+        cb[gbase + G_READS] += 1
+        refs = cb[self._refs + slot] - 1
+        cb[self._refs + slot] = refs
+        if refs == 0:
+            self._free_locked(slot)
+        if cb[H_ENDED] and cb[gbase + G_HELD] == 0:
+            self._wake_group_locked(g)
+        cb[H_LOCK_OWNER] = 0
+        lock.release()
+
+    # ---------------------------------------------------------------- observers
+    def latest(self) -> tuple[int, int, int, bool]:
+        """``(seq, slot, gen, ended)`` of the most recent commit (seq -1: none yet)."""
+        cb = self.cb
+        self._lock()
+        seq, slot = cb[H_LATEST_SEQ], cb[H_LATEST_SLOT]
+        gen = cb[self._gen + slot] if slot >= 0 else 0
+        ended = bool(cb[H_ENDED])
+        self._unlock()
+        return seq, slot, gen, ended
+
+    def generation(self, slot: int) -> int:
+        """Current generation of ``slot``, read under the lock (a memory barrier)."""
+        self._lock()
+        gen = self.cb[self._gen + slot]
+        self._unlock()
+        return gen
+
+    # ---------------------------------------------------------------- state
+    @property
+    def ended(self) -> bool:
+        """True once the buffer has ended (all writers flushed or shut down)."""
+        return bool(self.cb[H_ENDED])
+
+    @property
+    def paused(self) -> bool:
+        """True while writes are discarded."""
+        return bool(self.cb[H_PAUSED])
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (discard writes) or resume."""
+        self.cb[H_PAUSED] = 1 if paused else 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for statistics, read consistently under the lock."""
+        cb = self.cb
+        self._lock()
+        try:
+            groups = {}
+            head = cb[H_HEAD]
+            pending = 0
+            for g in range(cb[H_GROUPS]):
+                gbase = self._groups + g * GROUP_WORDS
+                waiting = head - cb[gbase + G_TAIL] + cb[gbase + G_RTOP]
+                pending = max(pending, waiting)
+                groups[self._name_at(g)] = {"read": cb[gbase + G_READS], "pending": waiting, "held": cb[gbase + G_HELD]}
+            return {
+                "head": head,
+                "events": cb[H_EVENTS],
+                "free": cb[H_FREE_TOP],
+                "writing": cb[H_WRITING],
+                "paused": bool(cb[H_PAUSED]),
+                "paused_count": cb[H_PAUSED_COUNT],
+                "flushes": cb[H_FLUSHES],
+                "writers": cb[H_WRITERS],
+                "ended": bool(cb[H_ENDED]),
+                "lost": cb[H_LOST],
+                "redelivered": cb[H_REDELIVERED],
+                "abandoned": cb[H_ABANDONED],
+                "rejected": cb[H_REJECTED],
+                "deadtime": self.cbd[H_DEADTIME],
+                "pending": pending,
+                "groups": groups,
+            }
+        finally:
+            self._unlock()
+
+    # ---------------------------------------------------------------- recovery
+    def reclaim(self, pid: int) -> dict[str, int]:
+        """Hand back every slot held by dead process ``pid``.
+
+        Write-held slots return to the free stack (counted as lost); read-held
+        slots go to their group's redeliver stack (counted as redelivered).
+        Must only be called once ``pid`` is known to be dead.
+        """
+        repair = self._lock_for_recovery(pid)
+        cb, n = self.cb, self.n
+        try:
+            if repair:
+                self._rebuild_locked()
+            lost = redelivered = 0
+            for s in range(n):
+                if cb[self._state + s] == -pid:
+                    cb[H_WRITING] -= 1
+                    self._free_locked(s)
+                    lost += 1
+            for g in range(cb[H_GROUPS]):
+                gbase = self._groups + g * GROUP_WORDS
+                for s in range(n):
+                    if cb[self._holders + g * n + s] == pid:
+                        self._push_redeliver_locked(g, s)
+                        cb[self._holders + g * n + s] = 0
+                        cb[gbase + G_HELD] -= 1
+                        redelivered += 1
+            cb[H_LOST] += lost
+            cb[H_REDELIVERED] += redelivered
+            if cb[H_ENDED]:
+                self._wake_all_readers_locked()
+            return {"lost": lost, "redelivered": redelivered, "repaired": int(repair)}
+        finally:
+            self._unlock()
+
+    def _lock_for_recovery(self, dead_pid: int) -> bool:
+        """Take the lock; return True if it was taken over from a dead holder."""
+        stuck_since = time.monotonic()
+        while True:
+            if self.lock.acquire(True, 0.25):
+                self.cb[H_LOCK_OWNER] = _pid
+                return False
+            owner = self.cb[H_LOCK_OWNER]
+            if owner and (owner == dead_pid or not pid_alive(owner)):
+                self.cb[H_LOCK_OWNER] = _pid
+                return True
+            if not owner and time.monotonic() - stuck_since > STUCK_LOCK_SECONDS:
+                self.cb[H_LOCK_OWNER] = _pid
+                return True
+
+    def _rebuild_locked(self) -> None:
+        """Recompute everything derived from slot states and group positions.
+
+        Used after a process died inside the critical section, when any single
+        step of an update may be missing.
+        """
+        cb, n = self.cb, self.n
+        head = cb[H_HEAD]
+        # a commit that set state=1 but died before publishing the head
+        for s in range(n):
+            if cb[self._state + s] == 1 and cb[self._seq + s] == head and cb[self._ring + head % n] == s:
+                head += 1
+                cb[H_HEAD] = head
+                break
+        groups = cb[H_GROUPS]
+        pending_redeliver: list[set[int]] = []
+        for g in range(groups):
+            gbase = self._groups + g * GROUP_WORDS
+            hbase = self._holders + g * n
+            redeliver = {cb[self._redeliver + g * n + i] for i in range(cb[gbase + G_RTOP])}
+            tail = cb[gbase + G_TAIL]
+            shadowed = set(redeliver)
+            if tail < head:
+                shadowed.add(cb[self._ring + tail % n])
+            for s in shadowed:  # a take() that died before moving its cursor
+                cb[hbase + s] = 0
+            cb[gbase + G_HELD] = sum(1 for s in range(n) if cb[hbase + s] != 0)
+            pending_redeliver.append(redeliver)
+        writing = 0
+        for s in range(n):
+            state = cb[self._state + s]
+            if state < 0:
+                writing += 1
+            elif state == 1:
+                q = cb[self._seq + s]
+                refs = 0
+                for g in range(groups):
+                    gbase = self._groups + g * GROUP_WORDS
+                    if (
+                        (cb[gbase + G_JOIN] <= q < head and q >= cb[gbase + G_TAIL])
+                        or cb[self._holders + g * n + s] != 0
+                        or s in pending_redeliver[g]
+                    ):
+                        refs += 1
+                cb[self._refs + s] = refs
+                if refs == 0:
+                    cb[self._state + s] = 0
+        cb[H_WRITING] = writing
+        top = 0
+        for s in range(n):
+            if cb[self._state + s] == 0:
+                cb[self._free + top] = s
+                top += 1
+        cb[H_FREE_TOP] = top
+        for _ in range(max(cb[H_WAITING_WRITERS], 1)):
+            self.space.release()
+        cb[H_WAITING_WRITERS] = 0
+        for g in range(groups):
+            self._wake_group_locked(g)
+
+    # ---------------------------------------------------------------- helpers (lock held)
+    def _free_locked(self, slot: int) -> None:
+        cb = self.cb
+        cb[self._state + slot] = 0
+        top = cb[H_FREE_TOP]
+        cb[self._free + top] = slot
+        cb[H_FREE_TOP] = top + 1
+        if cb[H_WAITING_WRITERS] > 0:
+            cb[H_WAITING_WRITERS] -= 1
+            self.space.release()
+
+    def _push_redeliver_locked(self, g: int, slot: int) -> None:
+        cb = self.cb
+        gbase = self._groups + g * GROUP_WORDS
+        top = cb[gbase + G_RTOP]
+        cb[self._redeliver + g * self.n + top] = slot
+        cb[gbase + G_RTOP] = top + 1
+        if cb[gbase + G_WAITING] > 0:
+            cb[gbase + G_WAITING] -= 1
+            self.group_sems[g].release()
+
+    def _wake_group_locked(self, g: int) -> None:
+        cb = self.cb
+        w = self._groups + g * GROUP_WORDS + G_WAITING
+        for _ in range(cb[w]):
+            self.group_sems[g].release()
+        cb[w] = 0
+
+    def _wake_all_readers_locked(self) -> None:
+        for g in range(self.cb[H_GROUPS]):
+            self._wake_group_locked(g)
+
+    def _end_locked(self) -> None:
+        if not self.cb[H_ENDED]:
+            self.cb[H_ENDED] = 1
+        self._wake_all_readers_locked()
+        # writers waiting for space must learn that the buffer ended
+        for _ in range(self.cb[H_WAITING_WRITERS]):
+            self.space.release()
+        self.cb[H_WAITING_WRITERS] = 0
+
+    def _withdraw(self, word: int) -> None:
+        """A sleeper timed out: take its registration back if still counted."""
+        cb = self.cb
+        self._lock()
+        if cb[word] > 0:
+            cb[word] -= 1
+        self._unlock()
