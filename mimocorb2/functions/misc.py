@@ -1,0 +1,85 @@
+"""Prebuilt miscellaneous functions: copying events into other buffers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as _np
+
+from ._common import ConfigChecker as _ConfigChecker
+from ._common import copy_event as _copy_event
+
+if TYPE_CHECKING:
+    from ..mimo_worker import BufferIO
+
+__all__ = ["copy"]
+
+
+def copy(buffer_io: BufferIO) -> None:
+    """mimoCoRB2 Function: Copy data from one source to multiple sinks.
+
+    Copys data from a source buffer to multiple sink buffers. This function is
+    useful for duplicating data streams within the mimoCoRB2 framework, e.g. into
+    buffers of other sizes or to isolate a slow consumer. A sink with the source's
+    dtype and data_length receives a byte copy; otherwise every field of the sink
+    must be a field of the source, the common length is copied and the rest of a
+    longer sink is zeroed. The metadata is copied unchanged.
+
+    Type
+    ----
+    Filter
+
+    Buffers
+    -------
+    sources
+        1 source buffer containing the data to be copied
+    sinks
+        1 or more sink buffers that will receive the copied data
+    observes
+        0
+
+    Configs
+    -------
+    (none)
+
+    Examples
+    --------
+    >>> # Workers: {copy: {function: misc.copy, sources: [raw], sinks: [for_scope, for_disk]}}
+    """
+    check = _ConfigChecker(buffer_io, "misc.copy")
+    check.buffer_count("sources", list(buffer_io.buffer_names_in), 1)
+    check.buffer_count("sinks", list(buffer_io.buffer_names_out), (1, None))
+    check.buffer_count("observes", list(buffer_io.buffer_names_observe), 0)
+    if buffer_io.data_in_examples:
+        source = buffer_io.data_in_examples[0]
+        src_fields = source.dtype.names or ()
+        for name, example in zip(buffer_io.buffer_names_out, buffer_io.data_out_examples, strict=False):
+            if example.dtype == source.dtype:
+                continue
+            for field in example.dtype.names or ():
+                if field not in src_fields:
+                    check.buffer_problem(
+                        "sinks", f"field '{field}' of sink '{name}' is not a field of source "
+                        f"'{buffer_io.buffer_names_in[0]}' (fields: {list(src_fields)})"
+                    )
+                elif example.dtype[field] != source.dtype[field]:
+                    # numpy casts on assignment; only flag casts that could lose the value class
+                    if not _np.can_cast(source.dtype[field], example.dtype[field], casting="same_kind"):
+                        check.buffer_problem(
+                            "sinks", f"field '{field}' of sink '{name}' has dtype {example.dtype[field]}, "
+                            f"which cannot hold source dtype {source.dtype[field]}"
+                        )
+    check.done()
+    reader = buffer_io.read[0]
+    writers = list(buffer_io.write)
+    try:
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    break
+                for writer in writers:
+                    with writer as (metadata_out, data_out):
+                        metadata_out.view(_np.uint8)[:] = metadata.view(_np.uint8)
+                        _copy_event(data, data_out)
+    finally:
+        buffer_io.shutdown_sinks()
