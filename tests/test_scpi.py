@@ -1,0 +1,265 @@
+"""The asyncio SCPI client: framing, timeouts, error queue, binary blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+
+from mimocorb2.scpi import (
+    BlockFormatError,
+    ScpiClient,
+    ScpiConnectionError,
+    ScpiQueryError,
+    ScpiTimeout,
+    decode_ascii_list,
+    decode_block_payload,
+    encode_ascii_list,
+    encode_block,
+    parse_block,
+)
+from mimocorb2.sim.redpitaya import RedPitayaSimulator
+
+pytestmark = pytest.mark.timeout(20)
+
+Handler = Callable[[str, asyncio.StreamWriter], Awaitable[None]]
+
+
+# ----------------------------------------------------------------------- codec
+def test_block_roundtrip_and_incomplete_prefixes():
+    payload = bytes(range(256)) * 5
+    framed = encode_block(payload) + b"\r\n"
+    assert framed.startswith(b"#41280")
+    # every strict prefix is "not yet complete", never an error
+    for cut in range(len(framed) - 1):
+        assert parse_block(framed[:cut]) is None
+    assert parse_block(framed) == (payload, len(framed))
+    # coalesced with what follows: only the block and its terminator are consumed
+    assert parse_block(framed + b"#13abc\r\n") == (payload, len(framed))
+
+
+@pytest.mark.parametrize("bad", [b"X12", b"#A", b"#0", b"#3a1", b"\r\n"])
+def test_block_malformed(bad):
+    with pytest.raises(BlockFormatError):
+        parse_block(bad + b"0" * 20)
+
+
+def test_decode_int16_both_byte_orders_and_float32():
+    values = np.array([-8192, -1, 0, 1, 8191], dtype=np.int16)
+    big = values.astype(">i2").tobytes()
+    little = values.astype("<i2").tobytes()
+    assert big != little
+    np.testing.assert_array_equal(decode_block_payload(big, "int16", "big"), values)
+    np.testing.assert_array_equal(decode_block_payload(little, "int16", "little"), values)
+    volts = np.array([-1.0, 0.25, 0.999], dtype=np.float32)
+    np.testing.assert_array_equal(
+        decode_block_payload(volts.astype(">f4").tobytes(), "float32", "big"), volts
+    )
+    with pytest.raises(BlockFormatError):
+        decode_block_payload(b"\x00\x01\x02", "int16")
+    with pytest.raises(ValueError):
+        decode_block_payload(b"", "int8")  # type: ignore[arg-type]
+
+
+def test_ascii_list():
+    text = encode_ascii_list([1, -2, 3.5])
+    assert text == "{1,-2,3.5}"
+    np.testing.assert_array_equal(decode_ascii_list(text), [1.0, -2.0, 3.5])
+    np.testing.assert_array_equal(decode_ascii_list("{}", int), np.zeros(0, int))
+    np.testing.assert_array_equal(decode_ascii_list("4,5", int), [4, 5])
+    with pytest.raises(ValueError):
+        decode_ascii_list("{1,2")
+    with pytest.raises(ValueError):
+        decode_ascii_list("{1,x}")
+
+
+# ----------------------------------------------------------------------- fake server
+class FakeServer:
+    """A scripted TCP server: ``handler(line, writer)`` runs for each \\r\\n line."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.lines: list[str] = []
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FakeServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                text = line[:-2].decode()
+                self.lines.append(text)
+                await self.handler(text, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_block_split_into_single_bytes():
+    samples = np.arange(-500, 500, dtype=np.int16)
+    block = encode_block(samples.astype(">i2").tobytes()) + b"\r\n"
+
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        if line == "DATA?":
+            for i in range(len(block)):  # one TCP write per byte
+                writer.write(block[i : i + 1])
+                await writer.drain()
+        elif line == "*IDN?":
+            writer.write(b"FAKE\r\n")
+
+    async with FakeServer(handler) as srv:
+        async with ScpiClient("127.0.0.1", srv.port, timeout=5) as client:
+            got = await client.query_samples("DATA?", "int16", "big")
+            np.testing.assert_array_equal(got, samples)
+            assert await client.query("*IDN?") == "FAKE"
+
+
+async def test_coalesced_answers_in_one_segment():
+    a = np.arange(10, dtype=np.int16)
+    b = -np.arange(10, dtype=np.int16)
+    blob = (
+        encode_block(a.astype("<i2").tobytes()) + b"\r\n"
+        + encode_block(b.astype("<i2").tobytes()) + b"\r\n"
+        + b"TD\r\n"
+    )
+
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        if line == "C?":  # the last of three pipelined queries: answer all at once
+            writer.write(blob)
+
+    async with FakeServer(handler) as srv:
+        async with ScpiClient("127.0.0.1", srv.port, timeout=5) as client:
+            x, y, state = await client.query_many(["A?", "B?", "C?"], ["block", "block", "line"])
+            assert isinstance(x, bytes) and isinstance(y, bytes)
+            np.testing.assert_array_equal(decode_block_payload(x, "int16", "little"), a)
+            np.testing.assert_array_equal(decode_block_payload(y, "int16", "little"), b)
+            assert state == "TD"
+            assert client.round_trips == 1
+    assert srv.lines == ["A?", "B?", "C?"]
+
+
+async def test_silence_without_error_is_a_timeout_and_closes():
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        if line == "*STB?":
+            writer.write(b"0\r\n")
+
+    async with FakeServer(handler) as srv:
+        client = ScpiClient("127.0.0.1", srv.port, timeout=0.2)
+        await client.connect()
+        with pytest.raises(ScpiTimeout, match="no error was queued"):
+            await client.query("SLOW?")
+        assert not client.connected
+        with pytest.raises(ScpiConnectionError):
+            await client.query("*IDN?")
+
+
+async def test_stalled_instrument_is_a_timeout():
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        return None  # never answers anything
+
+    async with FakeServer(handler) as srv:
+        client = ScpiClient("127.0.0.1", srv.port, timeout=0.1)
+        await client.connect()
+        t0 = time.monotonic()
+        with pytest.raises(ScpiTimeout, match=r"\*STB\? did not answer"):
+            await client.query("X?")
+        assert time.monotonic() - t0 < 2.0
+        assert not client.connected
+
+
+async def test_malformed_block_breaks_connection():
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello\r\n")
+
+    async with FakeServer(handler) as srv:
+        async with ScpiClient("127.0.0.1", srv.port, timeout=1) as client:
+            with pytest.raises(ScpiConnectionError, match="malformed"):
+                await client.query_block("DATA?")
+            assert not client.connected
+
+
+async def test_connection_refused_and_lost():
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ScpiClient("127.0.0.1", port, timeout=1)
+    await client.connect()
+    with pytest.raises(ScpiConnectionError):
+        await client.query("*IDN?")
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(ScpiConnectionError, match="cannot connect"):
+        await client.connect()
+
+
+async def test_command_with_newline_rejected():
+    client = ScpiClient("127.0.0.1", 1)
+    with pytest.raises(ScpiConnectionError):
+        await client.write("A")
+    with pytest.raises(ValueError):
+        client._reader = asyncio.StreamReader()  # pretend connected enough for write()
+        client._writer = _DummyWriter()  # type: ignore[assignment]
+        await client.write("A\r\nB")
+
+
+class _DummyWriter:
+    def is_closing(self) -> bool:
+        return False
+
+
+# ----------------------------------------------------------------------- against the simulator
+@pytest.fixture
+async def sim():
+    s = RedPitayaSimulator("127.0.0.1", 0, seed=3)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+async def test_failed_query_reports_queued_error_and_stays_usable(sim):
+    async with ScpiClient("127.0.0.1", sim.port, timeout=0.2) as client:
+        with pytest.raises(ScpiQueryError) as info:
+            await client.query("ACQ:NONSENSE?")
+        assert info.value.command == "ACQ:NONSENSE?"
+        assert info.value.errors == [(-113, "Undefined header")]
+        assert "Undefined header" in str(info.value)
+        assert client.connected
+        assert (await client.query("*IDN?")).startswith("REDPITAYA")
+        # a set command that fails answers nothing; the queue holds its error
+        await client.write("ACQ:DEC 3")
+        assert await client.check_errors() == [(-222, "Data out of range: decimation 3")]
+        assert await client.check_errors() == []
+
+
+async def test_ret_on_error_answers_fast(sim):
+    async with ScpiClient("127.0.0.1", sim.port, timeout=3.0) as client:
+        await client.write("RP:RET_ON_ERROR ON")
+        t0 = time.monotonic()
+        with pytest.raises(ScpiQueryError) as info:
+            await client.query_many(["ACQ:SOUR3:DATA?", "*IDN?"], ["block", "line"])
+        assert time.monotonic() - t0 < 1.0  # no timeout was needed
+        assert info.value.errors[0][0] == -114
+        assert (await client.query("ACQ:DEC?")) == "1"
+
+
+async def test_pipelined_failure_without_ret_on_error(sim):
+    async with ScpiClient("127.0.0.1", sim.port, timeout=0.2) as client:
+        # The first query fails silently, so the answers shift by one and the batch
+        # runs short: the batch as a whole fails with the queued error (answers of a
+        # failed batch are never returned).
+        with pytest.raises(ScpiQueryError) as info:
+            await client.query_many(["BOGUS?", "*IDN?", "ACQ:DEC?"])
+        assert info.value.errors == [(-113, "Undefined header")]
+        assert (await client.query("ACQ:DEC?")) == "1"  # back in step
