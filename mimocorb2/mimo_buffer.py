@@ -159,7 +159,16 @@ class mimoBuffer:
             data = row[DATA_OFFSET : DATA_OFFSET + self.data_byte_size].view(self.data_dtype)
             self._slot_views.append((meta, data))
             self._deadtime_views.append(memoryview(row[: self.metadata_byte_size]).cast("d"))
+        # (int64 words, float64 words) of each slot's metadata: counter, timestamp, deadtime
+        self._meta_words = [
+            (memoryview(row[: self.metadata_byte_size]).cast("q"), floats)
+            for row, floats in zip(self._raw_slots, self._deadtime_views)
+        ]
+        self._byte_views: list[tuple[np.ndarray, np.ndarray]] = [
+            (row[: self.metadata_byte_size], row[DATA_OFFSET : DATA_OFFSET + self.data_byte_size]) for row in self._raw_slots
+        ]
         self._scratch = (np.zeros(1, self.metadata_dtype), np.zeros(self.data_length, self.data_dtype))
+        self._scratch_bytes = (self._scratch[0].view(np.uint8), self._scratch[1].view(np.uint8))
         self._scratch_deadtime = memoryview(self._scratch[0].view(np.uint8)).cast("d")
         self.flush_event_received = _EndedFlag(self._ring)
         self.paused = _PausedFlag(self._ring)
@@ -273,6 +282,13 @@ class mimoBuffer:
         """Take back the slots held by dead process ``pid`` (writes lost, reads redelivered)."""
         return self._ring.reclaim(pid)
 
+    def detach_group(self, group: str) -> None:
+        """Stop waiting for reader group ``group`` (its workers failed for good).
+
+        Its unread events are released; later events are no longer kept for it.
+        """
+        self._ring.detach_group(group)
+
     def join_group(self, group: str) -> int:
         """Register reader group ``group`` (entitled to events committed from now on)."""
         return self._ring.join_group(group)
@@ -335,8 +351,11 @@ class mimoBuffer:
         self._closed = True
         self._segment.unlink()
         self._slot_views.clear()
-        for view in self._deadtime_views:
-            view.release()
+        self._byte_views.clear()
+        for ints, floats in self._meta_words:
+            ints.release()
+            floats.release()
+        self._meta_words.clear()
         self._deadtime_views.clear()
         self._raw_slots = None
         self._ring.release_views()
@@ -425,10 +444,16 @@ class BufferReader(Interface):
         self._group_index = buffer.join_group(self.group)
         self._ring = buffer._ring
         self._views = buffer._slot_views
+        self._bytes = buffer._byte_views
         self.token: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"buffer": self.buffer, "group": self.group}
+
+    def current_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(metadata, data)`` of the slot being read, as flat uint8 arrays (for byte copies)."""
+        assert self.token is not None, "current_bytes() is only valid inside a `with` block with data"
+        return self._bytes[self.token]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["buffer"], state["group"])
@@ -462,10 +487,18 @@ class BufferWriter(Interface):
         self._views = buffer._slot_views
         self._deadtimes = buffer._deadtime_views
         self._scratch = buffer._scratch
+        self._bytes = buffer._byte_views
+        self._scratch_bytes = buffer._scratch_bytes
         self.token: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"buffer": self.buffer}
+
+    def current_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(metadata, data)`` of the slot being written, as flat uint8 arrays (for byte copies)."""
+        slot = self.token
+        assert slot is not None, "current_bytes() is only valid inside a `with` block"
+        return self._scratch_bytes if slot < 0 else self._bytes[slot]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["buffer"])
@@ -517,6 +550,7 @@ class BufferObserver(Interface):
         self._copy_data = np.zeros(buffer.data_length, buffer.data_dtype)
         self._meta_bytes = self._copy_meta.view(np.uint8)
         self._data_bytes = self._copy_data.view(np.uint8)
+        self._copy_bytes = (self._meta_bytes, self._data_bytes)
         self._meta_size = buffer.metadata_byte_size
         self._data_size = buffer.data_byte_size
         self.last_seq = -1
@@ -547,6 +581,10 @@ class BufferObserver(Interface):
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         return None
+
+    def current_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(metadata, data)`` of the observer's private copy, as flat uint8 arrays."""
+        return self._copy_bytes
 
     def poll(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None] | None:
         """Non-blocking: the newest unseen event, ``(None, None)`` at the end, or None if nothing new."""

@@ -54,6 +54,7 @@ H_ABANDONED = 19  # writes abandoned by an exception in the writer's block
 H_WRITING = 20  # slots currently held by writers
 H_REJECTED = 21  # writes refused because the buffer had ended
 H_MAX_GROUPS = 22
+H_ATTACHED = 23  # reader groups not detached: the reference count of a new commit
 HEADER_WORDS = 32
 
 # group header words
@@ -63,6 +64,7 @@ G_WAITING = 2  # readers of this group sleeping on its semaphore
 G_RTOP = 3  # entries in the group's redeliver stack
 G_HELD = 4  # slots held by readers of this group
 G_READS = 5  # events this group has finished reading
+G_DETACHED = 6  # 1 once the group was given up (its workers failed for good)
 GROUP_WORDS = 8
 
 MAX_FLUSHERS = 256

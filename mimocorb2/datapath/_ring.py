@@ -49,6 +49,7 @@ from typing import Any
 
 from . import heartbeat
 from ._layout import (
+    G_DETACHED,
     G_HELD,
     G_JOIN,
     G_READS,
@@ -57,6 +58,7 @@ from ._layout import (
     G_WAITING,
     GROUP_WORDS,
     H_ABANDONED,
+    H_ATTACHED,
     H_DEADTIME,
     H_ENDED,
     H_EVENTS,
@@ -181,7 +183,43 @@ class SlotRing:
             cb[base + G_JOIN] = cb[H_HEAD]
             self.names[count * NAME_BYTES : count * NAME_BYTES + len(encoded)] = encoded
             cb[H_GROUPS] = count + 1
+            cb[H_ATTACHED] += 1
             return count
+        finally:
+            self._unlock()
+
+    def detach_group(self, name: str) -> None:
+        """Give up reader group ``name``: release what it has not read, stop keeping events for it.
+
+        Call it only when no live process reads for the group; slots its dead
+        readers held must have been reclaimed first.
+        """
+        cb, n = self.cb, self.n
+        self._lock()
+        try:
+            names = [self._name_at(g) for g in range(cb[H_GROUPS])]
+            if name not in names:
+                return
+            g = names.index(name)
+            gbase = self._groups + g * GROUP_WORDS
+            if cb[gbase + G_DETACHED]:
+                return
+            cb[gbase + G_DETACHED] = 1
+            cb[H_ATTACHED] -= 1
+            released = [cb[self._redeliver + g * n + i] for i in range(cb[gbase + G_RTOP])]
+            released += [cb[self._ring + q % n] for q in range(cb[gbase + G_TAIL], cb[H_HEAD])]
+            released += [s for s in range(n) if cb[self._holders + g * n + s] != 0]
+            for s in range(n):
+                cb[self._holders + g * n + s] = 0
+            cb[gbase + G_RTOP] = 0
+            cb[gbase + G_HELD] = 0
+            cb[gbase + G_TAIL] = cb[H_HEAD]
+            for s in released:
+                refs = cb[self._refs + s] - 1
+                cb[self._refs + s] = refs
+                if refs == 0:
+                    self._free_locked(s)
+            self._wake_group_locked(g)
         finally:
             self._unlock()
 
@@ -226,7 +264,8 @@ class SlotRing:
         cb[self._ring + seq % n] = slot
         cb[self._seq + slot] = seq
         groups = cb[H_GROUPS]
-        cb[self._refs + slot] = groups
+        refs = cb[H_ATTACHED]
+        cb[self._refs + slot] = refs
         cb[self._gen + slot] += 1
         cb[self._state + slot] = 1
         cb[H_HEAD] = seq + 1
@@ -235,7 +274,7 @@ class SlotRing:
         self.cbd[H_DEADTIME] += deadtime
         cb[H_LATEST_SLOT] = slot
         cb[H_LATEST_SEQ] = seq
-        if groups == 0:
+        if refs == 0:
             self._free_locked(slot)
         else:
             base = self._groups + G_WAITING
@@ -331,7 +370,7 @@ class SlotRing:
                 lock.release()
                 heartbeat.beat()
                 return slot
-            if cb[H_ENDED] and cb[gbase + G_HELD] == 0 and cb[H_WRITING] == 0:
+            if (cb[H_ENDED] and cb[gbase + G_HELD] == 0 and cb[H_WRITING] == 0) or cb[gbase + G_DETACHED]:
                 cb[H_LOCK_OWNER] = 0
                 lock.release()
                 return END_OF_STREAM
@@ -348,6 +387,10 @@ class SlotRing:
         gbase = self._groups + g * GROUP_WORDS
         lock.acquire()
         cb[H_LOCK_OWNER] = _pid
+        if cb[gbase + G_DETACHED]:  # its slots were already released by detach_group
+            cb[H_LOCK_OWNER] = 0
+            lock.release()
+            return
         cb[self._holders + g * self.n + slot] = 0
         cb[gbase + G_HELD] -= 1
         cb[gbase + G_READS] += 1
@@ -403,6 +446,8 @@ class SlotRing:
             pending = 0
             for g in range(cb[H_GROUPS]):
                 gbase = self._groups + g * GROUP_WORDS
+                if cb[gbase + G_DETACHED]:
+                    continue
                 waiting = head - cb[gbase + G_TAIL] + cb[gbase + G_RTOP]
                 pending = max(pending, waiting)
                 groups[self._name_at(g)] = {"read": cb[gbase + G_READS], "pending": waiting, "held": cb[gbase + G_HELD]}
@@ -515,6 +560,8 @@ class SlotRing:
                 refs = 0
                 for g in range(groups):
                     gbase = self._groups + g * GROUP_WORDS
+                    if cb[gbase + G_DETACHED]:
+                        continue
                     if (
                         (cb[gbase + G_JOIN] <= q < head and q >= cb[gbase + G_TAIL])
                         or cb[self._holders + g * n + s] != 0

@@ -1,0 +1,404 @@
+"""Worker templates: the common ways a worker moves events between buffers.
+
+Each template checks the worker's buffers when it is built (a :class:`SetupError`
+naming the worker and the rule broken) and runs the user's function ("ufunc")
+in a loop. A failing ufunc raises :class:`UfuncError` naming the worker and the
+original exception (chained, with its traceback).
+
+End of stream: when a template's source ends (or an importer's generator
+yields None) it flushes its sinks, so everything downstream ends too. When a
+template fails and the process runs under a supervisor, the supervisor decides
+(restart, or flush on the worker's behalf); run standalone, the template
+flushes its sinks itself.
+
+Events are copied between buffers as raw bytes whenever source and sink have
+the same dtype: structured-array assignment in NumPy is about 20 times slower.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import numpy as np
+
+from .datapath import heartbeat as _heartbeat
+from .errors import SetupError, UfuncError
+from .mimo_buffer import BufferReader, BufferWriter
+from .mimo_worker import BufferIO
+
+__all__ = ["Importer", "Exporter", "Filter", "Processor", "Observer", "IsAlive", "SetupError", "UfuncError"]
+
+
+def _supervised() -> bool:
+    """True inside a process started by mimocorb2's runner or daemon."""
+    return _heartbeat._row is not None
+
+
+class Base:
+    """Common parts: the BufferIO's attributes, buffer-count checks, failure handling."""
+
+    kind = "Worker"
+
+    def __init__(self, io: BufferIO) -> None:
+        self.io = io
+        self.read = io.read
+        self.write = io.write
+        self.observe = io.observe
+        self.config = io.config
+        self.logger = io.logger
+        self.name = io.name
+        self.run_dir = io.run_dir
+        self.setup_dir = io.setup_dir
+        self.shutdown_sinks = io.shutdown_sinks
+
+    def _require(self, what: str, buffers: list[Any], low: int, high: int | None) -> None:
+        """Check that the worker has between ``low`` and ``high`` buffers of one kind."""
+        count = len(buffers)
+        if count >= low and (high is None or count <= high):
+            return
+        if high is None:
+            rule = f"at least {low}"
+        elif low == high:
+            rule = f"exactly {low}"
+        else:
+            rule = f"{low} to {high}"
+        names = [b.name for b in buffers]
+        self._setup_failed(f"{self.kind} must have {rule} {what}, got {count} {names}")
+
+    def _require_same_layout(self, source: Any, sinks: list[BufferWriter]) -> None:
+        for sink in sinks:
+            if sink.data_example.dtype != source.data_example.dtype or sink.data_example.shape != source.data_example.shape:
+                self._setup_failed(
+                    f"{self.kind} sink '{sink.name}' must have the same data_dtype and data_length as "
+                    f"source '{source.name}' ({source.data_example.dtype}, {source.data_example.shape[0]}), "
+                    f"got ({sink.data_example.dtype}, {sink.data_example.shape[0]})"
+                )
+
+    def _setup_failed(self, message: str) -> None:
+        text = f"worker '{self.name}': {message}"
+        self.logger.error(text)
+        if not _supervised():
+            self.shutdown_sinks()
+        raise SetupError(text)
+
+    def _ufunc_failed(self, message: str, exc: BaseException | None = None) -> UfuncError:
+        text = f"worker '{self.name}': {message}"
+        if exc is not None:
+            text += f": {type(exc).__name__}: {exc}"
+        self.logger.error(text, exc_info=exc)
+        if not _supervised():
+            self.shutdown_sinks()
+        return UfuncError(text)
+
+    def drain_sources(self) -> None:
+        """Read and discard every source until its stream ends."""
+        for reader in self.read:
+            while True:
+                with reader as (metadata, data):
+                    if data is None:
+                        break
+
+
+def _copy_into(writer: BufferWriter, metadata: np.ndarray | None, data: Any, same_layout: bool, src: BufferReader | None = None) -> None:
+    """Write one event into ``writer``'s current slot, as bytes when layouts match."""
+    meta_dst, data_dst = writer.current_bytes()
+    if src is not None and same_layout:
+        meta_src, data_src = src.current_bytes()
+        data_dst[:] = data_src
+        meta_dst[:] = meta_src
+        return
+    if isinstance(data, np.ndarray) and data.dtype == writer.data_example.dtype and data.shape == writer.data_example.shape:
+        data_dst[:] = data.reshape(-1).view(np.uint8)
+    else:
+        _, view = writer._views[writer.token] if writer.token >= 0 else writer._scratch
+        view[:] = data
+    if metadata is not None:
+        meta_dst[:] = metadata.view(np.uint8)
+
+
+class Importer(Base):
+    """Worker class for importing data from an external generator into one sink.
+
+    Attributes: ``data_example`` (an empty event of the sink's layout).
+
+    >>> def worker(buffer_io: BufferIO):
+    ...     importer = Importer(buffer_io)
+    ...     shape = importer.data_example.shape
+    ...     def ufunc():
+    ...         for i in range(buffer_io['n_events']):
+    ...             yield np.random.normal(size=shape)
+    ...         yield None
+    ...     importer(ufunc)
+    """
+
+    kind = "Importer"
+
+    def __init__(self, io: BufferIO) -> None:
+        """Checks the setup: 0 sources, 1 sink, 0 observes."""
+        super().__init__(io)
+        self._require("sources", self.read, 0, 0)
+        self._require("sinks", self.write, 1, 1)
+        self._require("observes", self.observe, 0, 0)
+        self.data_example = io.data_out_examples[0]
+        self.metadata_example = io.metadata_out_examples[0]
+        self.counter = 0
+
+    def __call__(self, ufunc: Callable[[], Iterator[Any]]) -> None:
+        """Run the generator ``ufunc()`` and write each event it yields to the sink.
+
+        The generator yields arrays shaped like ``data_example`` and finally None.
+        Metadata is added: ``counter`` (events written by this process),
+        ``timestamp`` (epoch seconds when the event was yielded) and
+        ``deadtime`` (the fraction of the time since the previous event spent
+        waiting for and writing into the buffer).
+        """
+        if not callable(ufunc):
+            raise self._ufunc_failed(f"ufunc must be a generator function, got {type(ufunc).__name__}")
+        writer = self.write[0]
+        words = writer.buffer._meta_words
+        try:
+            generator = ufunc()
+        except Exception as exc:
+            raise self._ufunc_failed("ufunc failed to start", exc) from exc
+        self.logger.info("importer started")
+        last_event = time.time()
+        try:
+            while True:
+                try:
+                    data = next(generator)
+                except StopIteration:
+                    data = None
+                except Exception as exc:
+                    raise self._ufunc_failed("ufunc raised", exc) from exc
+                data_ready = time.time()
+                if data is None or writer.is_shutdown.value:
+                    break
+                with writer as (metadata_buffer, data_buffer):
+                    _copy_into(writer, None, data, False)
+                    done = time.time()
+                    slot = writer.token
+                    if slot >= 0:
+                        ints, floats = words[slot]
+                        ints[0] = self.counter
+                        floats[1] = data_ready
+                        floats[2] = (done - data_ready) / (done - last_event) if done > last_event else 0.0
+                    else:
+                        metadata_buffer["counter"] = self.counter
+                        metadata_buffer["timestamp"] = data_ready
+                self.counter += 1
+                last_event = time.time()
+        finally:
+            generator.close()
+        self.shutdown_sinks()
+        self.logger.info("importer finished after %d events", self.counter)
+
+
+class Exporter(Base):
+    """Worker class for exporting data: iterate over the events of one source.
+
+    With sinks of the same layout, every event is first copied to them, so the
+    stream can be analysed further downstream.
+
+    >>> def worker(buffer_io: BufferIO):
+    ...     for data, metadata in Exporter(buffer_io):
+    ...         print(data, metadata)
+    """
+
+    kind = "Exporter"
+
+    def __init__(self, io: BufferIO) -> None:
+        """Checks the setup: 1 source, any sinks of the source's layout, 0 observes."""
+        super().__init__(io)
+        self._require("sources", self.read, 1, 1)
+        self._require("observes", self.observe, 0, 0)
+        self._require_same_layout(self.read[0], self.write)
+        self.data_example = io.data_in_examples[0]
+        self.metadata_example = io.metadata_in_examples[0]
+
+    def __iter__(self) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+        """Yield ``(data, metadata)`` of every event until the source ends.
+
+        The arrays are views into the slot, valid until the next iteration.
+        """
+        reader = self.read[0]
+        sinks = self.write
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    break
+                for sink in sinks:
+                    with sink:
+                        _copy_into(sink, metadata, data, True, reader)
+                yield data, metadata
+        self.shutdown_sinks()
+        self.logger.info("exporter finished")
+
+
+class Filter(Base):
+    """Worker class for filtering: copy or drop each event of one source.
+
+    ``ufunc(data)`` returns a bool (True: copy to every sink) or a list of
+    bools, one per sink.
+
+    >>> def worker(buffer_io: BufferIO):
+    ...     min_height = buffer_io['min_height']
+    ...     Filter(buffer_io)(lambda data: data['ch1'].max() > min_height)
+    """
+
+    kind = "Filter"
+
+    def __init__(self, io: BufferIO) -> None:
+        """Checks the setup: 1 source, at least 1 sink of the source's layout, 0 observes."""
+        super().__init__(io)
+        self._require("sources", self.read, 1, 1)
+        self._require("sinks", self.write, 1, None)
+        self._require("observes", self.observe, 0, 0)
+        self._require_same_layout(self.read[0], self.write)
+        self.data_example = io.data_in_examples[0]
+
+    def __call__(self, ufunc: Callable[[np.ndarray], Any]) -> None:
+        """Run ``ufunc`` on every event and copy it to the sinks it selects."""
+        if not callable(ufunc):
+            raise self._ufunc_failed(f"ufunc must be callable, got {type(ufunc).__name__}")
+        reader, sinks = self.read[0], self.write
+        n_sinks = len(sinks)
+        self.logger.info("filter started")
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    break
+                try:
+                    result = ufunc(data)
+                except Exception as exc:
+                    raise self._ufunc_failed("ufunc raised", exc) from exc
+                if isinstance(result, (bool, np.bool_)):
+                    if not result:
+                        continue
+                    chosen = sinks
+                elif isinstance(result, (list, tuple, np.ndarray)) and len(result) == n_sinks:
+                    chosen = [s for s, keep in zip(sinks, result) if keep]
+                elif result is None:
+                    continue
+                else:
+                    raise self._ufunc_failed(
+                        f"ufunc must return a bool or a list of {n_sinks} bools, got {result!r}"
+                    )
+                for sink in chosen:
+                    with sink:
+                        _copy_into(sink, metadata, data, True, reader)
+        self.shutdown_sinks()
+        self.logger.info("filter finished")
+
+
+class Processor(Base):
+    """Worker class for processing: compute new events from each event of one source.
+
+    ``ufunc(data)`` returns None (drop the event) or a list with one entry per
+    sink: None (nothing for that sink), an array for one event, or a list of
+    arrays for several events. The source's metadata is copied along.
+
+    >>> def worker(buffer_io: BufferIO):
+    ...     Processor(buffer_io)(lambda data: [data['ch1'].max()])
+    """
+
+    kind = "Processor"
+
+    def __init__(self, io: BufferIO) -> None:
+        """Checks the setup: 1 source, at least 1 sink, 0 observes."""
+        super().__init__(io)
+        self._require("sources", self.read, 1, 1)
+        self._require("sinks", self.write, 1, None)
+        self._require("observes", self.observe, 0, 0)
+        self.data_example = io.data_in_examples[0]
+
+    def __call__(self, ufunc: Callable[[np.ndarray], Any]) -> None:
+        """Run ``ufunc`` on every event and write its results to the sinks."""
+        if not callable(ufunc):
+            raise self._ufunc_failed(f"ufunc must be callable, got {type(ufunc).__name__}")
+        reader, sinks = self.read[0], self.write
+        self.logger.info("processor started")
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    break
+                try:
+                    results = ufunc(data)
+                except Exception as exc:
+                    raise self._ufunc_failed("ufunc raised", exc) from exc
+                if results is None:
+                    continue
+                if not isinstance(results, (list, tuple)) or len(results) != len(sinks):
+                    raise self._ufunc_failed(
+                        f"ufunc must return None or a list of {len(sinks)} results (one per sink), got {results!r}"
+                    )
+                for sink, result in zip(sinks, results):
+                    if result is None:
+                        continue
+                    events = result if isinstance(result, list) else (result,)
+                    for event in events:
+                        try:
+                            with sink:
+                                _copy_into(sink, metadata, event, False)
+                        except (ValueError, TypeError) as exc:
+                            raise self._ufunc_failed(f"result for sink '{sink.name}' does not fit its data_dtype", exc) from exc
+        self.shutdown_sinks()
+        self.logger.info("processor finished")
+
+
+class Observer(Base):
+    """Worker class for observing: private copies of the latest events of one buffer.
+
+    >>> def worker(buffer_io: BufferIO):
+    ...     for data, metadata in Observer(buffer_io)():
+    ...         if data is None:
+    ...             break
+    ...         print(data, metadata)
+    """
+
+    kind = "Observer"
+
+    def __init__(self, io: BufferIO) -> None:
+        """Checks the setup: 0 sources, 0 sinks, 1 observed buffer."""
+        super().__init__(io)
+        self._require("sources", self.read, 0, 0)
+        self._require("sinks", self.write, 0, 0)
+        self._require("observes", self.observe, 1, 1)
+        self.data_example = io.data_observe_examples[0]
+        self.metadata_example = io.metadata_observe_examples[0]
+
+    def __call__(self) -> Generator[tuple[Any, Any], None, None]:
+        """Yield ``(data, metadata)`` copies until the buffer ends, then ``(None, None)``."""
+        observer = self.observe[0]
+        while True:
+            with observer as (metadata, data):
+                if data is None:
+                    break
+                yield data, metadata
+        self.logger.info("observer finished")
+        yield None, None
+
+
+class IsAlive(Base):
+    """Worker class telling whether an observed buffer is still alive (not ended).
+
+    >>> def worker(buffer_io: BufferIO):
+    ...     is_alive = IsAlive(buffer_io)
+    ...     while is_alive():
+    ...         time.sleep(1)
+    """
+
+    kind = "IsAlive"
+
+    def __init__(self, io: BufferIO) -> None:
+        """Checks the setup: 0 sources, 0 sinks, 1 observed buffer."""
+        super().__init__(io)
+        self._require("sources", self.read, 0, 0)
+        self._require("sinks", self.write, 0, 0)
+        self._require("observes", self.observe, 1, 1)
+
+    def __call__(self) -> bool:
+        """True while the observed buffer has not ended."""
+        _heartbeat.beat()
+        return not self.observe[0].is_shutdown.value
