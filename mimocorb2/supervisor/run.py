@@ -1,0 +1,688 @@
+"""One run under the daemon: its buffers, its worker processes and their policies.
+
+Everything here runs on the daemon's event loop and never blocks it: process
+exits arrive through each process's sentinel (``loop.add_reader``), timers
+drive restarts with backoff, the stats / liveness tick and run limits, and file
+work (setup loading, run directory, log reading) goes to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import csv
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mimocorb2 import logsetup
+from mimocorb2.control.server import CommandError
+from mimocorb2.supervisor import _runtime_bridge as bridge
+from mimocorb2.supervisor import launch
+
+log = structlog.get_logger("mimocorb2.run")
+
+RESTART_WINDOW = 60.0
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+LIMIT_CHECK_INTERVAL = 0.1
+STATS_FIELDS = ("time", "buffer", "event_count", "rate", "filled_slots", "average_deadtime",
+                "paused_count", "paused", "lost", "redelivered", "pending", "ended")
+
+
+async def load_setup_async(path: Path) -> Any:
+    """Load and validate a setup in a thread; a SetupError becomes a refusal listing every problem."""
+    from mimocorb2.errors import SetupError
+    from mimocorb2.setup import load_setup
+
+    try:
+        return await asyncio.to_thread(load_setup, path)
+    except SetupError as exc:
+        raise CommandError(f"setup {path} has errors: {exc.message}", exc.problems) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read setup {path}: {exc}") from None
+
+
+@dataclass
+class ProcessRecord:
+    """One process slot of a worker (index i of number_of_processes); survives restarts."""
+
+    worker: str
+    index: int
+    row: int  # heartbeat table row
+    proc: Any = None
+    pid: int | None = None
+    alive: bool = False
+    exitcode: int | None = None
+    started: float = 0.0
+    done: bool = False  # finished or given up: will not be started again
+    restart_handle: asyncio.TimerHandle | None = None
+    cpu_last: tuple[float, float] | None = None  # (monotonic, cpu seconds)
+    cpu_percent: float = 0.0
+    killed_for_stall: bool = False
+
+
+@dataclass
+class WorkerRecord:
+    spec: Any
+    processes: list[ProcessRecord]
+    restarts: int = 0
+    crashes: collections.deque[float] = field(default_factory=collections.deque)
+    failed: bool = False
+    state: str = "starting"
+    last_exit: str | None = None
+
+    @property
+    def touched(self) -> list[str]:
+        s = self.spec
+        return list(dict.fromkeys([*s.sources, *s.sinks, *s.observes]))
+
+
+class Run:
+    def __init__(self, setup: Any, *, max_events: int | None = None, max_seconds: float | None = None,
+                 on_finished: Callable[["Run"], None] | None = None) -> None:
+        self.setup = setup
+        limits = setup.run_limits
+        self.max_events = max_events if max_events is not None else limits.max_events
+        self.max_seconds = max_seconds if max_seconds is not None else limits.max_seconds
+        self.on_finished = on_finished
+        self.state = "starting"
+        self.directory: Path | None = None
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.stop_reason: str | None = None
+        self.error: str | None = None
+        self.buffers: dict[str, Any] = {}
+        self.roots: list[str] = [
+            b for b in setup.buffers
+            if any(b in w.sinks and not w.sources for w in setup.workers.values())
+        ]
+        self.workers: dict[str, WorkerRecord] = {}
+        self.heartbeats: Any = None
+        self.reclaimed = {"lost": 0, "redelivered": 0}
+        self.lost_at_end = 0
+        self.final: dict[str, Any] | None = None
+        self._stats: dict[str, dict[str, Any]] = {}
+        self._stats_file: Any = None
+        self._stats_writer: Any = None
+        self._done = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._timers: list[asyncio.TimerHandle] = []
+        self._drain_handle: asyncio.TimerHandle | None = None
+        self._aborting = False
+        self._stopping = False
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    def _all_processes(self) -> list[ProcessRecord]:
+        return [p for w in self.workers.values() for p in w.processes]
+
+    # ------------------------------------------------------------------ start
+    async def start(self) -> None:
+        setup = self.setup
+        try:
+            from mimocorb2.setup import create_run_directory
+
+            self.directory = await asyncio.to_thread(create_run_directory, setup)
+            await asyncio.to_thread((self.directory / "logs").mkdir, exist_ok=True)
+            logsetup.attach_run_log(self.directory / "daemon.log")
+            log.info("run starting", directory=str(self.directory), setup=str(setup.path),
+                     max_events=self.max_events, max_seconds=self.max_seconds)
+            for name, spec in setup.buffers.items():
+                self.buffers[name] = bridge.make_buffer(spec)
+            rows = sum(w.number_of_processes for w in setup.workers.values())
+            self.heartbeats = bridge.make_heartbeat_table(rows)
+            self._stats_file = open(self.directory / "stats.csv", "w", newline="", encoding="utf-8")
+            self._stats_writer = csv.writer(self._stats_file)
+            self._stats_writer.writerow(STATS_FIELDS)
+            row = 0
+            for name, spec in setup.workers.items():
+                procs = []
+                for index in range(spec.number_of_processes):
+                    procs.append(ProcessRecord(name, index, row))
+                    row += 1
+                self.workers[name] = WorkerRecord(spec, procs)
+            # readers first, so that every group is consuming before the sources produce
+            order = sorted(self.workers.values(), key=lambda w: 0 if w.spec.sources else 1)
+            for worker in order:
+                for rec in worker.processes:
+                    self._spawn(worker, rec)
+                worker.state = "running"
+        except CommandError:
+            await self._fail_start("start failed")
+            raise
+        except Exception as exc:
+            log.exception("run failed to start")
+            await self._fail_start(str(exc))
+            raise CommandError(f"run failed to start: {type(exc).__name__}: {exc}") from None
+        self.state = "running"
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+        self._tasks.append(asyncio.create_task(self._limit_loop(), name="limits"))
+        if self.max_seconds:
+            self._timers.append(self._loop.call_later(self.max_seconds, self._limit_reached,
+                                                      f"max_seconds={self.max_seconds} reached"))
+        log.info("run started", directory=str(self.directory), roots=self.roots)
+
+    async def _fail_start(self, reason: str) -> None:
+        self.error = reason
+        for rec in self._all_processes():
+            if rec.alive and rec.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rec.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(r.alive for r in self._all_processes()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._finish("failed")
+
+    # ------------------------------------------------------------------ processes
+    def _spawn(self, worker: WorkerRecord, rec: ProcessRecord) -> None:
+        rec.restart_handle = None
+        if self._aborting or self.done:
+            rec.done = True
+            return
+        self.heartbeats.reset(rec.row, 0)
+        runtime_launch = bridge.make_launch(
+            setup=self.setup, worker=worker.spec, buffers=self.buffers, run_dir=self.directory,
+            index=rec.index, heartbeats=self.heartbeats, row=rec.row,
+        )
+        proc = launch.spawn(runtime_launch, name=f"{worker.spec.name}-{rec.index}")
+        rec.proc, rec.pid, rec.alive, rec.exitcode = proc, proc.pid, True, None
+        rec.started, rec.cpu_last, rec.cpu_percent, rec.killed_for_stall = time.monotonic(), None, 0.0, False
+        self.heartbeats.reset(rec.row, proc.pid)
+        self._loop.add_reader(proc.sentinel, self._on_sentinel, worker, rec, proc)
+        log.info("process started", worker=worker.spec.name, index=rec.index, pid=proc.pid)
+
+    def _on_sentinel(self, worker: WorkerRecord, rec: ProcessRecord, proc: Any) -> None:
+        self._loop.remove_reader(proc.sentinel)
+        self._reap(worker, rec, proc, 0)
+
+    def _reap(self, worker: WorkerRecord, rec: ProcessRecord, proc: Any, attempt: int) -> None:
+        proc.join(0)  # waitpid(WNOHANG): the sentinel says it is gone, reap the zombie
+        if proc.exitcode is None:
+            # the pipe closes a moment before the kernel makes the process waitable
+            self._loop.call_later(min(0.001 * 2 ** attempt, 0.1), self._reap, worker, rec, proc, attempt + 1)
+            return
+        with contextlib.suppress(Exception):
+            proc.close()
+        self._on_exit(worker, rec, proc.pid if proc.pid else rec.pid, proc.exitcode)
+
+    def _on_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
+        rec.alive, rec.exitcode, rec.proc = False, exitcode, None
+        name = worker.spec.name
+        # give back what the dead process held, in every buffer it touched
+        for bname in worker.touched:
+            buf = self.buffers.get(bname)
+            if buf is None:
+                continue
+            try:
+                got = buf.reclaim(pid)
+            except Exception:
+                log.exception("reclaim failed", buffer=bname, pid=pid)
+                continue
+            if got.get("lost") or got.get("redelivered"):
+                log.warning("slots reclaimed from dead process", worker=name, pid=pid, buffer=bname, **got)
+            self.reclaimed["lost"] += int(got.get("lost", 0))
+            self.reclaimed["redelivered"] += int(got.get("redelivered", 0))
+        how = "exited normally" if exitcode == 0 else (
+            f"killed by {_signame(-exitcode)}" if exitcode < 0 else f"exited with code {exitcode}")
+        worker.last_exit = how
+        failed = exitcode != 0
+        if rec.killed_for_stall:
+            how += " (stalled)"
+        log_fn = log.warning if failed else log.info
+        log_fn("process ended", worker=name, index=rec.index, pid=pid, how=how)
+
+        restart = self._wants_restart(worker, failed)
+        if restart:
+            now = time.monotonic()
+            worker.crashes.append(now)
+            while worker.crashes and now - worker.crashes[0] > RESTART_WINDOW:
+                worker.crashes.popleft()
+            if len(worker.crashes) > worker.spec.max_restarts:
+                log.error("worker failed: too many restarts", worker=name,
+                          restarts_in_window=len(worker.crashes) - 1, window_seconds=RESTART_WINDOW)
+                restart = False
+                self._worker_failed(worker, f"{len(worker.crashes) - 1} restarts within {RESTART_WINDOW:.0f} s")
+            else:
+                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (len(worker.crashes) - 1))
+                worker.restarts += 1
+                worker.state = "restarting"
+                log.info("restarting process", worker=name, index=rec.index, delay=delay,
+                         restarts=worker.restarts)
+                rec.restart_handle = self._loop.call_later(delay, self._respawn, worker, rec)
+        if not restart:
+            rec.done = True
+            # a writer that will not come back must not hold its buffers open
+            for bname in worker.spec.sinks:
+                buf = self.buffers.get(bname)
+                if buf is not None:
+                    with contextlib.suppress(Exception):
+                        buf.retire_writer(pid)
+            if failed and not worker.failed and not self._aborting and not self._drain_expired:
+                self._worker_failed(worker, how)
+            elif not worker.failed and all(p.done for p in worker.processes):
+                worker.state = "finished"
+        self._check_done()
+
+    _drain_expired = False
+
+    def _wants_restart(self, worker: WorkerRecord, failed: bool) -> bool:
+        if self._aborting or self._drain_expired or worker.failed:
+            return False
+        policy = worker.spec.restart
+        if policy == "never":
+            return False
+        if failed:
+            return True
+        if policy == "always":
+            # a normal exit before end of stream is restarted; after it, the process is finished
+            sources = worker.spec.sources
+            if self._stopping or not sources:
+                return False
+            return not all(self.buffers[s].ended for s in sources)
+        return False
+
+    def _respawn(self, worker: WorkerRecord, rec: ProcessRecord) -> None:
+        if self._aborting or self.done or self._drain_expired:
+            rec.restart_handle = None
+            rec.done = True
+            self._check_done()
+            return
+        try:
+            self._spawn(worker, rec)
+            if not worker.failed:
+                worker.state = "running"
+        except Exception as exc:
+            log.exception("respawn failed", worker=worker.spec.name)
+            rec.done = True
+            self._worker_failed(worker, f"respawn failed: {exc}")
+            self._check_done()
+
+    def _worker_failed(self, worker: WorkerRecord, why: str) -> None:
+        if worker.failed:
+            return
+        worker.failed = True
+        worker.state = "failed"
+        name = worker.spec.name
+        for rec in worker.processes:
+            if rec.restart_handle is not None:
+                rec.restart_handle.cancel()
+                rec.restart_handle = None
+                rec.done = True
+                for bname in worker.spec.sinks:
+                    with contextlib.suppress(Exception):
+                        self.buffers[bname].retire_writer(rec.pid)
+        policy = self.setup.on_worker_failure
+        log.error("worker failed", worker=name, why=why, on_worker_failure=policy)
+        if self.error is None:
+            self.error = f"worker {name} failed: {why}"
+        if policy == "stop":
+            asyncio.ensure_future(self.stop(f"worker {name} failed"))
+
+    # ------------------------------------------------------------------ stop / abort
+    async def stop(self, reason: str) -> None:
+        """Graceful: end the root buffers, let the graph drain, kill stragglers after drain_timeout."""
+        if self.done or self._stopping:
+            return
+        self._stopping = True
+        self.stop_reason = reason
+        self.state = "stopping"
+        timeout = float(self.setup.drain_timeout)
+        log.info("run stopping", reason=reason, drain_timeout=timeout)
+        for name in self.roots:
+            with contextlib.suppress(Exception):
+                self.buffers[name].resume()
+                self.buffers[name].shutdown()
+        self._drain_handle = self._loop.call_later(timeout, self._drain_timeout)
+        self._check_done()
+
+    def _drain_timeout(self) -> None:
+        if self.done:
+            return
+        self._drain_expired = True
+        stragglers = [r for r in self._all_processes() if r.alive]
+        log.error("drain timeout: killing stragglers", processes=[f"{r.worker}[{r.pid}]" for r in stragglers])
+        self._kill_all()
+        self._cancel_restarts()
+        self._check_done()
+
+    async def abort(self, reason: str) -> None:
+        if self.done:
+            return
+        self._aborting = True
+        self._stopping = True
+        self.stop_reason = self.stop_reason or reason
+        self.state = "stopping"
+        log.warning("run aborted", reason=reason)
+        for name in self.buffers:
+            with contextlib.suppress(Exception):
+                self.buffers[name].shutdown()
+        self._cancel_restarts()
+        self._kill_all()
+        self._check_done()
+
+    def _cancel_restarts(self) -> None:
+        for rec in self._all_processes():
+            if rec.restart_handle is not None:
+                rec.restart_handle.cancel()
+                rec.restart_handle = None
+                rec.done = True
+
+    def _kill_all(self) -> None:
+        for rec in self._all_processes():
+            if rec.alive and rec.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rec.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ completion
+    def _check_done(self) -> None:
+        if self.done or self.state == "starting":
+            return
+        procs = self._all_processes()
+        if any(p.alive or p.restart_handle is not None for p in procs):
+            return
+        self._finish("failed" if self.error else "finished")
+
+    def _finish(self, state: str) -> None:
+        if self._done.is_set():
+            return
+        for timer in self._timers:
+            timer.cancel()
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self.buffers:
+            self._sample_stats(write=True)
+        # events still in buffers now will never be read: report them as lost
+        self.lost_at_end = sum(int(s.get("pending", 0)) for s in self._stats.values())
+        if self.lost_at_end:
+            log.error("events left unread in buffers are lost", lost=self.lost_at_end,
+                      per_buffer={n: s.get("pending") for n, s in self._stats.items() if s.get("pending")})
+        for name, buf in self.buffers.items():
+            try:
+                buf.close()
+            except Exception:
+                log.exception("closing buffer failed", buffer=name)
+        if self.heartbeats is not None:
+            with contextlib.suppress(Exception):
+                self.heartbeats.close()
+        if self._stats_file is not None:
+            with contextlib.suppress(Exception):
+                self._stats_file.close()
+        for worker in self.workers.values():
+            if worker.state not in ("failed",):
+                worker.state = "finished" if not self._aborting else "stopped"
+        self.state = state
+        self.ended_at = time.time()
+        self.final = self.final_summary()
+        log.info("run ended", **{k: v for k, v in self.final.items() if k != "events"},
+                 events=self.final["events"])
+        logsetup.detach_run_log()
+        self._done.set()
+        if self.on_finished is not None:
+            with contextlib.suppress(Exception):
+                self.on_finished(self)
+
+    def final_summary(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "directory": str(self.directory) if self.directory else None,
+            "reason": self.stop_reason,
+            "error": self.error,
+            "events": {n: int(s.get("event_count", 0)) for n, s in self._stats.items()},
+            "lost": self.total_lost(),
+            "lost_in_buffers": self.lost_at_end,
+            "lost_in_crashes": self.reclaimed["lost"],
+            "redelivered": self.reclaimed["redelivered"],
+            "restarts": sum(w.restarts for w in self.workers.values()),
+        }
+
+    def total_lost(self) -> int:
+        return self.reclaimed["lost"] + self.lost_at_end
+
+    # ------------------------------------------------------------------ pause / resume
+    def _buffer_names(self, names: list[str] | None) -> list[str]:
+        names = names or self.roots
+        unknown = [n for n in names if n not in self.buffers]
+        if unknown:
+            raise CommandError(f"unknown buffer(s): {', '.join(unknown)}; known: {', '.join(self.buffers)}")
+        return names
+
+    def pause(self, names: list[str] | None) -> list[str]:
+        if self._stopping:
+            raise CommandError("the run is stopping")
+        names = self._buffer_names(names)
+        for n in names:
+            self.buffers[n].pause()
+        self._update_paused_state()
+        log.info("buffers paused", buffers=names)
+        return names
+
+    def resume(self, names: list[str] | None) -> list[str]:
+        if self._stopping:
+            raise CommandError("the run is stopping")
+        names = self._buffer_names(names)
+        for n in names:
+            self.buffers[n].resume()
+        self._update_paused_state()
+        log.info("buffers resumed", buffers=names)
+        return names
+
+    def _update_paused_state(self) -> None:
+        if self.state in ("running", "paused"):
+            paused = any(bool(self.buffers[n].counters().get("paused")) for n in self.roots) if self.roots else False
+            self.state = "paused" if paused else "running"
+
+    # ------------------------------------------------------------------ periodic work
+    async def _limit_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(LIMIT_CHECK_INTERVAL)
+            if self.max_events and self.roots:
+                taken = min(int(self.buffers[n].counters()["events"]) for n in self.roots)
+                if taken >= self.max_events:
+                    self._limit_reached(f"max_events={self.max_events} reached")
+                    return
+            self._check_stalls()
+
+    def _limit_reached(self, why: str) -> None:
+        if not self._stopping and not self.done:
+            log.info("run limit reached", limit=why)
+            asyncio.ensure_future(self.stop(why))
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers.values():
+            timeout = worker.spec.stall_timeout
+            if not timeout:
+                continue
+            for rec in worker.processes:
+                if not rec.alive or rec.killed_for_stall or now - rec.started < timeout:
+                    continue
+                beat = self.heartbeats.read(rec.row)
+                if beat.age_seconds > timeout:
+                    log.error("process stalled: killing it", worker=worker.spec.name, pid=rec.pid,
+                              heartbeat_age=round(beat.age_seconds, 2), stall_timeout=timeout)
+                    rec.killed_for_stall = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(rec.pid, signal.SIGKILL)
+
+    async def _stats_loop(self) -> None:
+        interval = max(0.05, float(self.setup.stats_interval))
+        while True:
+            await asyncio.sleep(interval)
+            self._sample_stats(write=True)
+            self._sample_cpu()
+
+    def _sample_stats(self, write: bool) -> None:
+        now = time.time()
+        rows = []
+        for name, buf in self.buffers.items():
+            try:
+                stats = dict(buf.get_stats())
+            except Exception:
+                log.exception("get_stats failed", buffer=name)
+                continue
+            self._stats[name] = stats
+            rows.append([round(now, 3), name, *(stats.get(k) for k in STATS_FIELDS[2:])])
+        if write and self._stats_writer is not None:
+            try:
+                self._stats_writer.writerows(rows)
+                self._stats_file.flush()
+            except (OSError, ValueError) as exc:
+                log.warning("stats.csv write failed", error=str(exc))
+
+    def _sample_cpu(self) -> None:
+        now = time.monotonic()
+        for rec in self._all_processes():
+            if not rec.alive or not rec.pid:
+                continue
+            cpu = _cpu_seconds(rec.pid)
+            if cpu is None:
+                continue
+            if rec.cpu_last is not None:
+                dt = now - rec.cpu_last[0]
+                if dt > 0:
+                    rec.cpu_percent = 100.0 * (cpu - rec.cpu_last[1]) / dt
+            rec.cpu_last = (now, cpu)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        run = {
+            "directory": str(self.directory) if self.directory else None,
+            "setup": str(self.setup.path),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "uptime": round((self.ended_at or now) - self.started_at, 3),
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "limits": {"max_events": self.max_events, "max_seconds": self.max_seconds},
+            "roots": list(self.roots),
+            "lost": self.total_lost(),
+            "lost_in_buffers": self.lost_at_end,
+            "lost_in_crashes": self.reclaimed["lost"],
+            "redelivered": self.reclaimed["redelivered"],
+        }
+        buffers: dict[str, Any] = {}
+        for name in self.setup.buffers:
+            entry = dict(self._stats.get(name) or {})
+            if not self.done and name in self.buffers:
+                fresh = self.buffers[name].counters()
+                entry.update({
+                    "event_count": fresh.get("events", entry.get("event_count", 0)),
+                    "paused_count": fresh.get("paused_count", entry.get("paused_count", 0)),
+                    "paused": bool(fresh.get("paused", False)),
+                    "ended": bool(fresh.get("ended", False)),
+                    "flush_event_received": bool(fresh.get("ended", False)),
+                    "lost": fresh.get("lost", entry.get("lost", 0)),
+                    "redelivered": fresh.get("redelivered", entry.get("redelivered", 0)),
+                    "pending": fresh.get("pending", entry.get("pending", 0)),
+                    "filled_slots": (self.setup.buffers[name].slot_count - fresh.get("free", 0))
+                    / self.setup.buffers[name].slot_count,
+                    "empty_slots": fresh.get("free", 0) / self.setup.buffers[name].slot_count,
+                })
+            for key, default in (("event_count", 0), ("filled_slots", 0.0), ("empty_slots", 1.0),
+                                 ("flush_event_received", False), ("rate", 0.0),
+                                 ("average_deadtime", 0.0), ("paused_count", 0), ("paused", False),
+                                 ("lost", 0), ("redelivered", 0), ("ended", False), ("pending", 0)):
+                entry.setdefault(key, default)
+            entry["root"] = name in self.roots
+            buffers[name] = entry
+        workers: dict[str, Any] = {}
+        mono = time.monotonic()
+        for name, w in self.workers.items():
+            procs = []
+            for rec in w.processes:
+                age = None
+                if rec.alive and self.heartbeats is not None and not self.done:
+                    with contextlib.suppress(Exception):
+                        age = round(self.heartbeats.read(rec.row).age_seconds, 3)
+                procs.append({
+                    "index": rec.index, "pid": rec.pid, "alive": rec.alive, "exitcode": rec.exitcode,
+                    "heartbeat_age": age, "cpu": round(rec.cpu_percent, 1),
+                    "uptime": round(mono - rec.started, 3) if rec.alive else None,
+                    "restart_pending": rec.restart_handle is not None,
+                })
+            workers[name] = {
+                "state": w.state, "restarts": w.restarts, "configured": w.spec.number_of_processes,
+                "alive": sum(1 for p in procs if p["alive"]), "restart_policy": w.spec.restart,
+                "last_exit": w.last_exit, "processes": procs,
+            }
+        return {"state": self.state, "run": run, "buffers": buffers, "workers": workers}
+
+    def summary_line(self) -> str:
+        if self.done:
+            return f"{self.state}: {self.directory} lost={self.total_lost()}"
+        parts = [self.state]
+        for name in self.roots:
+            stats = self._stats.get(name) or {}
+            parts.append(f"{name} {int(stats.get('event_count', 0))} ev {float(stats.get('rate', 0)):.0f}/s")
+        return ", ".join(parts)
+
+    # ------------------------------------------------------------------ logs
+    async def read_logs(self, worker: str | None, offsets: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+        if self.directory is None:
+            raise CommandError("the run has no directory")
+        if worker is not None and worker not in self.setup.workers:
+            raise CommandError(f"unknown worker {worker!r}; known: {', '.join(self.setup.workers)}")
+        names = [worker] if worker else list(self.setup.workers)
+        max_bytes = max(1024, min(int(max_bytes), 4 * 1024 * 1024))
+        logs_dir = self.directory / "logs"
+
+        def read_all() -> list[dict[str, Any]]:
+            chunks = []
+            for name in names:
+                path = logs_dir / f"{name}.log"
+                offset = int(offsets.get(name, 0) or 0)
+                text = ""
+                try:
+                    with open(path, "rb") as fh:
+                        fh.seek(offset)
+                        data = fh.read(max_bytes)
+                    # do not cut a line (or a UTF-8 sequence) in half
+                    if len(data) == max_bytes and b"\n" in data:
+                        data = data[: data.rindex(b"\n") + 1]
+                    offset += len(data)
+                    text = data.decode("utf-8", "replace")
+                except FileNotFoundError:
+                    pass
+                chunks.append({"name": name, "path": str(path), "offset": offset, "text": text})
+            return chunks
+
+        return {"files": await asyncio.to_thread(read_all), "run_done": self.done}
+
+
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    # fields[11], fields[12] = utime, stime (the 14th, 15th of the whole line)
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK

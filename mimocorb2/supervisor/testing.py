@@ -1,0 +1,124 @@
+"""A real `mimocorb2d` in a subprocess, for tests, benchmarks and the demo.
+
+    with DaemonProcess(socket_path) as d:
+        d.call("start", {"setup": "/abs/setup.yaml"})
+        d.wait_for(lambda s: s["state"] == "finished", timeout=30)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mimocorb2.control.client import Client, DaemonUnreachable
+
+
+class DaemonProcess:
+    def __init__(self, socket_path: str | os.PathLike[str], *, env: dict[str, str] | None = None,
+                 log_path: str | os.PathLike[str] | None = None, log_level: str = "INFO",
+                 extra_args: list[str] | None = None) -> None:
+        self.socket_path = Path(socket_path)
+        self.env = dict(os.environ if env is None else env)
+        self.log_path = Path(log_path) if log_path else self.socket_path.parent / "mimocorb2d.stderr"
+        self.log_level = log_level
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: Any = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 20.0) -> "DaemonProcess":
+        self.socket_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self._log_fh = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mimocorb2.supervisor.cli", "--socket", str(self.socket_path),
+             "--log-level", self.log_level, *self.extra_args],
+            env=self.env, stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mimocorb2d exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            try:
+                self.call("ping", timeout=2.0)
+                return self
+            except DaemonUnreachable:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"mimocorb2d did not answer within {timeout} s:\n{self.log_text()[-4000:]}")
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = 60.0) -> Any:
+        with Client(self.socket_path, timeout=timeout) as client:
+            return client.call(cmd, args)
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+                 what: str = "condition") -> dict[str, Any]:
+        """Poll status until ``predicate(status)`` holds; bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.status()
+            if predicate(status):
+                return status
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout} s waiting for {what}; last status: {status}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """Graceful: SIGTERM and wait; kill if it does not exit in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        return self.proc.returncode
+
+    def __enter__(self) -> "DaemonProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def segments_of(pid: int) -> list[str]:
+    """Shared-memory segments created by process ``pid``."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"mimocorb2-{pid}-*"))

@@ -1,0 +1,230 @@
+"""The control socket against a real daemon process: framing, errors, peers, many clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mimocorb2.control import protocol as P
+from mimocorb2.control.client import Client, RequestFailed, acall
+from mimocorb2.supervisor.testing import DaemonProcess
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    # a directory others may traverse, for the permission tests
+    base = Path(tempfile.mkdtemp(prefix="mimocorb2-test-ctl-"))
+    os.chmod(base, 0o755)
+    d = DaemonProcess(base / "run" / "control.sock").start()
+    yield d
+    assert d.stop() == 0
+    for p in sorted(base.rglob("*"), reverse=True):
+        p.unlink() if not p.is_dir() else p.rmdir()
+    base.rmdir()
+
+
+def raw_exchange(path: Path, payload: bytes, read_lines: int = 1) -> list[dict]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(str(path))
+        s.sendall(payload)
+        buf = b""
+        while buf.count(b"\n") < read_lines:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return [json.loads(line) for line in buf.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------ protocol units
+def test_parse_request_rules():
+    ok = P.parse_request(P.encode(P.make_request("status")))
+    assert ok["cmd"] == "status" and ok["args"] == {}
+    for line, code in [
+        (b"{nope\n", P.E_BAD_REQUEST),
+        (b"[1,2]\n", P.E_BAD_REQUEST),
+        (b'{"v": 99, "cmd": "status"}\n', P.E_VERSION),
+        (b'{"v": 1}\n', P.E_BAD_REQUEST),
+        (b'{"v": 1, "cmd": "status", "args": [1]}\n', P.E_BAD_REQUEST),
+        (b'{"v": 1, "cmd": "fly"}\n', P.E_UNKNOWN_COMMAND),
+        (b"\xff\xfe\n", P.E_BAD_REQUEST),
+        (b"x" * (P.MAX_REQUEST_BYTES + 1), P.E_TOO_LARGE),
+    ]:
+        with pytest.raises(P.ProtocolError) as err:
+            P.parse_request(line)
+        assert err.value.code == code, line[:40]
+
+
+def test_socket_path_resolution_order(tmp_path):
+    uid = os.getuid()
+    env = {}
+    assert P.default_socket_path(env) == Path(f"/tmp/mimocorb2-{uid}/control.sock")
+    env["XDG_RUNTIME_DIR"] = "/run/user/7"
+    assert P.default_socket_path(env) == Path("/run/user/7/mimocorb2/control.sock")
+    env["RUNTIME_DIRECTORY"] = "/run/mimocorb2"
+    assert P.default_socket_path(env) == Path("/run/mimocorb2/control.sock")
+    env["MIMOCORB2_SOCKET"] = str(tmp_path / "x.sock")
+    assert P.default_socket_path(env) == tmp_path / "x.sock"
+    assert P.resolve_socket_path(tmp_path / "cli.sock", env) == tmp_path / "cli.sock"
+
+
+# ------------------------------------------------------------------------ against the daemon
+def test_socket_mode_is_0660(daemon):
+    st = daemon.socket_path.stat()
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660
+
+
+def test_malformed_requests_get_errors_and_connection_survives(daemon):
+    replies = raw_exchange(
+        daemon.socket_path,
+        b"this is not json\n"
+        b'{"v": 1, "cmd": "warp", "id": 2}\n'
+        b'{"v": 7, "cmd": "status", "id": 3}\n'
+        b'["v", 1]\n'
+        b'{"v": 1, "cmd": "start", "id": 5, "args": {}}\n'
+        b'{"v": 1, "cmd": "ping", "id": 6}\n',
+        read_lines=6,
+    )
+    codes = [r.get("error", {}).get("code") for r in replies]
+    assert codes == [P.E_BAD_REQUEST, P.E_UNKNOWN_COMMAND, P.E_VERSION, P.E_BAD_REQUEST,
+                     P.E_BAD_REQUEST, None]
+    assert replies[-1]["ok"] and replies[-1]["id"] == 6 and replies[-1]["v"] == P.PROTOCOL_VERSION
+    assert daemon.status()["state"] == "idle"
+
+
+def test_oversized_request_is_refused(daemon):
+    big = b'{"v": 1, "cmd": "status", "args": {"pad": "' + b"x" * (2 * P.MAX_REQUEST_BYTES) + b'"}}\n'
+    replies = raw_exchange(daemon.socket_path, big)
+    assert replies[0]["ok"] is False
+    assert replies[0]["error"]["code"] == P.E_TOO_LARGE
+    # just under the limit is fine
+    pad = P.MAX_REQUEST_BYTES - 200
+    near = b'{"v": 1, "cmd": "ping", "args": {"pad": "' + b"y" * pad + b'"}}\n'
+    assert raw_exchange(daemon.socket_path, near)[0]["ok"] is True
+    assert daemon.call("ping")["pong"] is True
+
+
+def test_client_disconnecting_mid_request_does_not_disturb(daemon):
+    for payload in (b'{"v": 1, "cmd": "sta', b"x" * 500_000, b""):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(daemon.socket_path))
+            if payload:
+                s.sendall(payload)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # sends, never reads the reply
+        s.connect(str(daemon.socket_path))
+        s.sendall(P.encode(P.make_request("status")))
+    assert daemon.call("status")["state"] == "idle"
+
+
+def test_last_request_without_newline_is_answered(daemon):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(daemon.socket_path))
+        s.sendall(P.encode(P.make_request("ping"))[:-1])
+        s.shutdown(socket.SHUT_WR)
+        reply = json.loads(s.makefile("rb").readline())
+    assert reply["ok"] and reply["result"]["pong"]
+
+
+async def test_many_clients_at_once(daemon):
+    results = await asyncio.gather(*(acall("status", path=daemon.socket_path) for _ in range(64)))
+    assert all(r["state"] == "idle" for r in results)
+
+
+def test_one_connection_many_requests(daemon):
+    with Client(daemon.socket_path) as c:
+        for _ in range(100):
+            assert c.call("ping")["pid"] == daemon.pid
+
+
+def test_commands_refused_without_a_run(daemon):
+    for cmd in ("stop", "abort", "pause", "resume", "logs"):
+        with pytest.raises(RequestFailed) as err:
+            daemon.call(cmd)
+        assert err.value.code == P.E_REFUSED, cmd
+
+
+def test_start_of_a_broken_setup_lists_every_problem(daemon, tmp_path):
+    setup = tmp_path / "broken.yaml"
+    setup.write_text(
+        "Buffers:\n  raw: {slot_count: 0, data_length: 10, data_dtype: {x: float64}}\n"
+        "Workers:\n  src: {function: nope, sinks: [raww]}\n"
+    )
+    with pytest.raises(RequestFailed) as err:
+        daemon.call("start", {"setup": str(setup)})
+    assert err.value.code == P.E_REFUSED
+    assert len(err.value.problems) >= 2, err.value.problems
+    text = "\n".join(err.value.problems)
+    assert "slot_count" in text and "raww" in text
+    with pytest.raises(RequestFailed):
+        daemon.call("start", {"setup": str(tmp_path / "missing.yaml")})
+    assert daemon.status()["state"] == "idle"
+
+
+# ------------------------------------------------------------------------ peer credentials
+_CONNECT_AS = r"""
+import json, os, socket, sys
+gid, uid, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(path)
+except PermissionError:
+    print("EACCES"); sys.exit(0)
+s.sendall(b'{"v": 1, "id": 1, "cmd": "ping"}\n')
+line = s.makefile("rb").readline()
+reply = json.loads(line)
+print("OK" if reply.get("ok") else reply["error"]["code"])
+"""
+
+
+def _connect_as(gid: int, uid: int, path: Path) -> str:
+    out = subprocess.run([sys.executable, "-c", _CONNECT_AS, str(gid), str(uid), str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def _can_switch_users() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to run a client under another uid (running as uid %d)" % os.geteuid()
+    probe = subprocess.run([sys.executable, "-c", "import os; os.setgid(65534); os.setuid(65534)"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return "this environment does not allow setuid() to another user"
+    return None
+
+
+def test_other_uid_is_refused(daemon):
+    why = _can_switch_users()
+    if why:
+        pytest.skip(why)
+    path = daemon.socket_path
+    os.chmod(path.parent, 0o755)
+    try:
+        # the file mode (0660, our group) already keeps strangers out
+        assert _connect_as(65534, 65534, path) == "EACCES"
+        # and with the file opened up, the SO_PEERCRED check still refuses them
+        os.chmod(path, 0o666)
+        assert _connect_as(65534, 65534, path) == P.E_PERMISSION
+        # a member of the socket's group is allowed
+        os.chown(path, -1, 4242)
+        assert _connect_as(4242, 65534, path) == "OK"
+    finally:
+        os.chown(path, -1, os.getegid())
+        os.chmod(path, 0o660)
+        os.chmod(path.parent, 0o750)
+    assert daemon.call("ping")["pong"]
