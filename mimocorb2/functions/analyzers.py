@@ -160,22 +160,23 @@ def pha(buffer_io: BufferIO) -> None:
     check.done()
     from scipy.signal import find_peaks
 
-    reader = buffer_io.read[0]
-    writer = buffer_io.write[0]
+    from ..worker_templates import Processor
+
+    processor = Processor(buffer_io)
+    out_dtype = buffer_io.data_out_examples[0].dtype
     property_fields = [f for f in out_fields if f != "position"]
     has_position = "position" in out_fields
-    try:
-        while True:
-            with reader as (metadata, data):
-                if data is None:
-                    break
-                peaks, properties = find_peaks(data[channel], **kwargs)
-                for i in range(len(peaks)):
-                    with writer as (metadata_out, data_out):
-                        metadata_out.view(_np.uint8)[:] = metadata.view(_np.uint8)
-                        if has_position:
-                            data_out["position"][0] = peaks[i]
-                        for f in property_fields:
-                            data_out[f][0] = properties[f][i]
-    finally:
-        buffer_io.shutdown_sinks()
+
+    def ufunc(data: _np.ndarray) -> list[list[_np.ndarray]] | None:
+        peaks, properties = find_peaks(data[channel], **kwargs)
+        n = len(peaks)
+        if n == 0:
+            return None
+        events = _np.zeros(n, dtype=out_dtype)
+        if has_position:
+            events["position"] = peaks
+        for f in property_fields:
+            events[f] = properties[f]
+        return [[events[i : i + 1] for i in range(n)]]
+
+    processor(ufunc)

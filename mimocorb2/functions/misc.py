@@ -72,14 +72,22 @@ def copy(buffer_io: BufferIO) -> None:
     check.done()
     reader = buffer_io.read[0]
     writers = list(buffer_io.write)
+    source_example = buffer_io.read[0].data_example
+    byte_copy = [w.data_example.dtype == source_example.dtype and w.data_example.shape == source_example.shape
+                 for w in writers]
     try:
         while True:
             with reader as (metadata, data):
                 if data is None:
                     break
-                for writer in writers:
-                    with writer as (metadata_out, data_out):
-                        metadata_out.view(_np.uint8)[:] = metadata.view(_np.uint8)
-                        _copy_event(data, data_out)
+                meta_src, data_src = reader.current_bytes()
+                for writer, same in zip(writers, byte_copy, strict=True):
+                    with writer as (_metadata_out, data_out):
+                        meta_dst, data_dst = writer.current_bytes()
+                        meta_dst[:] = meta_src
+                        if same:
+                            data_dst[:] = data_src
+                        else:
+                            _copy_event(data, data_out)
     finally:
         buffer_io.shutdown_sinks()

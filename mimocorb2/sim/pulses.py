@@ -379,6 +379,7 @@ class GammaSource(_Base):
     noise: float = 0.002
     seed: int | None = None
     last_truth: dict[str, object] = field(default_factory=dict)
+    _pending: list[float] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         parsed = []
@@ -430,7 +431,9 @@ class GammaSource(_Base):
 
     def event(self) -> np.ndarray:
         """One event; the deposited energy (keV) is in :attr:`last_truth`."""
-        energy = float(self.deposits(1)[0])
+        if not self._pending:
+            self._pending = self.deposits(512).tolist()[::-1]
+        energy = self._pending.pop()
         out = self._new_event()
         start = self.trigger_position - self.peak_offset
         out[self.channel] += np.float32(energy * self.gain) * self._pulse(start)
