@@ -1,0 +1,651 @@
+"""Red Pitaya STEMlab 125-14 waveform importer over SCPI (``importers.redpitaya.waveform``).
+
+The importer runs a small asyncio SCPI client inside its worker process: each event
+is fetched by ``loop.run_until_complete(session.next_event())`` from the generator
+that the :class:`~mimocorb2.worker_templates.Importer` template drives, so no read
+ever blocks on the socket without a timeout. See ``docs/redpitaya.md`` for the
+mapping of every config key onto SCPI commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mimocorb2.errors import SetupError
+from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError, ScpiQueryError
+from mimocorb2.scpi.codec import decode_block_payload
+
+__all__ = [
+    "ADC_CLOCK",
+    "BoardError",
+    "FULL_SCALE",
+    "GAINS",
+    "INPUTS",
+    "MAXIMUM_SAMPLES",
+    "MAX_ADC_VALUE",
+    "MIN_ADC_VALUE",
+    "SAMPLE_RATES",
+    "TRIGGER_MODES",
+    "TRIGGER_SLOPES",
+    "TRIGGER_SOURCES",
+    "RedPitayaSession",
+    "WaveformConfig",
+    "parse_config",
+    "waveform",
+]
+
+#: ADC clock, samples per second.
+ADC_CLOCK = 125_000_000
+#: Allowed ``sample_rate`` values: 125 MHz samples averaged into one (``ACQ:DEC``).
+SAMPLE_RATES: tuple[int, ...] = tuple(2**k for k in range(17))
+#: Allowed ``trigger_slope`` values.
+TRIGGER_SLOPES: tuple[str, ...] = ("rising", "falling")
+#: Allowed ``trigger_mode`` values (``auto``: force a trigger after ``auto_trigger_timeout``).
+TRIGGER_MODES: tuple[str, ...] = ("normal", "auto")
+#: The board's analog inputs (also the sink's field names).
+INPUTS: tuple[str, ...] = ("IN1", "IN2")
+#: Allowed ``trigger_source`` values: an input, or the external trigger connector.
+TRIGGER_SOURCES: tuple[str, ...] = INPUTS + ("EXT",)
+#: Allowed ``gain`` values (the inputs' jumper setting) and their full scale in volts.
+GAINS: tuple[str, ...] = ("LV", "HV")
+FULL_SCALE: dict[str, float] = {"LV": 1.0, "HV": 20.0}
+#: 14-bit signed ADC range, RAW units.
+MIN_ADC_VALUE, MAX_ADC_VALUE = -8192, 8191
+#: Samples per channel in the board's acquisition buffer.
+MAXIMUM_SAMPLES = 16384
+_HALF = MAXIMUM_SAMPLES // 2
+
+_SLOPE_CODE = {"rising": "PE", "falling": "NE"}
+_SOURCE_CODE = {"IN1": "CH1", "IN2": "CH2", "EXT": "EXT"}
+_FUNCTION = "importers.redpitaya.waveform"
+
+_DEFAULTS: dict[str, Any] = {
+    "port": 5000,
+    "negator_IN1": False,
+    "negator_IN2": False,
+    "trigger_slope": "rising",
+    "trigger_mode": "normal",
+    "trigger_source": "IN1",
+    "set_size": 100,
+    "timeout": 2.0,
+    "gain": "LV",
+    "max_events": None,
+    "auto_trigger_timeout": 0.1,
+    "poll_interval": 0.001,
+    "reconnect_max_delay": 30.0,
+}
+_REQUIRED = ("ip", "sample_rate", "trigger_level", "number_of_samples_before_trigger")
+_KNOWN = frozenset(_REQUIRED) | frozenset(_DEFAULTS)
+
+
+class BoardError(RuntimeError):
+    """The board refused the configuration (a persistent error: reconnecting won't help)."""
+
+
+@dataclass(frozen=True)
+class WaveformConfig:
+    """A checked configuration of the importer (see :func:`parse_config`)."""
+
+    ip: str
+    sample_rate: int
+    trigger_level: int
+    number_of_samples_before_trigger: int
+    data_length: int
+    port: int = 5000
+    negator_IN1: bool = False
+    negator_IN2: bool = False
+    trigger_slope: str = "rising"
+    trigger_mode: str = "normal"
+    trigger_source: str = "IN1"
+    set_size: int = 100
+    timeout: float = 2.0
+    gain: str = "LV"
+    max_events: int | None = None
+    auto_trigger_timeout: float = 0.1
+    poll_interval: float = 0.001
+    reconnect_max_delay: float = 30.0
+
+    # -- derived SCPI values -------------------------------------------------------
+    @property
+    def post_trigger_samples(self) -> int:
+        """Samples the board records from the trigger sample on."""
+        return self.data_length - self.number_of_samples_before_trigger
+
+    @property
+    def trigger_delay(self) -> int:
+        """``ACQ:TRig:DLY``: 0 would leave 8192 samples after the trigger."""
+        return self.post_trigger_samples - _HALF
+
+    @property
+    def trigger_level_volts(self) -> float:
+        """``ACQ:TRig:LEV``: the raw ADC level converted with the gain's full scale."""
+        return self.trigger_level / (MAX_ADC_VALUE + 1) * FULL_SCALE[self.gain]
+
+    @property
+    def trigger_command(self) -> str:
+        """``ACQ:TRig <source>`` that arms the trigger, e.g. ``ACQ:TRig CH1_PE``."""
+        return f"ACQ:TRig {_SOURCE_CODE[self.trigger_source]}_{_SLOPE_CODE[self.trigger_slope]}"
+
+    @property
+    def sample_period(self) -> float:
+        """Seconds between two stored samples."""
+        return self.sample_rate / ADC_CLOCK
+
+    def setup_commands(self) -> list[str]:
+        """The set commands that configure an acquisition (no answers expected)."""
+        return [
+            "ACQ:RST",
+            "ACQ:DATA:FORMAT BIN",
+            "ACQ:DATA:UNITS RAW",
+            f"ACQ:DEC {self.sample_rate}",
+            "ACQ:AVG ON",
+            f"ACQ:SOUR1:GAIN {self.gain}",
+            f"ACQ:SOUR2:GAIN {self.gain}",
+            f"ACQ:TRig:LEV {self.trigger_level_volts:.6f}",
+            f"ACQ:TRig:DLY {self.trigger_delay}",
+        ]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
+
+
+def parse_config(
+    config: Mapping[str, Any], data_length: int, worker: str = "?"
+) -> WaveformConfig:
+    """Check every key of ``config`` (and ``data_length``); return the checked config.
+
+    Raises :class:`~mimocorb2.errors.SetupError` listing every problem, each naming the
+    key, the value given and what is allowed.
+    """
+    problems: list[str] = []
+    where = f"worker '{worker}' ({_FUNCTION})"
+
+    def bad(key: str, value: Any, allowed: str) -> None:
+        problems.append(f"{where}: config key '{key}' = {value!r}: {allowed}")
+
+    for key in sorted(set(config) - _KNOWN, key=str):
+        bad(str(key), config[key], f"unknown key; allowed keys: {', '.join(sorted(_KNOWN))}")
+    for key in _REQUIRED:
+        if key not in config:
+            problems.append(f"{where}: config key '{key}' is missing (required)")
+    get = lambda key: config.get(key, _DEFAULTS.get(key))  # noqa: E731
+
+    ip = get("ip")
+    if "ip" in config and (not isinstance(ip, str) or not ip.strip()):
+        bad("ip", ip, "expected a host name or IP address (a non-empty string)")
+    port = get("port")
+    if not _is_int(port) or not 1 <= int(port) <= 65535:
+        bad("port", port, "expected an integer from 1 to 65535")
+    rate = get("sample_rate")
+    if "sample_rate" in config and (not _is_int(rate) or int(rate) not in SAMPLE_RATES):
+        bad("sample_rate", rate, f"must be one of SAMPLE_RATES {list(SAMPLE_RATES)}")
+    for key in ("negator_IN1", "negator_IN2"):
+        if not isinstance(get(key), (bool, np.bool_)):
+            bad(key, get(key), "expected true or false")
+    for key, allowed in (
+        ("trigger_slope", TRIGGER_SLOPES),
+        ("trigger_mode", TRIGGER_MODES),
+        ("trigger_source", TRIGGER_SOURCES),
+        ("gain", GAINS),
+    ):
+        if get(key) not in allowed:
+            name = {"trigger_slope": "TRIGGER_SLOPES", "trigger_mode": "TRIGGER_MODES",
+                    "trigger_source": "INPUTS (or 'EXT')", "gain": "GAINS"}[key]
+            bad(key, get(key), f"must be one of {name} {list(allowed)}")
+    level = get("trigger_level")
+    if "trigger_level" in config and (
+        not _is_int(level) or not MIN_ADC_VALUE <= int(level) <= MAX_ADC_VALUE
+    ):
+        bad("trigger_level", level,
+            f"expected an integer ADC value from MIN_ADC_VALUE={MIN_ADC_VALUE} "
+            f"to MAX_ADC_VALUE={MAX_ADC_VALUE}")
+    if not 1 <= data_length <= MAXIMUM_SAMPLES:
+        problems.append(
+            f"{where}: sink data_length = {data_length}: must be from 1 to "
+            f"MAXIMUM_SAMPLES={MAXIMUM_SAMPLES}"
+        )
+    pre = get("number_of_samples_before_trigger")
+    if "number_of_samples_before_trigger" in config and (
+        not _is_int(pre) or not 0 <= int(pre) < data_length
+    ):
+        bad("number_of_samples_before_trigger", pre,
+            f"expected an integer from 0 to data_length - 1 = {data_length - 1}")
+    for key, minimum in (("set_size", 1), ("max_events", 1)):
+        value = get(key)
+        if key == "max_events" and value is None:
+            continue
+        if not _is_int(value) or int(value) < minimum:
+            bad(key, value, f"expected an integer >= {minimum}")
+    for key in ("timeout", "auto_trigger_timeout", "reconnect_max_delay"):
+        value = get(key)
+        if not _is_number(value) or float(value) <= 0:
+            bad(key, value, "expected a number of seconds > 0")
+    value = get("poll_interval")
+    if not _is_number(value) or float(value) < 0:
+        bad("poll_interval", value, "expected a number of seconds >= 0")
+    if problems:
+        raise SetupError(f"{where}: invalid configuration", problems)
+    return WaveformConfig(
+        ip=str(ip).strip(),
+        sample_rate=int(rate),
+        trigger_level=int(level),
+        number_of_samples_before_trigger=int(pre),
+        data_length=int(data_length),
+        port=int(port),
+        negator_IN1=bool(get("negator_IN1")),
+        negator_IN2=bool(get("negator_IN2")),
+        trigger_slope=str(get("trigger_slope")),
+        trigger_mode=str(get("trigger_mode")),
+        trigger_source=str(get("trigger_source")),
+        set_size=int(get("set_size")),
+        timeout=float(get("timeout")),
+        gain=str(get("gain")),
+        max_events=None if get("max_events") is None else int(get("max_events")),
+        auto_trigger_timeout=float(get("auto_trigger_timeout")),
+        poll_interval=float(get("poll_interval")),
+        reconnect_max_delay=float(get("reconnect_max_delay")),
+    )
+
+
+# ----------------------------------------------------------------------------- status
+@dataclass
+class Status:
+    """Connection state and counters, written to ``RUN_DIR/status/<worker>.json``."""
+
+    worker: str
+    host: str
+    port: int
+    state: str = "starting"  #: starting | connecting | connected | reconnecting | stopped
+    reconnects: int = 0
+    events: int = 0
+    round_trips: int = 0
+    forced_triggers: int = 0
+    byte_order: str = "big"
+    last_error: str | None = None
+    pid: int = field(default_factory=os.getpid)
+    updated: float = 0.0
+
+
+class _StatusFile:
+    """Writes :class:`Status` atomically (temp file + rename) when told to."""
+
+    def __init__(self, path: Path | None, status: Status) -> None:
+        self.path = path
+        self.status = status
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        self.status.updated = time.time()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(asdict(self.status), indent=1) + "\n")
+            os.replace(tmp, self.path)  # readers see the old or the new file, never half
+        except OSError:
+            pass  # status is informative; never let it stop acquisition
+
+
+# ----------------------------------------------------------------------------- session
+class RedPitayaSession:
+    """One importer's conversation with a board: configure, acquire, reconnect.
+
+    Use from a coroutine: ``event = await session.next_event()`` returns one structured
+    array of ``dtype`` (fields ``IN1``/``IN2`` filled, the trigger at index
+    ``number_of_samples_before_trigger``). Connection problems are absorbed: the
+    session logs them, reconnects with exponential backoff, re-sends the
+    configuration and carries on. Only :class:`BoardError` (configuration refused)
+    escapes.
+    """
+
+    def __init__(
+        self,
+        cfg: WaveformConfig,
+        dtype: np.dtype,
+        *,
+        logger: logging.Logger | None = None,
+        status_path: Path | None = None,
+        worker: str = "redpitaya",
+    ) -> None:
+        self.cfg = cfg
+        self.dtype = np.dtype(dtype)
+        self.log = logger or logging.getLogger("mimocorb2.importers.redpitaya")
+        self.client = ScpiClient(cfg.ip, cfg.port, timeout=cfg.timeout, logger=self.log)
+        self.status = Status(worker=worker, host=cfg.ip, port=cfg.port)
+        self._status_file = _StatusFile(status_path, self.status)
+        self.byte_order: str = "big"
+        self._armed_start: float | None = None  # wall time of the ACQ:START in flight
+        self._backoff = 0.0
+        self._events_at_set = 0
+        self._set_started = time.monotonic()
+
+    # -- state -------------------------------------------------------------------
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        changed = state != self.status.state or (error is not None and error != self.status.last_error)
+        self.status.state = state
+        if error is not None:
+            self.status.last_error = error
+        self.status.round_trips = self.client.round_trips
+        if changed:
+            self._status_file.write()
+
+    @property
+    def round_trips(self) -> int:
+        """SCPI round trips so far (including configuration and reconnects)."""
+        return self.client.round_trips
+
+    # -- connection ----------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect and configure; retry with backoff until it works (BoardError aside)."""
+        first = self.status.state in ("starting", "stopped")
+        while True:
+            self._set_state("connecting" if first else "reconnecting")
+            try:
+                await self.client.connect()
+                await self._configure()
+            except ScpiError as exc:
+                await self.client.close()
+                await self._wait_backoff(exc)
+                continue
+            self._set_state("connected")
+            self.log.info(
+                "connected to Red Pitaya %s:%d (%s-endian blocks)",
+                self.cfg.ip, self.cfg.port, self.byte_order,
+            )
+            return
+
+    async def _wait_backoff(self, exc: BaseException) -> None:
+        self._backoff = min(self.cfg.reconnect_max_delay, max(0.05, self._backoff * 2))
+        self.log.warning(
+            "Red Pitaya %s:%d: %s; retrying in %.2f s", self.cfg.ip, self.cfg.port, exc, self._backoff
+        )
+        self._set_state(self.status.state, f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(self._backoff)
+
+    async def _configure(self) -> None:
+        """Send the configuration; find out the block byte order the board supports."""
+        client = self.client
+        await client.write("*CLS", *self.cfg.setup_commands())
+        errors = await client.check_errors()
+        if errors:
+            raise BoardError(
+                f"Red Pitaya {self.cfg.ip}:{self.cfg.port} refused the configuration "
+                f"{self.cfg.setup_commands()}: {errors}"
+            )
+        # Newer OS versions know little-endian blocks (no byte swap needed); older ones
+        # queue "Undefined header" and keep sending big-endian blocks.
+        await client.write("ACQ:DATA:BYTE:ORDER LEND")
+        self.byte_order = "big" if await client.check_errors() else "little"
+        self.status.byte_order = self.byte_order
+        self._armed_start = None
+
+    async def close(self) -> None:
+        """Stop the acquisition (best effort) and close the connection."""
+        if self.client.connected:
+            try:
+                await self.client.write("ACQ:STOP")
+            except ScpiError:
+                pass
+        await self.client.close()
+        self._set_state("stopped")
+
+    # -- acquisition ---------------------------------------------------------------
+    async def _start(self) -> None:
+        """``ACQ:START``: the board begins to fill its buffer (pre-trigger part)."""
+        await self.client.write("ACQ:START")
+        self._armed_start = time.monotonic()
+
+    async def _acquire(self) -> np.ndarray:
+        cfg, client = self.cfg, self.client
+        if self._armed_start is None:
+            await self._start()
+        assert self._armed_start is not None
+        # Invariant: the trigger is armed only once `pre` samples were written after
+        # ACQ:START, else the pre-trigger part would hold the previous event's samples.
+        fill = (cfg.number_of_samples_before_trigger + 1) * cfg.sample_period
+        wait = self._armed_start + fill - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await client.write(cfg.trigger_command)
+        armed = time.monotonic()
+        forced = False
+        delay = 0.0
+        post_time = cfg.post_trigger_samples * cfg.sample_period
+        while True:
+            state, filled, tpos_text = await client.query_many(
+                ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"]
+            )
+            if state == "TD" and filled == "1":
+                break
+            if state == "TD":
+                # triggered, post-trigger part still being written: at most post_time
+                delay = min(post_time, cfg.poll_interval) if post_time > 1e-3 else 0.0
+            else:
+                if (cfg.trigger_mode == "auto" and not forced
+                        and time.monotonic() - armed >= cfg.auto_trigger_timeout):
+                    await client.write("ACQ:TRig NOW")
+                    forced = True
+                    self.status.forced_triggers += 1
+                    continue
+                # Back off gently while no trigger comes: 0, then up to poll_interval.
+                delay = min(cfg.poll_interval, delay * 2 + cfg.poll_interval / 8)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        tpos = int(str(tpos_text))
+        n = cfg.data_length
+        start = (tpos - cfg.number_of_samples_before_trigger) % MAXIMUM_SAMPLES
+        in1, in2 = await client.query_many(
+            [f"ACQ:SOUR1:DATA:STArt:N? {start},{n}", f"ACQ:SOUR2:DATA:STArt:N? {start},{n}"],
+            ["block", "block"],
+        )
+        self._armed_start = None
+        event = np.zeros(n, dtype=self.dtype)
+        for name, payload, negate in (
+            ("IN1", in1, cfg.negator_IN1),
+            ("IN2", in2, cfg.negator_IN2),
+        ):
+            samples = decode_block_payload(bytes(payload), "int16", self.byte_order)  # type: ignore[arg-type]
+            if samples.size != n:
+                raise ScpiConnectionError(f"{name}: expected {n} samples, got {samples.size}")
+            column = event[name]
+            column[:] = samples
+            if negate:
+                np.negative(column, out=column)  # int16 holds -(-8192) = 8192
+        # Start the next acquisition now, so the board fills its pre-trigger part
+        # while the template stores this event.
+        try:
+            await self._start()
+        except ScpiConnectionError:
+            self._armed_start = None  # noticed again (and handled) by the next call
+        return event
+
+    async def next_event(self) -> np.ndarray:
+        """Acquire one event, reconnecting as often as needed."""
+        while True:
+            if not self.client.connected:
+                self.status.reconnects += self.status.state not in ("starting", "stopped")
+                await self.connect()
+            try:
+                event = await self._acquire()
+            except ScpiError as exc:
+                # Dropped, stalled or out of step: start over on a fresh connection.
+                self._armed_start = None
+                await self.client.close()
+                self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
+                await self._wait_backoff(exc)
+                continue
+            self._backoff = 0.0
+            self.status.events += 1
+            if self.status.events - self._events_at_set >= self.cfg.set_size:
+                await self._end_of_set()
+            return event
+
+    async def _end_of_set(self) -> None:
+        """Every ``set_size`` events: log the rate, check the error queue, write status."""
+        now = time.monotonic()
+        count = self.status.events - self._events_at_set
+        rate = count / max(now - self._set_started, 1e-9)
+        self._events_at_set, self._set_started = self.status.events, now
+        try:
+            errors = await self.client.check_errors()
+        except ScpiError as exc:
+            errors = [(0, f"error check failed: {exc}")]
+            await self.client.close()
+        if errors:
+            self.log.warning("Red Pitaya queued errors: %s", errors)
+        self.log.debug("%d events, %.1f events/s", self.status.events, rate)
+        self.status.round_trips = self.client.round_trips
+        self._status_file.write()
+
+
+# ----------------------------------------------------------------------------- the function
+def _check_buffers(buffer_io: Any) -> list[str]:
+    problems = []
+    where = f"worker '{buffer_io.name}' ({_FUNCTION})"
+    if len(buffer_io.read) != 0:
+        problems.append(f"{where}: sources must be empty, got {buffer_io.buffer_names_in}")
+    if len(buffer_io.observe) != 0:
+        problems.append(f"{where}: observes must be empty, got {buffer_io.buffer_names_observe}")
+    if len(buffer_io.write) != 1:
+        problems.append(f"{where}: needs exactly 1 sink, got {buffer_io.buffer_names_out}")
+    else:
+        dtype = buffer_io.data_out_examples[0].dtype
+        for name in INPUTS:
+            if dtype.names is None or name not in dtype.names:
+                problems.append(
+                    f"{where}: sink '{buffer_io.buffer_names_out[0]}' needs field '{name}' "
+                    f"(data_dtype {{'IN1': int16, 'IN2': int16}})"
+                )
+            elif dtype[name] != np.dtype("int16"):
+                problems.append(
+                    f"{where}: sink field '{name}' has dtype {dtype[name]}, must be int16"
+                )
+    if getattr(buffer_io, "number_of_processes", 1) != 1:
+        problems.append(f"{where}: number_of_processes must be 1 (one board, one connection)")
+    return problems
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+
+
+def waveform(buffer_io: Any) -> None:
+    """mimoCoRB2 Function: Use RedPitaya to acquire waveform data.
+
+    Reads both inputs of a Red Pitaya STEMlab 125-14 over its SCPI server (TCP port
+    5000) and writes one event per trigger; the trigger sits at index
+    number_of_samples_before_trigger of each event. Connection drops and a board
+    that stops answering are survived: the importer reconnects with backoff,
+    re-sends the configuration and goes on. Its connection state and reconnect
+    count are written to RUN_DIR/status/<worker>.json. The SCPI mapping of every
+    key is documented in docs/redpitaya.md.
+
+    Type
+    ----
+    Importer
+
+    Buffers
+    -------
+    sources
+        0
+    sinks
+        1 with data_dtype: {'IN1': int16, 'IN2': int16} data_length decides the total number of samples (must be larger than number_of_samples_before_trigger and at most MAXIMUM_SAMPLES)
+    observes
+        0
+
+    Configs
+    -------
+    ip : str
+        IP address of the RedPitaya device.
+    port : int, optional (default=5000)
+        TCP port of the board's SCPI server.
+    sample_rate : int
+        Number of samples (125MHz) averaged into one. Must be one of the values in SAMPLE_RATES.
+    negator_IN1 : bool, optional (default=False)
+        If True, the IN1 input is negated.
+    negator_IN2 : bool, optional (default=False)
+        If True, the IN2 input is negated.
+    trigger_slope : str, optional (default='rising')
+        Slope of the trigger. Must be one of the values in TRIGGER_SLOPES.
+    trigger_mode : str, optional (default='normal')
+        Mode of the trigger. Must be one of the values in TRIGGER_MODES.
+    trigger_level : int
+        Level of the trigger in ADC units (of the input, before negation). Must be between MIN_ADC_VALUE and MAX_ADC_VALUE.
+    trigger_source : str, optional (default='IN1')
+        Source of the trigger. Must be one of the values in INPUTS (or 'EXT').
+    number_of_samples_before_trigger : int
+        Number of samples to acquire before the trigger. Must be an integer between 0 and the total number of samples.
+    set_size : int, optional (default=100)
+        Number of events in one set; after each set the rate is logged, the board's error queue checked and the status file updated.
+    timeout : float, optional (default=2.0)
+        Seconds to wait for any SCPI answer before the board counts as stalled.
+    gain : str, optional (default='LV')
+        Input jumper setting, LV (1 V full scale) or HV (20 V); converts trigger_level to volts.
+    auto_trigger_timeout : float, optional (default=0.1)
+        In trigger_mode 'auto', seconds without a trigger before one is forced.
+    max_events : int, optional (default=None)
+        End the run after this many events (None: run until stopped).
+
+    Examples
+    --------
+    >>> # Workers:
+    >>> #   input:
+    >>> #     function: importers.redpitaya.waveform
+    >>> #     config: {ip: 192.168.1.100, sample_rate: 1, trigger_level: 500,
+    >>> #              number_of_samples_before_trigger: 100}
+    >>> #     sinks: [raw_waveforms]
+    """
+    from mimocorb2.worker_templates import Importer
+
+    problems = _check_buffers(buffer_io)
+    data_length = buffer_io.data_out_examples[0].size if len(buffer_io.write) == 1 else MAXIMUM_SAMPLES
+    try:
+        cfg = parse_config(buffer_io.config, data_length, buffer_io.name)
+    except SetupError as exc:
+        problems = problems + exc.problems
+    if problems:
+        raise SetupError(f"worker '{buffer_io.name}' ({_FUNCTION}): invalid setup", problems)
+
+    importer = Importer(buffer_io)
+    dtype = importer.data_example.dtype
+    status_path = Path(buffer_io.run_dir) / "status" / f"{buffer_io.name}.json"
+
+    def events() -> Generator[np.ndarray | None, None, None]:
+        loop = _new_loop()
+        session = RedPitayaSession(
+            cfg, dtype, logger=buffer_io.logger, status_path=status_path, worker=buffer_io.name
+        )
+        try:
+            count = 0
+            while cfg.max_events is None or count < cfg.max_events:
+                # Each next() runs the loop until the next event is complete.
+                event = loop.run_until_complete(session.next_event())
+                count += 1
+                yield event
+        finally:
+            loop.run_until_complete(session.close())
+            loop.close()
+        yield None
+
+    importer(events)
