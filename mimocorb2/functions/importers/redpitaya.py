@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,7 +311,8 @@ class RedPitayaSession:
     ``number_of_samples_before_trigger``). Connection problems are absorbed: the
     session logs them, reconnects with exponential backoff, re-sends the
     configuration and carries on. Only :class:`BoardError` (configuration refused)
-    escapes.
+    escapes. While waiting for a trigger or a reconnect, ``should_stop()`` is asked
+    regularly; when it says True, :meth:`next_event` returns ``None``.
     """
 
     def __init__(
@@ -322,8 +323,10 @@ class RedPitayaSession:
         logger: logging.Logger | None = None,
         status_path: Path | None = None,
         worker: str = "redpitaya",
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.should_stop = should_stop or (lambda: False)
         self.dtype = np.dtype(dtype)
         self.log = logger or logging.getLogger("mimocorb2.importers.redpitaya")
         self.client = ScpiClient(cfg.ip, cfg.port, timeout=cfg.timeout, logger=self.log)
@@ -362,6 +365,8 @@ class RedPitayaSession:
             except ScpiError as exc:
                 await self.client.close()
                 await self._wait_backoff(exc)
+                if self.should_stop():
+                    return
                 continue
             self._set_state("connected")
             self.log.info(
@@ -376,7 +381,10 @@ class RedPitayaSession:
             "Red Pitaya %s:%d: %s; retrying in %.2f s", self.cfg.ip, self.cfg.port, exc, self._backoff
         )
         self._set_state(self.status.state, f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(self._backoff)
+        deadline = time.monotonic() + self._backoff
+        # sleep in short steps so that a stop request is seen within 0.1 s
+        while (left := deadline - time.monotonic()) > 0 and not self.should_stop():
+            await asyncio.sleep(min(left, 0.1))
 
     async def _configure(self) -> None:
         """Send the configuration; find out the block byte order the board supports."""
@@ -411,7 +419,7 @@ class RedPitayaSession:
         await self.client.write("ACQ:START")
         self._armed_start = time.monotonic()
 
-    async def _acquire(self) -> np.ndarray:
+    async def _acquire(self) -> np.ndarray | None:
         cfg, client = self.cfg, self.client
         if self._armed_start is None:
             await self._start()
@@ -443,6 +451,8 @@ class RedPitayaSession:
                     forced = True
                     self.status.forced_triggers += 1
                     continue
+                if self.should_stop():
+                    return None
                 # Back off gently while no trigger comes: 0, then up to poll_interval.
                 delay = min(cfg.poll_interval, delay * 2 + cfg.poll_interval / 8)
             if delay > 0:
@@ -475,12 +485,16 @@ class RedPitayaSession:
             self._armed_start = None  # noticed again (and handled) by the next call
         return event
 
-    async def next_event(self) -> np.ndarray:
-        """Acquire one event, reconnecting as often as needed."""
+    async def next_event(self) -> np.ndarray | None:
+        """Acquire one event, reconnecting as often as needed (None: told to stop)."""
         while True:
+            if self.should_stop():
+                return None
             if not self.client.connected:
                 self.status.reconnects += self.status.state not in ("starting", "stopped")
                 await self.connect()
+                if not self.client.connected:
+                    return None  # told to stop while reconnecting
             try:
                 event = await self._acquire()
             except ScpiError as exc:
@@ -490,6 +504,8 @@ class RedPitayaSession:
                 self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
                 await self._wait_backoff(exc)
                 continue
+            if event is None:
+                return None
             self._backoff = 0.0
             self.status.events += 1
             if self.status.events - self._events_at_set >= self.cfg.set_size:
@@ -633,14 +649,18 @@ def waveform(buffer_io: Any) -> None:
 
     def events() -> Generator[np.ndarray | None, None, None]:
         loop = _new_loop()
+        sink = buffer_io.write[0]
         session = RedPitayaSession(
-            cfg, dtype, logger=buffer_io.logger, status_path=status_path, worker=buffer_io.name
+            cfg, dtype, logger=buffer_io.logger, status_path=status_path, worker=buffer_io.name,
+            should_stop=lambda: bool(sink.is_shutdown.value),
         )
         try:
             count = 0
             while cfg.max_events is None or count < cfg.max_events:
                 # Each next() runs the loop until the next event is complete.
                 event = loop.run_until_complete(session.next_event())
+                if event is None:
+                    break
                 count += 1
                 yield event
         finally:
