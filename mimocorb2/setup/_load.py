@@ -12,7 +12,7 @@ from ..errors import SetupError
 from ._model import FAILURE_POLICIES, BufferSpec, RunLimits, Setup, WorkerSpec
 from ._problems import Problems, describe
 from ._values import (check_choice, check_dtype, check_int, check_keys, check_mapping,
-                      check_name, check_positive)
+                      check_name, check_positive, is_misspelled)
 from ._workers import WorkerChecker
 from ._yaml import YamlProblem, read_yaml
 
@@ -30,6 +30,7 @@ class _Loader:
         self.path = Path(os.path.abspath(Path(path).expanduser()))
         self.directory = self.path.parent
         self.problems = Problems(str(path))
+        self.graph_known = True  # False when a worker's buffer references are not all known
 
     def run(self) -> Setup | None:
         """The Setup, or None when problems were found."""
@@ -40,7 +41,7 @@ class _Loader:
         buffers = self._buffers(data)
         workers = self._workers(data, None if buffers is None else list(buffers))
         options = self._options(data)
-        if buffers is not None and workers is not None:
+        if buffers is not None and workers is not None and self.graph_known:
             self._check_graph(buffers, workers)
         if self.problems.lines or buffers is None or workers is None:
             return None
@@ -65,6 +66,8 @@ class _Loader:
 
     def _section(self, data: dict[str, Any], name: str, what: str) -> dict[str, Any] | None:
         if name not in data:
+            if is_misspelled(data, name, TOP_KEYS):
+                return None
             self.problems.add(name, f"missing section (a mapping of {what})")
             return None
         return check_mapping(self.problems, name, data[name], what)
@@ -76,8 +79,8 @@ class _Loader:
             return None
         buffers: dict[str, dict[str, Any]] = {}
         for name, raw in section.items():
-            if check_name(self.problems, "Buffers", name, "buffer"):
-                buffers[name] = self._buffer(name, raw)
+            check_name(self.problems, "Buffers", name, "buffer")  # still usable as a reference
+            buffers[name] = self._buffer(name, raw)
         return buffers
 
     def _buffer(self, name: str, raw: object) -> dict[str, Any]:
@@ -86,7 +89,7 @@ class _Loader:
             return {}
         check_keys(self.problems, where, raw, BUFFER_KEYS)
         for key in BUFFER_KEYS:
-            if key not in raw:
+            if key not in raw and not is_misspelled(raw, key, BUFFER_KEYS):
                 self.problems.add(f"{where}.{key}", "missing")
         values: dict[str, Any] = {"raw_dtype": raw.get("data_dtype")}
         for key in ("slot_count", "data_length"):
@@ -108,12 +111,13 @@ class _Loader:
         checker = WorkerChecker(self.problems, self.directory, buffer_names)
         workers: dict[str, WorkerSpec] = {}
         for name, raw in section.items():
-            if not check_name(self.problems, "Workers", name, "worker"):
-                continue
+            check_name(self.problems, "Workers", name, "worker")
             if check_mapping(self.problems, f"Workers.{name}", raw, "worker settings "
                              "(function, file, config, sources, sinks, ...)") is None:
+                self.graph_known = False
                 continue
             workers[name] = checker.check(name, raw)
+        self.graph_known = self.graph_known and checker.unresolved == 0
         return workers
 
     def _check_graph(self, buffers: dict[str, Any], workers: dict[str, WorkerSpec]) -> None:

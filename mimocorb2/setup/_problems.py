@@ -6,11 +6,17 @@ import difflib
 from collections.abc import Iterable
 
 
-def did_you_mean(word: object, choices: Iterable[object]) -> str:
-    """Return `` (did you mean 'x'?)`` for the closest choice, or ``""`` if none is close."""
+def closest(word: object, choices: Iterable[object]) -> str | None:
+    """The choice closest to ``word`` (difflib), or None if none is close enough."""
     names = [str(c) for c in choices]
     matches = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest choice, or ``""`` if none is close."""
+    match = closest(word, choices)
+    return f" (did you mean '{match}'?)" if match else ""
 
 
 def type_name(value: object) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._problems import Problems, describe, did_you_mean
+from ._problems import Problems, closest, describe, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
@@ -69,6 +69,15 @@ def check_keys(problems: Problems, where: str, mapping: Mapping[Any, Any],
         hint = did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
         prefix = f"{where}.{key}" if where else str(key)
         problems.add(prefix, f"unknown key{hint}")
+
+
+def is_misspelled(mapping: Mapping[Any, Any], key: str, known: Iterable[str]) -> bool:
+    """Whether an unknown key of ``mapping`` was already reported as a misspelling of ``key``.
+
+    Used to avoid a second, redundant "missing" problem for the same typo.
+    """
+    known = list(known)
+    return any(closest(k, known) == key for k in mapping if k not in known)
 
 
 def check_mapping(problems: Problems, where: str, value: object, what: str) -> dict | None:

@@ -8,7 +8,7 @@ from typing import Any
 from ._functions import FunctionProblem, find_function
 from ._model import RESTART_POLICIES, WorkerSpec
 from ._problems import Problems, describe, did_you_mean
-from ._values import check_choice, check_int, check_keys, check_positive
+from ._values import check_choice, check_int, check_keys, check_positive, is_misspelled
 from ._yaml import YamlProblem, read_yaml
 
 WORKER_KEYS = ("file", "function", "config", "number_of_processes", "sources", "sinks",
@@ -24,6 +24,7 @@ class WorkerChecker:
         self.problems = problems
         self.directory = directory
         self.buffers = buffers
+        self.unresolved = 0  # buffer references that could not be checked against Buffers
 
     def check(self, name: str, raw: dict[str, Any]) -> WorkerSpec:
         """A WorkerSpec for ``raw``; problems are recorded, bad values replaced by defaults."""
@@ -48,6 +49,8 @@ class WorkerChecker:
     # --- function and file -------------------------------------------------------------
     def _function(self, where: str, raw: dict[str, Any]) -> str:
         if "function" not in raw:
+            if is_misspelled(raw, "function", WORKER_KEYS):
+                return ""
             self.problems.add(f"{where}.function", "missing (the name of the function to run, "
                               "e.g. 'exporters.drain' or a function in 'file')")
             return ""
@@ -154,14 +157,17 @@ class WorkerChecker:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list):
             self.problems.add(where, f"must be a list of buffer names, got {describe(value)}")
+            self.unresolved += 1
             return []
         names: list[str] = []
         for item in items:
             if not isinstance(item, str):
                 self.problems.add(where, f"buffer names must be strings, got {describe(item)}")
+                self.unresolved += 1
             elif self.buffers is not None and item not in self.buffers:
                 hint = did_you_mean(item, self.buffers)
                 self.problems.add(where, f"unknown buffer '{item}'{hint}")
+                self.unresolved += 1
             else:
                 names.append(item)
         return names
