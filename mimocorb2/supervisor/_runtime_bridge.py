@@ -64,31 +64,35 @@ def run_worker(launch: Any) -> int:
     try:
         function(buffer_io)
     except BaseException:
+        # no end of stream from a failed process: the supervisor restarts it or retires it
         log.exception("worker function failed")
         return 1
-    finally:
-        _flush_sinks(launch)
+    _flush_sinks(launch)
     log.info("worker process finished")
     return 0
 
 
 def _make_buffer_io(launch: Any) -> Any:
+    from mimocorb2.mimo_buffer import BufferObserver, BufferReader, BufferWriter
     from mimocorb2.mimo_worker import BufferIO
 
     worker = launch["worker"]
     buffers = launch["buffers"]
     return BufferIO(
-        name=worker.name,
-        sources=[buffers[n] for n in worker.sources],
-        sinks=[buffers[n] for n in worker.sinks],
-        observes=[buffers[n] for n in worker.observes],
-        config=worker.config,
-        setup_dir=launch["setup"].directory,
-        run_dir=launch["run_dir"],
+        worker.name,
+        [BufferReader(buffers[n], group=worker.name) for n in worker.sources],
+        [BufferWriter(buffers[n]) for n in worker.sinks],
+        [BufferObserver(buffers[n]) for n in worker.observes],
+        worker.config,
+        launch["setup"].directory,
+        launch["run_dir"],
+        process_index=launch["index"],
+        number_of_processes=worker.number_of_processes,
     )
 
 
 def _flush_sinks(launch: Any) -> None:
+    """End of stream from this process on every sink (idempotent: counted once per pid)."""
     worker = launch["worker"]
     for name in worker.sinks:
         try:

@@ -216,9 +216,10 @@ class Run:
             # the pipe closes a moment before the kernel makes the process waitable
             self._loop.call_later(min(0.001 * 2 ** attempt, 0.1), self._reap, worker, rec, proc, attempt + 1)
             return
+        pid, exitcode = proc.pid, proc.exitcode
         with contextlib.suppress(Exception):
             proc.close()
-        self._on_exit(worker, rec, proc.pid if proc.pid else rec.pid, proc.exitcode)
+        self._on_exit(worker, rec, pid, exitcode)
 
     def _on_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
         rec.alive, rec.exitcode, rec.proc = False, exitcode, None
