@@ -729,3 +729,32 @@ def test_run_copy_converts_numpy_values(tmp_path: Path) -> None:
     run_dir = create_run_directory(setup)
     config = load_setup(run_dir / "setup.yaml").workers["src"].config
     assert config == {"gain": 2.0, "n": 3, "arr": [0, 1], "where": str(tmp_path)}
+
+
+# --- odds and ends -----------------------------------------------------------------------
+
+
+def test_setup_pickles(tmp_path: Path) -> None:
+    setup = load_setup(write(tmp_path, GOOD))
+    again = pickle.loads(pickle.dumps(setup))
+    assert again.buffers == setup.buffers and again.workers == setup.workers
+
+
+def test_misspelled_section_reported_once(tmp_path: Path) -> None:
+    problem = one_problem(tmp_path, GOOD.replace("Workers:", "Worker:"))
+    assert problem == "Worker: unknown key (did you mean 'Workers'?)"
+
+
+def test_misspelled_required_buffer_key_reported_once(tmp_path: Path) -> None:
+    problem = one_problem(tmp_path, edit("slot_count: 4", "slotcount: 4"))
+    assert problem == "Buffers.filtered.slotcount: unknown key (did you mean 'slot_count'?)"
+
+
+def test_anchored_config_is_not_shared(tmp_path: Path) -> None:
+    text = edit("function: source", "function: source\n    config: &cfg {limits: {a: 1}}")
+    text = edit("function: drain\n    sources", "function: drain\n    config: *cfg\n    sources",
+                text)
+    setup = load_setup(write(tmp_path, text))
+    setup.workers["src"].config["limits"]["a"] = 2
+    assert setup.workers["drain"].config == {"limits": {"a": 1}}
+    assert "&" not in (create_run_directory(setup) / "setup.yaml").read_text()

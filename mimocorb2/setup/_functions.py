@@ -8,6 +8,7 @@ import importlib.util
 import pkgutil
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from ._problems import did_you_mean
 PREBUILT_PACKAGE = "mimocorb2.functions"
 
 _user_modules: dict[tuple[str, int, int], ModuleType] = {}
+_user_modules_lock = threading.RLock()  # the daemon validates setups in threads
 
 
 class FunctionProblem(Exception):
@@ -75,10 +77,14 @@ def load_user_module(path: Path) -> ModuleType:
     except OSError:
         raise FunctionProblem("file", f"file not found: {path}") from None
     key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _user_modules:
-        _user_modules[key] = _exec_user_file(path)
-    sys.modules[user_module_name(path)] = _user_modules[key]
-    return _user_modules[key]
+    with _user_modules_lock:
+        if key not in _user_modules:
+            module = _exec_user_file(path)
+            for stale in [k for k in _user_modules if k[0] == key[0]]:
+                del _user_modules[stale]
+            _user_modules[key] = module
+        sys.modules[user_module_name(path)] = _user_modules[key]
+        return _user_modules[key]
 
 
 def _callables(module: ModuleType) -> list[str]:

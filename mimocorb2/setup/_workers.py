@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ class WorkerChecker:
         if value is None or value == "":
             return {}
         if isinstance(value, dict):
-            return dict(value)
+            return copy.deepcopy(value)
         if isinstance(value, str):
             return self._config_file(where, value)
         if isinstance(value, list):
@@ -106,7 +107,7 @@ class WorkerChecker:
 
     def _config_item(self, where: str, item: object) -> dict[str, Any]:
         if isinstance(item, dict):
-            return dict(item)
+            return copy.deepcopy(item)
         if isinstance(item, str) and item:
             return self._config_file(where, item)
         self.problems.add(where, f"must be a config file name or a mapping, "
