@@ -219,12 +219,19 @@ def test_setup_file_not_a_mapping(tmp_path: Path) -> None:
     assert "must be a mapping with the sections 'Buffers' and 'Workers'" in problem
 
 
+def test_not_a_setup_file(tmp_path: Path) -> None:
+    problem = one_problem(tmp_path, "rate: 5\nthreshold: 0.1\n")
+    assert problem == ("not a setup file: it has no 'Buffers' and no 'Workers' section "
+                       "(its keys: rate, threshold)")
+
+
 def test_missing_sections(tmp_path: Path) -> None:
-    found = problems_of(tmp_path, "target_directory: out\n")
+    found = problems_of(tmp_path, "target_directory: out\nBuffers: {}\n")
     assert [p.split(": ", 1)[1] for p in found] == [
-        "Buffers: missing section (a mapping of buffer name -> buffer settings)",
         "Workers: missing section (a mapping of worker name -> worker settings)",
     ]
+    problem = one_problem(tmp_path, "Workers:" + GOOD.split("Workers:")[1])
+    assert problem == "Buffers: missing section (a mapping of buffer name -> buffer settings)"
 
 
 def test_section_of_wrong_type(tmp_path: Path) -> None:

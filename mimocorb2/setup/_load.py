@@ -37,6 +37,8 @@ class _Loader:
         data = self._read()
         if data is None:
             return None
+        if not self._looks_like_setup(data):
+            return None
         check_keys(self.problems, "", data, TOP_KEYS, ignore_prefix=ANCHOR_PREFIX)
         buffers = self._buffers(data)
         workers = self._workers(data, None if buffers is None else list(buffers))
@@ -63,6 +65,16 @@ class _Loader:
                               f"and 'Workers', got {describe(data)}")
             return None
         return data
+
+    def _looks_like_setup(self, data: dict[str, Any]) -> bool:
+        """False (with one problem) for a mapping with no trace of Buffers or Workers."""
+        if any(name in data or is_misspelled(data, name, TOP_KEYS)
+               for name in ("Buffers", "Workers")):
+            return True
+        keys = ", ".join(str(k) for k in list(data)[:5])
+        self.problems.add("", f"not a setup file: it has no 'Buffers' and no 'Workers' section "
+                          f"(its keys: {keys}{', ...' if len(data) > 5 else ''})")
+        return False
 
     def _section(self, data: dict[str, Any], name: str, what: str) -> dict[str, Any] | None:
         if name not in data:
