@@ -594,7 +594,7 @@ class RedPitayaSimulator:
         if t >= end:
             # Invariant: a finished acquisition ends `post` samples after the trigger.
             return (self._trigger_pointer(acq) + acq.post) % BUFFER_SAMPLES
-        n = int((t - acq.start_time) / self._sample_period(acq.decimation))
+        n = _samples(t - acq.start_time, self._sample_period(acq.decimation))
         return (acq.start_pointer + n) % BUFFER_SAMPLES
 
     def _end_time(self, acq: _Acquisition) -> float:
@@ -670,7 +670,7 @@ class RedPitayaSimulator:
 
     def _trigger_pointer(self, acq: _Acquisition) -> int:
         assert acq.trigger is not None
-        n = int((acq.trigger.time - acq.start_time) / self._sample_period(acq.decimation))
+        n = _samples(acq.trigger.time - acq.start_time, self._sample_period(acq.decimation))
         return (acq.start_pointer + n) % BUFFER_SAMPLES
 
     # ----------------------------------------------------------------- pulses
@@ -776,11 +776,11 @@ class RedPitayaSimulator:
         fired = trig is not None and not math.isinf(trig.time) and (stop is None or trig.time <= stop)
         if fired:
             assert trig is not None
-            n_written = int((trig.time - acq.start_time) / dt) + acq.post
+            n_written = _samples(trig.time - acq.start_time, dt) + acq.post
             pre_len = BUFFER_SAMPLES - acq.post  # samples before the trigger sample
         else:
             t_end = stop if stop is not None else now
-            n_written = int((t_end - acq.start_time) / dt)
+            n_written = _samples(t_end - acq.start_time, dt)
             pre_len = BUFFER_SAMPLES
         fresh = min(n_written, BUFFER_SAMPLES)
         if fresh <= 0:
@@ -893,6 +893,11 @@ class RedPitayaSimulator:
 
 
 _DROP = object()
+
+
+def _samples(seconds: float, period: float) -> int:
+    """Whole samples written in ``seconds`` (robust to float rounding of the clock)."""
+    return int(seconds / period + 1e-4)
 
 
 # --------------------------------------------------------------------------- thread runner
