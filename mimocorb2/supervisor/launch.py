@@ -68,5 +68,12 @@ def spawn(runtime_launch: Any, name: str) -> multiprocessing.process.BaseProcess
     return proc
 
 
+def warm_up() -> None:
+    """Start multiprocessing's helper (resource tracker) before the loop needs it."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
 def run_dir_logs(run_dir: Path) -> Path:
     return Path(run_dir) / "logs"

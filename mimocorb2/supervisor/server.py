@@ -77,6 +77,7 @@ class Daemon:
         removed = shm.remove_stale()
         if removed:
             log.warning("removed shared memory of a crashed daemon", segments=removed)
+        _preload()  # heavy imports now, not in the loop when the first run starts
         await self.control.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -279,6 +280,16 @@ class Daemon:
         # reply first; the run drains in shutdown()
         asyncio.get_running_loop().call_soon(self.request_exit, "shutdown command")
         return {"shutting_down": True, "state": self.state}
+
+
+def _preload() -> None:
+    import mimocorb2.datapath.heartbeat  # noqa: F401
+    import mimocorb2.mimo_buffer  # noqa: F401
+    import mimocorb2.setup  # noqa: F401
+    import mimocorb2.supervisor.run  # noqa: F401
+    from mimocorb2.supervisor import launch
+
+    launch.warm_up()
 
 
 def _setup_arg(args: dict[str, Any]) -> Path:
