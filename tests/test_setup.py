@@ -765,3 +765,14 @@ def test_anchored_config_is_not_shared(tmp_path: Path) -> None:
     setup.workers["src"].config["limits"]["a"] = 2
     assert setup.workers["drain"].config == {"limits": {"a": 1}}
     assert "&" not in (create_run_directory(setup) / "setup.yaml").read_text()
+
+
+def test_cycle_is_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("Workers:", "  back:\n    slot_count: 2\n    data_length: 1\n"
+                        "    data_dtype: {x: f8}\nWorkers:", 1)
+    text = edit("    function: source\n    sinks: [raw_data]",
+                "    function: source\n    sinks: [raw_data]\n    sources: [back]", text)
+    text = edit("sinks: [filtered]", "sinks: [filtered, back]", text)
+    problem = one_problem(tmp_path, text)
+    assert problem == ("Workers.src.sinks: the workers form a cycle (src -[raw_data]-> filter "
+                       "-[back]-> src), so end of stream could never propagate through it")

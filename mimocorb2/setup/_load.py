@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SetupError
+from ._graph import check_graph
 from ._model import FAILURE_POLICIES, BufferSpec, RunLimits, Setup, WorkerSpec
 from ._problems import Problems, describe
 from ._values import (check_choice, check_dtype, check_int, check_keys, check_mapping,
@@ -44,7 +45,7 @@ class _Loader:
         workers = self._workers(data, None if buffers is None else list(buffers))
         options = self._options(data)
         if buffers is not None and workers is not None and self.graph_known:
-            self._check_graph(buffers, workers)
+            check_graph(self.problems, buffers, workers)
         if self.problems.lines or buffers is None or workers is None:
             return None
         return self._build(buffers, workers, options)
@@ -131,16 +132,6 @@ class _Loader:
             workers[name] = checker.check(name, raw)
         self.graph_known = self.graph_known and checker.unresolved == 0
         return workers
-
-    def _check_graph(self, buffers: dict[str, Any], workers: dict[str, WorkerSpec]) -> None:
-        for name in buffers:
-            if not any(name in w.sinks for w in workers.values()):
-                self.problems.add(f"Buffers.{name}", "no worker writes this buffer (list it in "
-                                  "some worker's sinks), so it would never end")
-            if not any(name in w.sources for w in workers.values()):
-                self.problems.add(f"Buffers.{name}", "no worker reads this buffer (list it in "
-                                  "some worker's sources; add e.g. exporters.drain), so its "
-                                  "writers would block once it fills")
 
     # --- top-level options -----------------------------------------------------------------
     def _options(self, data: dict[str, Any]) -> dict[str, Any]:
