@@ -238,8 +238,11 @@ class ScpiClient:
         kinds: Sequence[AnswerKind] | None = None,
         *,
         timeout: float | None = None,
+        preamble: Sequence[str] = (),
     ) -> list[str | bytes]:
         """Send several queries in one write and read their answers in order.
+
+        ``preamble``: set commands (no answers) sent first, in the same write.
 
         ``kinds`` says per query whether a text line (returned as ``str``) or a binary
         block (returned as ``bytes``) is expected; default: all lines. ``timeout``
@@ -250,7 +253,7 @@ class ScpiClient:
         kinds = list(kinds) if kinds is not None else ["line"] * len(commands)
         if len(kinds) != len(commands):
             raise ValueError("kinds must name one answer kind per command")
-        await self.write(*commands)
+        await self.write(*preamble, *commands)
         reader, _ = self._streams()
         self.round_trips += 1
         answers: list[str | bytes] = []

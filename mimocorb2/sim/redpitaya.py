@@ -285,6 +285,7 @@ class RedPitayaSimulator:
         self._acq: _Acquisition | None = None
         self.reset_settings()
         self._patterns = self._build_patterns()
+        self._header_cache: dict[str, tuple[_Pattern, list[int]] | None] = {}
 
     # ----------------------------------------------------------------- settings
     def reset_settings(self) -> None:
@@ -428,17 +429,35 @@ class RedPitayaSimulator:
         if is_query:
             self.stats["queries"] += 1
         try:
-            for pattern in self._patterns:
-                suffixes = pattern.match(header)
-                if suffixes is not None:
-                    return pattern.handler(conn, suffixes, params)
-            raise _undefined()
+            found = self._lookup(header)
+            if found is None:
+                raise _undefined()
+            pattern, suffixes = found
+            return pattern.handler(conn, suffixes, params)
         except _ScpiFailure as fail:
             self.stats["errors"] += 1
             self.errors.append((fail.code, fail.message))
             if is_query and conn["ret_on_error"]:
                 return b""
             return None
+
+    def _lookup(self, header: str) -> tuple[_Pattern, list[int]] | None:
+        """The pattern matching ``header`` (cached: clients repeat the same headers)."""
+        key = header.upper()
+        try:
+            return self._header_cache[key]
+        except KeyError:
+            pass
+        found = None
+        for pattern in self._patterns:
+            suffixes = pattern.match(key)
+            if suffixes is not None:
+                found = (pattern, suffixes)
+                break
+        if len(self._header_cache) > 4096:  # bound the cache against junk headers
+            self._header_cache.clear()
+        self._header_cache[key] = found
+        return found
 
     def _build_patterns(self) -> list[_Pattern]:
         p = _Pattern

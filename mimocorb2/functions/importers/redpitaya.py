@@ -430,15 +430,16 @@ class RedPitayaSession:
         wait = self._armed_start + fill - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        await client.write(cfg.trigger_command)
         armed = time.monotonic()
         forced = False
         delay = 0.0
         post_time = cfg.post_trigger_samples * cfg.sample_period
+        preamble: tuple[str, ...] = (cfg.trigger_command,)  # arm + first poll: one write
         while True:
             state, filled, tpos_text = await client.query_many(
-                ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"]
+                ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"], preamble=preamble
             )
+            preamble = ()
             if state == "TD" and filled == "1":
                 break
             if state == "TD":
@@ -447,7 +448,7 @@ class RedPitayaSession:
             else:
                 if (cfg.trigger_mode == "auto" and not forced
                         and time.monotonic() - armed >= cfg.auto_trigger_timeout):
-                    await client.write("ACQ:TRig NOW")
+                    preamble = ("ACQ:TRig NOW",)
                     forced = True
                     self.status.forced_triggers += 1
                     continue
