@@ -61,6 +61,9 @@ def _exec_user_file(path: Path) -> ModuleType:
     sys.path.insert(0, directory)
     try:
         spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        sys.modules.pop(name, None)
+        raise
     except BaseException as err:  # user code may raise anything, even SystemExit
         sys.modules.pop(name, None)
         raise FunctionProblem("file", f"importing {path} failed: {_failure(err, path)}") from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,8 @@ class WorkerChecker:
                               f"got {describe(value)}")
             return _UNUSABLE_FILE
         path = (self.directory / Path(value).expanduser()).resolve()
-        if not path.is_file():
-            state = "is not a file" if path.exists() else "not found"
+        if not os.path.isfile(path):
+            state = "is not a file" if os.path.exists(path) else "not found"
             self.problems.add(f"{where}.file", f"file '{value}' {state} (looked for {path})")
             return _UNUSABLE_FILE
         return path
