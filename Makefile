@@ -17,11 +17,16 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the daemon in the foreground, a run started through its socket, live status ~20 s, stop, outputs
 demo: $(STAMP)
-	$(PY) -m mimocorb2 demo
+	$(PY) -m mimocorb2.supervisor.demo --seconds $${DEMO_SECONDS:-20}
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# not in CI: a multi-stage pipeline at high rate under the daemon for SOAK_MINUTES (default 10)
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $${SOAK_MINUTES:-10}
 
 clean:
 	rm -rf $(VENV) build *.egg-info
