@@ -621,6 +621,10 @@ def waveform(buffer_io: Any) -> None:
         Input jumper setting, LV (1 V full scale) or HV (20 V); converts trigger_level to volts.
     auto_trigger_timeout : float, optional (default=0.1)
         In trigger_mode 'auto', seconds without a trigger before one is forced.
+    poll_interval : float, optional (default=0.001)
+        Longest pause in seconds between two polls of the trigger state.
+    reconnect_max_delay : float, optional (default=30.0)
+        Cap in seconds of the exponential backoff between reconnect attempts.
     max_events : int, optional (default=None)
         End the run after this many events (None: run until stopped).
 
