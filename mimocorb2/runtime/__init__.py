@@ -1,0 +1,28 @@
+"""Worker processes and the foreground runner.
+
+* :class:`WorkerLaunch` describes one worker process (picklable);
+  :func:`spawn_worker` starts it with the ``spawn`` method (nothing of the
+  parent's state, event loop included, is inherited) and :func:`run_worker` is
+  what runs inside it.
+* :func:`build_buffers` creates a setup's buffers with their reader groups and
+  writer counts.
+* :class:`Runner` is ``mimocorb2 run``: start everything, wait for the end of
+  stream to propagate, report.
+"""
+
+from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
+from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
+from ._runner import Runner, RunReport
+
+__all__ = [
+    "RunReport",
+    "Runner",
+    "WorkerLaunch",
+    "build_buffers",
+    "child_main",
+    "launches_for",
+    "root_buffers",
+    "run_worker",
+    "set_parent_death_signal",
+    "spawn_worker",
+]

@@ -1,0 +1,91 @@
+"""What a worker process is started with, and the buffers of a setup."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..datapath.heartbeat import HeartbeatTable
+from ..mimo_buffer import mimoBuffer
+
+__all__ = ["WorkerLaunch", "build_buffers", "launches_for", "root_buffers"]
+
+
+@dataclass
+class WorkerLaunch:
+    """Everything one worker process needs; pickled into the spawned child.
+
+    ``buffers`` holds only the buffers the worker uses. ``heartbeats``/``row``
+    name the process's heartbeat row. ``parent_pid`` lets the child notice
+    that its parent died before the parent-death signal was armed.
+    """
+
+    worker: Any  # mimocorb2.setup.WorkerSpec
+    setup_dir: Path
+    run_dir: Path
+    index: int
+    buffers: dict[str, mimoBuffer]
+    heartbeats: HeartbeatTable | None = None
+    row: int = 0
+    parent_pid: int = field(default_factory=os.getpid)
+
+    @property
+    def process_name(self) -> str:
+        """``worker#index``, used for the process title and messages."""
+        return f"{self.worker.name}#{self.index}"
+
+
+def build_buffers(setup: Any) -> dict[str, mimoBuffer]:
+    """Create every buffer of ``setup`` with its reader groups and writer count.
+
+    If creating one fails, those already created are closed again.
+    """
+    buffers: dict[str, mimoBuffer] = {}
+    try:
+        for spec in setup.buffers.values():
+            buffers[spec.name] = mimoBuffer(
+                spec.name,
+                spec.slot_count,
+                spec.data_length,
+                spec.data_dtype,
+                reader_groups=tuple(spec.reader_groups),
+                writers=int(spec.writer_count),
+            )
+    except BaseException:
+        for buf in buffers.values():
+            buf.close()
+        raise
+    return buffers
+
+
+def root_buffers(setup: Any) -> list[str]:
+    """Buffers written by workers without sources (importers): where a stop begins."""
+    roots = []
+    for worker in setup.workers.values():
+        if not worker.sources:
+            roots.extend(name for name in worker.sinks if name not in roots)
+    return roots
+
+
+def launches_for(
+    setup: Any, buffers: dict[str, mimoBuffer], run_dir: Path, heartbeats: HeartbeatTable | None = None
+) -> list[WorkerLaunch]:
+    """One launch per process of every worker, heartbeat rows numbered in order."""
+    launches = []
+    for worker in setup.workers.values():
+        used = dict.fromkeys([*worker.sources, *worker.sinks, *worker.observes])
+        for index in range(worker.number_of_processes):
+            launches.append(
+                WorkerLaunch(
+                    worker=worker,
+                    setup_dir=setup.directory,
+                    run_dir=run_dir,
+                    index=index,
+                    buffers={name: buffers[name] for name in used},
+                    heartbeats=heartbeats,
+                    row=len(launches),
+                )
+            )
+    return launches

@@ -1,0 +1,100 @@
+"""Inside a worker process: from the launch description to the user's function."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Any
+
+from ..datapath import heartbeat
+from ._launch import WorkerLaunch
+
+__all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal"]
+
+PR_SET_PDEATHSIG = 1
+EXIT_PARENT_GONE = 70
+_CTX = multiprocessing.get_context("spawn")
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def spawn_worker(launch: WorkerLaunch) -> multiprocessing.process.BaseProcess:
+    """Start one worker process with the ``spawn`` method and return it."""
+    launch.parent_pid = os.getpid()
+    process = _CTX.Process(target=child_main, args=(launch,), name=launch.process_name, daemon=False)
+    process.start()
+    return process
+
+
+def child_main(launch: WorkerLaunch) -> None:
+    """Entry point of a spawned worker process: never outlive the parent, then run."""
+    set_parent_death_signal()
+    if os.getppid() != launch.parent_pid:  # the parent died before the signal was armed
+        os._exit(EXIT_PARENT_GONE)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # only the daemon talks to systemd
+        os.environ.pop(key, None)
+    code = run_worker(launch)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def run_worker(launch: WorkerLaunch) -> int:
+    """Logging, heartbeat, the worker's function; returns the process's exit code.
+
+    A normal return flushes the worker's sinks (counted once per process). A
+    failure does not: the parent decides whether the process is restarted or
+    retired, and retiring counts its end of stream.
+    """
+    from .. import logsetup
+    from ..setup import resolve_function
+
+    worker = launch.worker
+    logsetup.configure_worker_logging(launch.run_dir / "logs" / f"{worker.name}.log", worker.name, os.getpid())
+    if launch.heartbeats is not None:
+        heartbeat.attach(launch.heartbeats, launch.row)
+    import structlog
+
+    log = structlog.get_logger("mimocorb2.worker")
+    try:
+        function = resolve_function(worker)
+        buffer_io = make_buffer_io(launch)
+        log.info("worker process started", function=worker.function, index=launch.index)
+        function(buffer_io)
+    except BaseException:
+        log.exception("worker function failed")
+        return 1
+    for name in worker.sinks:
+        launch.buffers[name].send_flush_event()
+    log.info("worker process finished")
+    return 0
+
+
+def make_buffer_io(launch: WorkerLaunch) -> Any:
+    """The BufferIO of one process: readers join the group named after the worker."""
+    from ..mimo_buffer import BufferObserver, BufferReader, BufferWriter
+    from ..mimo_worker import BufferIO
+
+    worker, buffers = launch.worker, launch.buffers
+    return BufferIO(
+        worker.name,
+        [BufferReader(buffers[n], group=worker.name) for n in worker.sources],
+        [BufferWriter(buffers[n]) for n in worker.sinks],
+        [BufferObserver(buffers[n]) for n in worker.observes],
+        worker.config,
+        launch.setup_dir,
+        launch.run_dir,
+        process_index=launch.index,
+        number_of_processes=worker.number_of_processes,
+    )
