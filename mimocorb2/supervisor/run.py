@@ -4,6 +4,12 @@ Everything here runs on the daemon's event loop and never blocks it: process
 exits arrive through each process's sentinel (``loop.add_reader``), timers
 drive restarts with backoff, the stats / liveness tick and run limits, and file
 work (setup loading, run directory, log reading) goes to a thread.
+
+Every call into a buffer that takes its process-shared lock (counters, stats,
+reclaim, pause, shutdown, retire) runs in a worker thread, never on the loop: a
+process killed inside the buffer's critical section leaves the lock taken until
+``reclaim`` repairs it, and the loop must stay free to notice that death.
+Status replies are built from the latest samples (every 0.1 s).
 """
 
 from __future__ import annotations
@@ -110,6 +116,12 @@ class Run:
         self.lost_at_end = 0
         self.final: dict[str, Any] | None = None
         self._stats: dict[str, dict[str, Any]] = {}
+        self._counters: dict[str, dict[str, Any]] = {}
+        self._pending_rows: list[list[Any]] = []
+        self._paused: set[str] = set()
+        self._exits_in_progress = 0
+        self._exit_tasks: set[asyncio.Task[Any]] = set()
+        self._finishing = False
         self._stats_file: Any = None
         self._stats_writer: Any = None
         self._done = asyncio.Event()
@@ -186,7 +198,7 @@ class Run:
         deadline = time.monotonic() + 5
         while any(r.alive for r in self._all_processes()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        self._finish("failed")
+        await self._finish("failed")
 
     # ------------------------------------------------------------------ processes
     def _spawn(self, worker: WorkerRecord, rec: ProcessRecord) -> None:
@@ -219,33 +231,61 @@ class Run:
         pid, exitcode = proc.pid, proc.exitcode
         with contextlib.suppress(Exception):
             proc.close()
-        self._on_exit(worker, rec, pid, exitcode)
-
-    def _on_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
         rec.alive, rec.exitcode, rec.proc = False, exitcode, None
-        name = worker.spec.name
-        # give back what the dead process held, in every buffer it touched
-        for bname in worker.touched:
+        self._exits_in_progress += 1
+        task = asyncio.create_task(self._on_exit(worker, rec, pid, exitcode), name=f"exit-{pid}")
+        self._exit_tasks.add(task)
+        task.add_done_callback(self._exit_tasks.discard)
+
+    def _reclaim_blocking(self, names: list[str], pid: int) -> dict[str, dict[str, int]]:
+        out = {}
+        for bname in names:
             buf = self.buffers.get(bname)
             if buf is None:
                 continue
             try:
-                got = buf.reclaim(pid)
+                out[bname] = dict(buf.reclaim(pid))
             except Exception:
                 log.exception("reclaim failed", buffer=bname, pid=pid)
+        return out
+
+    def _retire_blocking(self, names: list[str], pids: list[int]) -> None:
+        for bname in names:
+            buf = self.buffers.get(bname)
+            if buf is None:
                 continue
-            if got.get("lost") or got.get("redelivered"):
+            for pid in pids:
+                try:
+                    buf.retire_writer(pid)
+                except Exception:
+                    log.exception("retire_writer failed", buffer=bname, pid=pid)
+
+    async def _on_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
+        try:
+            await self._handle_exit(worker, rec, pid, exitcode)
+        except Exception:
+            log.exception("handling a process exit failed", worker=worker.spec.name, pid=pid)
+            rec.done = True
+        finally:
+            self._exits_in_progress -= 1
+            self._check_done()
+
+    async def _handle_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
+        name = worker.spec.name
+        # give back what the dead process held, in every buffer it touched (in a thread:
+        # if it died holding a buffer's lock, reclaim waits for and repairs that lock)
+        for bname, got in (await asyncio.to_thread(self._reclaim_blocking, worker.touched, pid)).items():
+            if got.get("lost") or got.get("redelivered") or got.get("repaired"):
                 log.warning("slots reclaimed from dead process", worker=name, pid=pid, buffer=bname, **got)
             self.reclaimed["lost"] += int(got.get("lost", 0))
             self.reclaimed["redelivered"] += int(got.get("redelivered", 0))
         how = "exited normally" if exitcode == 0 else (
             f"killed by {_signame(-exitcode)}" if exitcode < 0 else f"exited with code {exitcode}")
-        worker.last_exit = how
-        failed = exitcode != 0
         if rec.killed_for_stall:
             how += " (stalled)"
-        log_fn = log.warning if failed else log.info
-        log_fn("process ended", worker=name, index=rec.index, pid=pid, how=how)
+        worker.last_exit = how
+        failed = exitcode != 0
+        (log.warning if failed else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
 
         restart = self._wants_restart(worker, failed)
         if restart:
@@ -254,10 +294,9 @@ class Run:
             while worker.crashes and now - worker.crashes[0] > RESTART_WINDOW:
                 worker.crashes.popleft()
             if len(worker.crashes) > worker.spec.max_restarts:
-                log.error("worker failed: too many restarts", worker=name,
-                          restarts_in_window=len(worker.crashes) - 1, window_seconds=RESTART_WINDOW)
                 restart = False
-                self._worker_failed(worker, f"{len(worker.crashes) - 1} restarts within {RESTART_WINDOW:.0f} s")
+                await self._worker_failed(
+                    worker, f"{len(worker.crashes) - 1} restarts within {RESTART_WINDOW:.0f} s, then {how}")
             else:
                 delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (len(worker.crashes) - 1))
                 worker.restarts += 1
@@ -268,16 +307,11 @@ class Run:
         if not restart:
             rec.done = True
             # a writer that will not come back must not hold its buffers open
-            for bname in worker.spec.sinks:
-                buf = self.buffers.get(bname)
-                if buf is not None:
-                    with contextlib.suppress(Exception):
-                        buf.retire_writer(pid)
+            await asyncio.to_thread(self._retire_blocking, worker.spec.sinks, [pid])
             if failed and not worker.failed and not self._aborting and not self._drain_expired:
-                self._worker_failed(worker, how)
+                await self._worker_failed(worker, how)
             elif not worker.failed and all(p.done for p in worker.processes):
                 worker.state = "finished"
-        self._check_done()
 
     _drain_expired = False
 
@@ -298,41 +332,64 @@ class Run:
         return False
 
     def _respawn(self, worker: WorkerRecord, rec: ProcessRecord) -> None:
-        if self._aborting or self.done or self._drain_expired:
-            rec.restart_handle = None
+        rec.restart_handle = None
+        if self._aborting or self.done or self._drain_expired or worker.failed:
             rec.done = True
             self._check_done()
             return
         try:
             self._spawn(worker, rec)
-            if not worker.failed:
+            if not worker.failed and all(p.alive or p.done for p in worker.processes):
                 worker.state = "running"
         except Exception as exc:
             log.exception("respawn failed", worker=worker.spec.name)
             rec.done = True
-            self._worker_failed(worker, f"respawn failed: {exc}")
+            asyncio.ensure_future(self._worker_failed(worker, f"respawn failed: {exc}"))
             self._check_done()
 
-    def _worker_failed(self, worker: WorkerRecord, why: str) -> None:
+    async def _worker_failed(self, worker: WorkerRecord, why: str) -> None:
         if worker.failed:
             return
         worker.failed = True
         worker.state = "failed"
         name = worker.spec.name
+        policy = self.setup.on_worker_failure
+        log.error("worker failed", worker=name, why=why, on_worker_failure=policy)
+        if self.error is None:
+            self.error = f"worker {name} failed: {why}"
+        retire = []
         for rec in worker.processes:
             if rec.restart_handle is not None:
                 rec.restart_handle.cancel()
                 rec.restart_handle = None
                 rec.done = True
-                for bname in worker.spec.sinks:
-                    with contextlib.suppress(Exception):
-                        self.buffers[bname].retire_writer(rec.pid)
-        policy = self.setup.on_worker_failure
-        log.error("worker failed", worker=name, why=why, on_worker_failure=policy)
-        if self.error is None:
-            self.error = f"worker {name} failed: {why}"
+                if rec.pid:
+                    retire.append(rec.pid)
+        if retire:
+            await asyncio.to_thread(self._retire_blocking, worker.spec.sinks, retire)
+        if policy == "continue" and worker.spec.sources:
+            # nobody will read for this worker again: stop keeping events for its group
+            await asyncio.to_thread(self._detach_blocking, worker)
         if policy == "stop":
-            asyncio.ensure_future(self.stop(f"worker {name} failed"))
+            await self.stop(f"worker {name} failed")
+        self._check_done()
+
+    def _detach_blocking(self, worker: WorkerRecord) -> None:
+        name = worker.spec.name
+        for bname in worker.spec.sources:
+            buf = self.buffers.get(bname)
+            if buf is None:
+                continue
+            try:
+                groups = buf.counters().get("groups", {})
+                dropped = int((groups.get(name) or {}).get("pending", 0))
+                buf.detach_group(name)
+                if dropped:
+                    self.reclaimed["lost"] += dropped
+                    log.error("events of a failed reader group dropped", worker=name, buffer=bname,
+                              lost=dropped)
+            except Exception:
+                log.exception("detach_group failed", buffer=bname, worker=name)
 
     # ------------------------------------------------------------------ stop / abort
     async def stop(self, reason: str) -> None:
@@ -344,12 +401,20 @@ class Run:
         self.state = "stopping"
         timeout = float(self.setup.drain_timeout)
         log.info("run stopping", reason=reason, drain_timeout=timeout)
-        for name in self.roots:
-            with contextlib.suppress(Exception):
-                self.buffers[name].resume()
-                self.buffers[name].shutdown()
         self._drain_handle = self._loop.call_later(timeout, self._drain_timeout)
+        await asyncio.to_thread(self._end_buffers_blocking, self.roots)
         self._check_done()
+
+    def _end_buffers_blocking(self, names: list[str]) -> None:
+        for name in names:
+            buf = self.buffers.get(name)
+            if buf is None:
+                continue
+            try:
+                buf.resume()
+                buf.shutdown()
+            except Exception:
+                log.exception("ending buffer failed", buffer=name)
 
     def _drain_timeout(self) -> None:
         if self.done:
@@ -369,11 +434,9 @@ class Run:
         self.stop_reason = self.stop_reason or reason
         self.state = "stopping"
         log.warning("run aborted", reason=reason)
-        for name in self.buffers:
-            with contextlib.suppress(Exception):
-                self.buffers[name].shutdown()
         self._cancel_restarts()
         self._kill_all()
+        await asyncio.to_thread(self._end_buffers_blocking, list(self.buffers))
         self._check_done()
 
     def _cancel_restarts(self) -> None:
@@ -391,29 +454,53 @@ class Run:
 
     # ------------------------------------------------------------------ completion
     def _check_done(self) -> None:
-        if self.done or self.state == "starting":
+        if self.done or self.state == "starting" or self._finishing:
+            return
+        if self._exits_in_progress:
             return
         procs = self._all_processes()
         if any(p.alive or p.restart_handle is not None for p in procs):
             return
-        self._finish("failed" if self.error else "finished")
+        self._finishing = True
+        task = asyncio.create_task(self._finish("failed" if self.error else "finished"), name="finish")
+        self._exit_tasks.add(task)
+        task.add_done_callback(self._exit_tasks.discard)
 
-    def _finish(self, state: str) -> None:
+    async def _finish(self, state: str) -> None:
         if self._done.is_set():
             return
+        self._finishing = True
         for timer in self._timers:
             timer.cancel()
         if self._drain_handle is not None:
             self._drain_handle.cancel()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.buffers:
-            self._sample_stats(write=True)
+            await asyncio.to_thread(self._sample_stats_blocking)
+            self._write_stats_rows()
         # events still in buffers now will never be read: report them as lost
         self.lost_at_end = sum(int(s.get("pending", 0)) for s in self._stats.values())
         if self.lost_at_end:
             log.error("events left unread in buffers are lost", lost=self.lost_at_end,
                       per_buffer={n: s.get("pending") for n, s in self._stats.items() if s.get("pending")})
+        await asyncio.to_thread(self._close_blocking)
+        for worker in self.workers.values():
+            if worker.state != "failed":
+                worker.state = "stopped" if self._aborting else "finished"
+        self.state = state
+        self.ended_at = time.time()
+        self.final = self.final_summary()
+        log.info("run ended", **{k: v for k, v in self.final.items() if k != "events"},
+                 events=self.final["events"])
+        logsetup.detach_run_log()
+        self._done.set()
+        if self.on_finished is not None:
+            with contextlib.suppress(Exception):
+                self.on_finished(self)
+
+    def _close_blocking(self) -> None:
         for name, buf in self.buffers.items():
             try:
                 buf.close()
@@ -425,19 +512,6 @@ class Run:
         if self._stats_file is not None:
             with contextlib.suppress(Exception):
                 self._stats_file.close()
-        for worker in self.workers.values():
-            if worker.state not in ("failed",):
-                worker.state = "finished" if not self._aborting else "stopped"
-        self.state = state
-        self.ended_at = time.time()
-        self.final = self.final_summary()
-        log.info("run ended", **{k: v for k, v in self.final.items() if k != "events"},
-                 events=self.final["events"])
-        logsetup.detach_run_log()
-        self._done.set()
-        if self.on_finished is not None:
-            with contextlib.suppress(Exception):
-                self.on_finished(self)
 
     def final_summary(self) -> dict[str, Any]:
         return {
@@ -464,41 +538,50 @@ class Run:
             raise CommandError(f"unknown buffer(s): {', '.join(unknown)}; known: {', '.join(self.buffers)}")
         return names
 
-    def pause(self, names: list[str] | None) -> list[str]:
-        if self._stopping:
+    async def pause(self, names: list[str] | None) -> list[str]:
+        return await self._set_paused(names, True)
+
+    async def resume(self, names: list[str] | None) -> list[str]:
+        return await self._set_paused(names, False)
+
+    async def _set_paused(self, names: list[str] | None, paused: bool) -> list[str]:
+        if self._stopping or self.done:
             raise CommandError("the run is stopping")
         names = self._buffer_names(names)
-        for n in names:
-            self.buffers[n].pause()
-        self._update_paused_state()
-        log.info("buffers paused", buffers=names)
-        return names
 
-    def resume(self, names: list[str] | None) -> list[str]:
-        if self._stopping:
-            raise CommandError("the run is stopping")
-        names = self._buffer_names(names)
-        for n in names:
-            self.buffers[n].resume()
-        self._update_paused_state()
-        log.info("buffers resumed", buffers=names)
-        return names
+        def apply() -> None:
+            for n in names:
+                (self.buffers[n].pause if paused else self.buffers[n].resume)()
 
-    def _update_paused_state(self) -> None:
+        await asyncio.to_thread(apply)
+        for n in names:
+            (self._paused.add if paused else self._paused.discard)(n)
+            self._counters.setdefault(n, {})["paused"] = paused
         if self.state in ("running", "paused"):
-            paused = any(bool(self.buffers[n].counters().get("paused")) for n in self.roots) if self.roots else False
-            self.state = "paused" if paused else "running"
+            self.state = "paused" if any(n in self._paused for n in self.roots) else "running"
+        log.info("buffers paused" if paused else "buffers resumed", buffers=names)
+        return names
 
     # ------------------------------------------------------------------ periodic work
     async def _limit_loop(self) -> None:
-        while not self._stopping:
+        """Every 0.1 s: fresh counters (in a thread), run limits, stalled processes."""
+        while True:
             await asyncio.sleep(LIMIT_CHECK_INTERVAL)
-            if self.max_events and self.roots:
-                taken = min(int(self.buffers[n].counters()["events"]) for n in self.roots)
+            self._counters = await asyncio.to_thread(self._sample_counters_blocking)
+            if self.max_events and self.roots and not self._stopping:
+                taken = min(int(self._counters.get(n, {}).get("events", 0)) for n in self.roots)
                 if taken >= self.max_events:
                     self._limit_reached(f"max_events={self.max_events} reached")
-                    return
             self._check_stalls()
+
+    def _sample_counters_blocking(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, buf in self.buffers.items():
+            try:
+                out[name] = buf.counters()
+            except Exception:
+                log.exception("counters failed", buffer=name)
+        return out
 
     def _limit_reached(self, why: str) -> None:
         if not self._stopping and not self.done:
@@ -526,10 +609,11 @@ class Run:
         interval = max(0.05, float(self.setup.stats_interval))
         while True:
             await asyncio.sleep(interval)
-            self._sample_stats(write=True)
+            await asyncio.to_thread(self._sample_stats_blocking)
+            self._write_stats_rows()
             self._sample_cpu()
 
-    def _sample_stats(self, write: bool) -> None:
+    def _sample_stats_blocking(self) -> None:
         now = time.time()
         rows = []
         for name, buf in self.buffers.items():
@@ -540,7 +624,11 @@ class Run:
                 continue
             self._stats[name] = stats
             rows.append([round(now, 3), name, *(stats.get(k) for k in STATS_FIELDS[2:])])
-        if write and self._stats_writer is not None:
+        self._pending_rows.extend(rows)
+
+    def _write_stats_rows(self) -> None:
+        rows, self._pending_rows = self._pending_rows, []
+        if rows and self._stats_writer is not None:
             try:
                 self._stats_writer.writerows(rows)
                 self._stats_file.flush()
@@ -582,8 +670,8 @@ class Run:
         buffers: dict[str, Any] = {}
         for name in self.setup.buffers:
             entry = dict(self._stats.get(name) or {})
-            if not self.done and name in self.buffers:
-                fresh = self.buffers[name].counters()
+            fresh = self._counters.get(name)
+            if not self.done and fresh:
                 entry.update({
                     "event_count": fresh.get("events", entry.get("event_count", 0)),
                     "paused_count": fresh.get("paused_count", entry.get("paused_count", 0)),
@@ -593,6 +681,8 @@ class Run:
                     "lost": fresh.get("lost", entry.get("lost", 0)),
                     "redelivered": fresh.get("redelivered", entry.get("redelivered", 0)),
                     "pending": fresh.get("pending", entry.get("pending", 0)),
+                    "abandoned": fresh.get("abandoned", entry.get("abandoned", 0)),
+                    "rejected": fresh.get("rejected", entry.get("rejected", 0)),
                     "filled_slots": (self.setup.buffers[name].slot_count - fresh.get("free", 0))
                     / self.setup.buffers[name].slot_count,
                     "empty_slots": fresh.get("free", 0) / self.setup.buffers[name].slot_count,

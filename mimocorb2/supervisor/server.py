@@ -258,11 +258,11 @@ class Daemon:
 
     async def cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
         run = self._require_run()
-        return {"paused": run.pause(_names_arg(args))}
+        return {"paused": await run.pause(_names_arg(args))}
 
     async def cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
         run = self._require_run()
-        return {"resumed": run.resume(_names_arg(args))}
+        return {"resumed": await run.resume(_names_arg(args))}
 
     async def cmd_logs(self, args: dict[str, Any]) -> dict[str, Any]:
         run = self.run_obj
