@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,29 @@ def test_scpi_mapping():
     assert "ACQ:DEC 64" in commands and "ACQ:TRig:LEV -10.000000" in commands
     assert "ACQ:SOUR1:GAIN HV" in commands and "ACQ:DATA:FORMAT BIN" in commands
     assert rp.SAMPLE_RATES[0] == 1 and rp.SAMPLE_RATES[-1] == 65536
+
+
+@pytest.mark.timeout(40)
+def test_stop_while_waiting_for_a_trigger_and_status_file_while_running(tmp_path):
+    # the level is never reached in normal mode: the importer waits until stopped
+    pulses = PulseConfig(rate=1e3, spectrum="fixed", amplitude=0.05, noise=0.001)
+    with SimulatorThread(pulses=pulses, seed=8) as sim:
+        buf = mimoBuffer("rp", slot_count=4, data_length=200, data_dtype=DTYPE)
+        try:
+            io = BufferIO(name="idle", sources=[], sinks=[BufferWriter(buf)], observes=[],
+                          config=_config(sim.port, trigger_level=8000, max_events=None),
+                          setup_dir=tmp_path, run_dir=tmp_path)
+            armed = threading.Event()
+            sim.simulator.on_command = lambda line: line.startswith("ACQ:TRig CH") and armed.set()
+            proc = CTX.Process(target=rp.waveform, args=(io,))
+            proc.start()
+            assert armed.wait(20), "the importer never armed the trigger"
+            assert _status(tmp_path, "idle")["state"] == "connected"
+            buf.shutdown()  # what the supervisor does to stop a run
+            proc.join(10)
+            assert proc.exitcode == 0
+            with BufferReader(buf) as (metadata, data):
+                assert data is None  # no event was ever made
+            assert _status(tmp_path, "idle")["state"] == "stopped"
+        finally:
+            buf.close()

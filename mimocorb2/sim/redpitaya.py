@@ -286,6 +286,8 @@ class RedPitayaSimulator:
         self.reset_settings()
         self._patterns = self._build_patterns()
         self._header_cache: dict[str, tuple[_Pattern, list[int]] | None] = {}
+        #: Test hook: called with every command line after it ran (on the server's loop).
+        self.on_command: Callable[[str], object] | None = None
 
     # ----------------------------------------------------------------- settings
     def reset_settings(self) -> None:
@@ -316,8 +318,7 @@ class RedPitayaSimulator:
         if self._server is not None:
             self._server.close()
         self.drop_connections(count=False)
-        if self._resume is not None:
-            self._resume.set()
+        self.resume()  # stalled handlers must run to their end
         if self._handlers:
             # Let every connection handler see its aborted transport and finish.
             await asyncio.wait(list(self._handlers), timeout=5.0)
@@ -440,6 +441,9 @@ class RedPitayaSimulator:
             if is_query and conn["ret_on_error"]:
                 return b""
             return None
+        finally:
+            if self.on_command is not None:
+                self.on_command(line)
 
     def _lookup(self, header: str) -> tuple[_Pattern, list[int]] | None:
         """The pattern matching ``header`` (cached: clients repeat the same headers)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mimocorb2.datapath import heartbeat as _heartbeat
 from mimocorb2.errors import SetupError
 from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError, ScpiQueryError
 from mimocorb2.scpi.codec import decode_block_payload
@@ -324,9 +325,13 @@ class RedPitayaSession:
         status_path: Path | None = None,
         worker: str = "redpitaya",
         should_stop: Callable[[], bool] | None = None,
+        heartbeat: Callable[[], None] = _heartbeat.beat,
     ) -> None:
         self.cfg = cfg
         self.should_stop = should_stop or (lambda: False)
+        # Waiting for triggers or for the board is being alive: the supervisor's
+        # stall detection must not kill the importer for it.
+        self.heartbeat = heartbeat
         self.dtype = np.dtype(dtype)
         self.log = logger or logging.getLogger("mimocorb2.importers.redpitaya")
         self.client = ScpiClient(cfg.ip, cfg.port, timeout=cfg.timeout, logger=self.log)
@@ -384,6 +389,7 @@ class RedPitayaSession:
         deadline = time.monotonic() + self._backoff
         # sleep in short steps so that a stop request is seen within 0.1 s
         while (left := deadline - time.monotonic()) > 0 and not self.should_stop():
+            self.heartbeat()
             await asyncio.sleep(min(left, 0.1))
 
     async def _configure(self) -> None:
@@ -440,6 +446,7 @@ class RedPitayaSession:
                 ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"], preamble=preamble
             )
             preamble = ()
+            self.heartbeat()
             if state == "TD" and filled == "1":
                 break
             if state == "TD":
