@@ -295,3 +295,72 @@ def test_stop_while_waiting_for_a_trigger_and_status_file_while_running(tmp_path
             assert _status(tmp_path, "idle")["state"] == "stopped"
         finally:
             buf.close()
+
+
+# ------------------------------------------------------------------ session level (one loop)
+EVENT_DTYPE = np.dtype([("IN1", "i2"), ("IN2", "i2")])
+
+
+async def test_pre_trigger_part_is_fresh_at_high_decimation():
+    # decimation 65536: 100 pre-trigger samples take 52 ms to be written. Pulses come
+    # at once, so arming early would show the buffer's initial zeros before the
+    # trigger; the baseline offset (0.05 V = 410 units) proves the samples are fresh.
+    from mimocorb2.sim.redpitaya import RedPitayaSimulator
+
+    pulses = PulseConfig(rate=1e6, spectrum="fixed", amplitude=0.5, noise=0.0, offset=0.05)
+    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1)
+    await sim.start()
+    try:
+        cfg = rp.parse_config(_config(sim.port, sample_rate=65536, trigger_level=2000), 150)
+        session = rp.RedPitayaSession(cfg, EVENT_DTYPE)
+        for _ in range(2):
+            event = await session.next_event()
+            assert event is not None
+            assert (event["IN1"][:100] == 410).all()
+            assert event["IN1"][100] >= 2000
+        await session.close()
+    finally:
+        await sim.stop()
+
+
+async def test_board_refusing_configuration_is_fatal(monkeypatch):
+    from mimocorb2.sim import redpitaya as sim_mod
+
+    # an older OS knows only these decimations
+    monkeypatch.setattr(sim_mod, "DECIMATIONS", (1, 8, 64, 1024, 8192, 65536))
+    sim = sim_mod.RedPitayaSimulator("127.0.0.1", 0, seed=1)
+    await sim.start()
+    try:
+        cfg = rp.parse_config(_config(sim.port, sample_rate=2), 400)
+        session = rp.RedPitayaSession(cfg, EVENT_DTYPE)
+        with pytest.raises(rp.BoardError, match="ACQ:DEC 2.*Data out of range"):
+            await session.next_event()
+        await session.close()
+    finally:
+        await sim.stop()
+
+
+async def test_ret_on_error_board_and_ext_trigger_and_round_trips():
+    from mimocorb2.sim.redpitaya import RedPitayaSimulator
+
+    pulses = PulseConfig(rate=1e6, spectrum="fixed", amplitude=0.3, noise=0.0)
+    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, ret_on_error=True,
+                             supports_little_endian=False)
+    await sim.start()
+    try:
+        cfg = rp.parse_config(_config(sim.port, trigger_source="EXT"), 300)
+        session = rp.RedPitayaSession(cfg, EVENT_DTYPE)
+        first = await session.next_event()
+        assert session.byte_order == "big"  # LEND refused, seen through the bare answer too
+        setup_trips = session.round_trips
+        for _ in range(20):
+            event = await session.next_event()
+            assert event is not None
+            # EXT trigger: the pulse starts at the trigger sample
+            assert (event["IN1"][:101] == 0).all() and event["IN1"][101] > 0
+        # quick triggers: one poll and one data read per event
+        assert (session.round_trips - setup_trips) / 20 == pytest.approx(2.0, abs=0.2)
+        assert first is not None and session.status.reconnects == 0
+        await session.close()
+    finally:
+        await sim.stop()
