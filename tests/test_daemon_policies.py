@@ -1,0 +1,176 @@
+"""Restart and failure policies, liveness, limits and abort, on a real daemon."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mimocorb2.supervisor.testing import DaemonProcess, segments_of
+
+FUNCS = '''
+import os, time
+import numpy as np
+from mimocorb2.worker_templates import Importer, Exporter
+
+def source(io):
+    imp = Importer(io)
+    n = io.get("n_events", 0)
+    def gen():
+        i = 0
+        while n <= 0 or i < n:
+            d = np.zeros(imp.data_example.shape, imp.data_example.dtype)
+            yield d
+            i += 1
+            time.sleep(0.0005)
+        yield None
+    imp(gen)
+
+def sink(io):
+    for data, meta in Exporter(io):
+        pass
+
+def crash(io):
+    raise RuntimeError("this worker always fails")
+
+def stuck(io):
+    # takes one event, then hangs in "user code" without touching a buffer
+    with io.read[0] as (meta, data):
+        pass
+    time.sleep(3600)
+
+def stubborn(io):
+    # ignores SIGTERM and never reads: only the drain timeout gets rid of it
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.05)
+'''
+
+
+def make_setup(tmp_path: Path, workers: str, top: str = "") -> Path:
+    (tmp_path / "funcs.py").write_text(FUNCS)
+    p = tmp_path / "setup.yaml"
+    p.write_text(textwrap.dedent("""\
+        Buffers:
+          raw: {slot_count: 16, data_length: 4, data_dtype: {x: float64}}
+        Workers:
+          src: {file: funcs.py, function: source, sinks: [raw]}
+          snk: {file: funcs.py, function: sink, sources: [raw]}
+        """) + textwrap.indent(textwrap.dedent(workers), "  ") + "stats_interval: 0.2\n" + textwrap.dedent(top))
+    return p
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
+    yield d
+    assert d.stop() == 0, d.log_text()[-3000:]
+    assert segments_of(d.pid) == []
+
+
+def ended(s):
+    return s["state"] in ("finished", "failed")
+
+
+def test_on_worker_failure_continue_keeps_the_run_going(daemon, tmp_path):
+    setup = make_setup(tmp_path, """\
+        bad: {file: funcs.py, function: crash, sources: [raw], max_restarts: 1}
+        """, "on_worker_failure: continue\n")
+    daemon.call("start", {"setup": str(setup)})
+    st = daemon.wait_for(lambda s: s["workers"]["bad"]["state"] == "failed", 30, "bad worker failed")
+    assert st["state"] in ("running", "paused")
+    before = st["buffers"]["raw"]["event_count"]
+    # its reader group no longer holds the buffer back: events keep flowing
+    st = daemon.wait_for(lambda s: s["buffers"]["raw"]["event_count"] > before + 500, 20, "flow continues")
+    assert st["workers"]["snk"]["state"] == "running"
+    summary = daemon.call("stop", {})
+    assert summary["state"] == "failed" and "bad" in summary["error"]
+
+
+def test_restart_never_fails_at_once(daemon, tmp_path):
+    setup = make_setup(tmp_path, """\
+        bad: {file: funcs.py, function: crash, sources: [raw], restart: never}
+        """)
+    daemon.call("start", {"setup": str(setup)})
+    st = daemon.wait_for(ended, 30, "run ended")
+    assert st["state"] == "failed"
+    assert st["workers"]["bad"]["restarts"] == 0
+    assert st["run"]["stop_reason"] == "worker bad failed"
+    # the others drained; what the failed worker's group never read is reported, not dropped
+    assert st["run"]["lost"] == st["run"]["lost_in_buffers"] > 0
+
+
+def test_stalled_process_is_killed_and_restarted(daemon, tmp_path):
+    setup = make_setup(tmp_path, """\
+        hang: {file: funcs.py, function: stuck, sources: [raw], stall_timeout: 1.0}
+        """, "on_worker_failure: continue\n")
+    daemon.call("start", {"setup": str(setup)})
+    st = daemon.wait_for(lambda s: s["workers"]["hang"]["restarts"] >= 1, 30, "stalled process restarted")
+    assert "SIGKILL" in st["workers"]["hang"]["last_exit"]
+    assert "stalled" in st["workers"]["hang"]["last_exit"]
+    daemon.call("abort", {})
+
+
+def test_max_seconds_limit(daemon, tmp_path):
+    setup = make_setup(tmp_path, "")
+    daemon.call("start", {"setup": str(setup), "max_seconds": 1.0})
+    st = daemon.wait_for(ended, 30, "run ended")
+    assert st["state"] == "finished" and st["run"]["lost"] == 0
+    assert "max_seconds" in st["run"]["stop_reason"]
+    assert st["run"]["uptime"] >= 1.0
+
+
+def test_run_limits_from_the_setup(daemon, tmp_path):
+    setup = make_setup(tmp_path, "", "run_limits: {max_events: 800}\n")
+    daemon.call("start", {"setup": str(setup)})
+    st = daemon.wait_for(ended, 30, "run ended")
+    assert st["state"] == "finished" and "max_events" in st["run"]["stop_reason"]
+    assert st["buffers"]["raw"]["event_count"] >= 800
+
+
+def test_drain_timeout_kills_stragglers_and_reports_lost(daemon, tmp_path):
+    setup = make_setup(tmp_path, """\
+        slow: {file: funcs.py, function: stubborn, sources: [raw]}
+        """, "drain_timeout: 1.0\n")
+    daemon.call("start", {"setup": str(setup)})
+    daemon.wait_for(lambda s: s["buffers"]["raw"]["filled_slots"] == 1.0, 20, "buffer full (slow never reads)")
+    summary = daemon.call("stop", {})
+    assert summary["state"] == "finished"
+    assert summary["lost"] == 16  # a full buffer nobody in group 'slow' read: reported, not dropped
+    st = daemon.status()
+    assert st["run"]["lost_in_buffers"] == 16
+    assert all(not p["alive"] for w in st["workers"].values() for p in w["processes"])
+
+
+def test_abort_and_a_new_run_afterwards(daemon, tmp_path):
+    setup = make_setup(tmp_path, "")
+    daemon.call("start", {"setup": str(setup)})
+    daemon.wait_for(lambda s: s["buffers"]["raw"]["event_count"] > 100, 20, "events")
+    summary = daemon.call("abort", {})
+    assert summary["state"] in ("finished", "failed")
+    st = daemon.status()
+    assert all(w["state"] == "stopped" for w in st["workers"].values())
+    # the daemon takes the next run
+    small = make_setup(tmp_path, "", "run_limits: {max_events: 200}\n")
+    daemon.call("start", {"setup": str(small)})
+    assert daemon.wait_for(ended, 30, "second run")["state"] == "finished"
+
+
+def test_second_sigterm_aborts(tmp_path):
+    setup = make_setup(tmp_path, """\
+        slow: {file: funcs.py, function: stubborn, sources: [raw]}
+        """, "drain_timeout: 60\n")
+    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
+    try:
+        d.call("start", {"setup": str(setup)})
+        d.wait_for(lambda s: s["buffers"]["raw"]["filled_slots"] == 1.0, 20, "buffer full")
+        d.signal(signal.SIGTERM)
+        d.wait_for(lambda s: s["state"] == "stopping", 10, "stopping")
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(20) == 0
+    finally:
+        d.stop()
+    assert segments_of(d.pid) == []
