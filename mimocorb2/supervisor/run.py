@@ -31,7 +31,6 @@ import structlog
 from mimocorb2 import logsetup
 from mimocorb2.control.server import CommandError
 from mimocorb2.supervisor import _runtime_bridge as bridge
-from mimocorb2.supervisor import launch
 
 log = structlog.get_logger("mimocorb2.run")
 
@@ -106,10 +105,7 @@ class Run:
         self.stop_reason: str | None = None
         self.error: str | None = None
         self.buffers: dict[str, Any] = {}
-        self.roots: list[str] = [
-            b for b in setup.buffers
-            if any(b in w.sinks and not w.sources for w in setup.workers.values())
-        ]
+        self.roots: list[str] = bridge.root_buffers(setup)
         self.workers: dict[str, WorkerRecord] = {}
         self.heartbeats: Any = None
         self.reclaimed = {"lost": 0, "redelivered": 0}
@@ -154,8 +150,7 @@ class Run:
             logsetup.attach_run_log(self.directory / "daemon.log")
             log.info("run starting", directory=str(self.directory), setup=str(setup.path),
                      max_events=self.max_events, max_seconds=self.max_seconds)
-            for name, spec in setup.buffers.items():
-                self.buffers[name] = bridge.make_buffer(spec)
+            self.buffers = bridge.build_buffers(setup)
             rows = sum(w.number_of_processes for w in setup.workers.values())
             self.heartbeats = bridge.make_heartbeat_table(rows)
             self._stats_file = open(self.directory / "stats.csv", "w", newline="", encoding="utf-8")
@@ -211,7 +206,7 @@ class Run:
             setup=self.setup, worker=worker.spec, buffers=self.buffers, run_dir=self.directory,
             index=rec.index, heartbeats=self.heartbeats, row=rec.row,
         )
-        proc = launch.spawn(runtime_launch, name=f"{worker.spec.name}-{rec.index}")
+        proc = bridge.spawn(runtime_launch)
         rec.proc, rec.pid, rec.alive, rec.exitcode = proc, proc.pid, True, None
         rec.started, rec.cpu_last, rec.cpu_percent, rec.killed_for_stall = time.monotonic(), None, 0.0, False
         self.heartbeats.reset(rec.row, proc.pid)
