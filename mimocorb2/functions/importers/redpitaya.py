@@ -83,7 +83,7 @@ _DEFAULTS: dict[str, Any] = {
     "gain": "LV",
     "max_events": None,
     "auto_trigger_timeout": 0.1,
-    "poll_interval": 0.001,
+    "poll_interval": 0.0005,
     "reconnect_max_delay": 30.0,
 }
 _REQUIRED = ("ip", "sample_rate", "trigger_level", "number_of_samples_before_trigger")
@@ -114,7 +114,7 @@ class WaveformConfig:
     gain: str = "LV"
     max_events: int | None = None
     auto_trigger_timeout: float = 0.1
-    poll_interval: float = 0.001
+    poll_interval: float = 0.0005
     reconnect_max_delay: float = 30.0
 
     # -- derived SCPI values -------------------------------------------------------
@@ -628,7 +628,7 @@ def waveform(buffer_io: Any) -> None:
         Input jumper setting, LV (1 V full scale) or HV (20 V); converts trigger_level to volts.
     auto_trigger_timeout : float, optional (default=0.1)
         In trigger_mode 'auto', seconds without a trigger before one is forced.
-    poll_interval : float, optional (default=0.001)
+    poll_interval : float, optional (default=0.0005)
         Longest pause in seconds between two polls of the trigger state.
     reconnect_max_delay : float, optional (default=30.0)
         Cap in seconds of the exponential backoff between reconnect attempts.
