@@ -24,7 +24,7 @@ import numpy as np
 
 from mimocorb2.datapath import heartbeat as _heartbeat
 from mimocorb2.errors import SetupError
-from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError, ScpiQueryError
+from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError
 from mimocorb2.scpi.codec import decode_block_payload
 
 __all__ = [
