@@ -263,3 +263,43 @@ async def test_pipelined_failure_without_ret_on_error(sim):
             await client.query_many(["BOGUS?", "*IDN?", "ACQ:DEC?"])
         assert info.value.errors == [(-113, "Undefined header")]
         assert (await client.query("ACQ:DEC?")) == "1"  # back in step
+
+
+# ----------------------------------------------------------------------- any TCP segmentation
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payloads=st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=200),
+)
+def test_block_reader_any_segmentation(payloads, cuts):
+    """Blocks and lines, coalesced and then cut into arbitrary segments, read back intact."""
+    stream = b"".join(encode_block(p) + b"\r\n" for p in payloads) + b"END\r\n"
+    pieces, i = [], 0
+    for cut in cuts:
+        if i >= len(stream):
+            break
+        pieces.append(stream[i : i + cut])
+        i += cut
+    pieces.append(stream[i:])
+
+    async def scenario() -> list[bytes | None]:
+        reader = asyncio.StreamReader()
+        client = ScpiClient("127.0.0.1", 1)
+
+        async def feed() -> None:
+            for piece in pieces:
+                reader.feed_data(piece)
+                await asyncio.sleep(0)  # let the reader consume part of the data
+            reader.feed_eof()
+
+        feeder = asyncio.ensure_future(feed())
+        got = [await client._read_block_or_empty(reader) for _ in payloads]
+        assert await client._read_line(reader) == b"END"
+        await feeder
+        return got
+
+    assert asyncio.run(scenario()) == payloads
