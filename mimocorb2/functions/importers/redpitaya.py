@@ -465,7 +465,12 @@ class RedPitayaSession:
                 delay = min(cfg.poll_interval, delay * 2 + cfg.poll_interval / 8)
             if delay > 0:
                 await asyncio.sleep(delay)
-        tpos = int(str(tpos_text))
+        try:
+            tpos = int(str(tpos_text))
+        except ValueError:
+            raise ScpiConnectionError(f"unexpected ACQ:TPOS? answer {tpos_text!r}") from None
+        if not 0 <= tpos < MAXIMUM_SAMPLES:
+            raise ScpiConnectionError(f"ACQ:TPOS? answer {tpos} outside the buffer")
         n = cfg.data_length
         start = (tpos - cfg.number_of_samples_before_trigger) % MAXIMUM_SAMPLES
         in1, in2 = await client.query_many(
