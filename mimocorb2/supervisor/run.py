@@ -20,6 +20,7 @@ import contextlib
 import csv
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,9 @@ class Run:
         self._exits_in_progress = 0
         self._exit_tasks: set[asyncio.Task[Any]] = set()
         self._finishing = False
+        self._buffer_calls = threading.Condition()
+        self._buffers_closed = False
+        self._inflight = 0
         self._stats_file: Any = None
         self._stats_writer: Any = None
         self._done = asyncio.Event()
@@ -269,7 +273,8 @@ class Run:
         name = worker.spec.name
         # give back what the dead process held, in every buffer it touched (in a thread:
         # if it died holding a buffer's lock, reclaim waits for and repairs that lock)
-        for bname, got in (await asyncio.to_thread(self._reclaim_blocking, worker.touched, pid)).items():
+        reclaimed = await self._in_thread(self._reclaim_blocking, worker.touched, pid) or {}
+        for bname, got in reclaimed.items():
             if got.get("lost") or got.get("redelivered") or got.get("repaired"):
                 log.warning("slots reclaimed from dead process", worker=name, pid=pid, buffer=bname, **got)
             self.reclaimed["lost"] += int(got.get("lost", 0))
@@ -302,7 +307,7 @@ class Run:
         if not restart:
             rec.done = True
             # a writer that will not come back must not hold its buffers open
-            await asyncio.to_thread(self._retire_blocking, worker.spec.sinks, [pid])
+            await self._in_thread(self._retire_blocking, worker.spec.sinks, [pid])
             if failed and not worker.failed and not self._aborting and not self._drain_expired:
                 await self._worker_failed(worker, how)
             elif not worker.failed and all(p.done for p in worker.processes):
@@ -361,10 +366,10 @@ class Run:
                 if rec.pid:
                     retire.append(rec.pid)
         if retire:
-            await asyncio.to_thread(self._retire_blocking, worker.spec.sinks, retire)
+            await self._in_thread(self._retire_blocking, worker.spec.sinks, retire)
         if policy == "continue" and worker.spec.sources:
             # nobody will read for this worker again: stop keeping events for its group
-            await asyncio.to_thread(self._detach_blocking, worker)
+            await self._in_thread(self._detach_blocking, worker)
         if policy == "stop":
             await self.stop(f"worker {name} failed")
         self._check_done()
@@ -397,7 +402,7 @@ class Run:
         timeout = float(self.setup.drain_timeout)
         log.info("run stopping", reason=reason, drain_timeout=timeout)
         self._drain_handle = self._loop.call_later(timeout, self._drain_timeout)
-        await asyncio.to_thread(self._end_buffers_blocking, self.roots)
+        await self._in_thread(self._end_buffers_blocking, self.roots)
         self._check_done()
 
     def _end_buffers_blocking(self, names: list[str]) -> None:
@@ -431,7 +436,7 @@ class Run:
         log.warning("run aborted", reason=reason)
         self._cancel_restarts()
         self._kill_all()
-        await asyncio.to_thread(self._end_buffers_blocking, list(self.buffers))
+        await self._in_thread(self._end_buffers_blocking, list(self.buffers))
         self._check_done()
 
     def _cancel_restarts(self) -> None:
@@ -473,7 +478,7 @@ class Run:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.buffers:
-            await asyncio.to_thread(self._sample_stats_blocking)
+            await self._in_thread(self._sample_stats_blocking)
             self._write_stats_rows()
         # events still in buffers now will never be read: report them as lost
         self.lost_at_end = sum(int(s.get("pending", 0)) for s in self._stats.values())
@@ -495,7 +500,32 @@ class Run:
             with contextlib.suppress(Exception):
                 self.on_finished(self)
 
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a buffer call in a thread; None once the buffers are closed.
+
+        Closing waits for calls in flight, so no thread ever touches an unmapped buffer.
+        """
+
+        def guarded() -> Any:
+            with self._buffer_calls:
+                if self._buffers_closed:
+                    return None
+                self._inflight += 1
+            try:
+                return fn(*args)
+            finally:
+                with self._buffer_calls:
+                    self._inflight -= 1
+                    self._buffer_calls.notify_all()
+
+        return await asyncio.to_thread(guarded)
+
     def _close_blocking(self) -> None:
+        with self._buffer_calls:
+            self._buffers_closed = True
+            if not self._buffer_calls.wait_for(lambda: self._inflight == 0, timeout=30):
+                log.error("buffer calls still running at close; leaving the buffers mapped")
+                return
         for name, buf in self.buffers.items():
             try:
                 buf.close()
@@ -548,7 +578,7 @@ class Run:
             for n in names:
                 (self.buffers[n].pause if paused else self.buffers[n].resume)()
 
-        await asyncio.to_thread(apply)
+        await self._in_thread(apply)
         for n in names:
             (self._paused.add if paused else self._paused.discard)(n)
             self._counters.setdefault(n, {})["paused"] = paused
@@ -562,7 +592,7 @@ class Run:
         """Every 0.1 s: fresh counters (in a thread), run limits, stalled processes."""
         while True:
             await asyncio.sleep(LIMIT_CHECK_INTERVAL)
-            self._counters = await asyncio.to_thread(self._sample_counters_blocking)
+            self._counters = await self._in_thread(self._sample_counters_blocking) or self._counters
             if self.max_events and self.roots and not self._stopping:
                 taken = min(int(self._counters.get(n, {}).get("events", 0)) for n in self.roots)
                 if taken >= self.max_events:
@@ -604,7 +634,7 @@ class Run:
         interval = max(0.05, float(self.setup.stats_interval))
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self._sample_stats_blocking)
+            await self._in_thread(self._sample_stats_blocking)
             self._write_stats_rows()
             self._sample_cpu()
 
