@@ -569,7 +569,7 @@ class BufferObserver(Interface):
                 row = self._raw[slot]
                 self._meta_bytes[:] = row[: self._meta_size]
                 self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
-                if self._ring.generation(slot) == gen:  # not rewritten while we copied
+                if self._ring.still_holds(slot, seq, gen):  # not rewritten while we copied
                     self.last_seq = seq
                     return (self._copy_meta, self._copy_data)
                 continue

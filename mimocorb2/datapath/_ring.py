@@ -47,6 +47,9 @@ import os
 import time
 from typing import Any
 
+_yield = os.sched_yield
+_monotonic = time.monotonic
+
 from . import heartbeat
 from ._layout import (
     G_DETACHED,
@@ -95,6 +98,9 @@ PAUSED = -1  # claim() result: paused, write into a private scratch slot (counte
 REJECTED = -2  # claim() result: the buffer has ended, the write is refused (counted now)
 
 WAIT_SLICE = 0.2  # seconds a sleeper waits before re-checking (and beating)
+LOCK_SPIN = 50  # sched_yield rounds spent trying a busy lock before blocking on it
+SPIN_MAX = 64  # sched_yield rounds a waiter may spin before sleeping on a semaphore
+QUICK_WAKE = 200e-6  # a sleep shorter than this says spinning would have paid off
 STUCK_LOCK_SECONDS = 2.0  # a lock held this long with no owner recorded is dead
 
 _pid = os.getpid()
@@ -124,6 +130,10 @@ class SlotRing:
         self._free, self._ring, self._state = L.free, L.ring, L.state
         self._refs, self._seq, self._gen = L.refs, L.seq, L.gen
         self._groups, self._holders, self._redeliver = L.groups, L.holders, L.redeliver
+        # adaptive spin budgets (process-local): grow while data arrives within a
+        # spin, shrink when spinning did not help, so idle waiters sleep at once
+        self._writer_spin = 8
+        self._reader_spin = 8
 
     # ---------------------------------------------------------------- setup
     def initialize(self, writers: int) -> None:
@@ -145,8 +155,22 @@ class SlotRing:
             view.release()
 
     def _lock(self) -> None:
-        self.lock.acquire()
+        if not self.lock.acquire(False):
+            self._acquire_contended()
         self.cb[H_LOCK_OWNER] = _pid
+
+    def _acquire_contended(self) -> None:
+        """The lock is busy: its holder needs a microsecond, so spin briefly before sleeping.
+
+        Sleeping in sem_wait costs a futex round trip and a context switch on
+        both sides, far more than the critical section itself.
+        """
+        lock = self.lock
+        for _ in range(LOCK_SPIN):
+            if lock.acquire(False):
+                return
+            _yield()
+        lock.acquire()
 
     def _unlock(self) -> None:
         self.cb[H_LOCK_OWNER] = 0
@@ -230,7 +254,8 @@ class SlotRing:
         while True:
             if cb[H_PAUSED]:
                 return PAUSED
-            lock.acquire()
+            if not lock.acquire(False):
+                self._acquire_contended()
             cb[H_LOCK_OWNER] = _pid
             if cb[H_ENDED]:
                 cb[H_REJECTED] += 1
@@ -241,24 +266,46 @@ class SlotRing:
             if top > 0:
                 slot = cb[self._free + top - 1]
                 cb[self._state + slot] = -_pid
-                cb[self._gen + slot] += 1
                 cb[H_FREE_TOP] = top - 1
                 cb[H_WRITING] += 1
                 cb[H_LOCK_OWNER] = 0
                 lock.release()
-                heartbeat.beat()
                 return slot
+            cb[H_LOCK_OWNER] = 0
+            lock.release()
+            spin = self._writer_spin
+            if spin:
+                for _ in range(spin):
+                    _yield()
+                    if cb[H_FREE_TOP] or cb[H_PAUSED] or cb[H_ENDED]:
+                        self._writer_spin = min(spin * 2, SPIN_MAX)
+                        break
+                else:
+                    self._writer_spin = spin >> 1
+                if self._writer_spin > spin >> 1:
+                    continue
+            if not lock.acquire(False):
+                self._acquire_contended()
+            cb[H_LOCK_OWNER] = _pid
+            if cb[H_FREE_TOP] or cb[H_ENDED]:
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                continue
             cb[H_WAITING_WRITERS] += 1
             cb[H_LOCK_OWNER] = 0
             lock.release()
+            slept = _monotonic()
             if not self.space.acquire(True, WAIT_SLICE):
                 self._withdraw(H_WAITING_WRITERS)
+            elif _monotonic() - slept < QUICK_WAKE:
+                self._writer_spin = max(self._writer_spin * 2, 4)
             heartbeat.beat()
 
     def commit(self, slot: int, deadtime: float) -> None:
         """Publish the event written into ``slot`` to every reader group."""
         cb, lock, n = self.cb, self.lock, self.n
-        lock.acquire()
+        if not lock.acquire(False):
+            self._acquire_contended()
         cb[H_LOCK_OWNER] = _pid
         seq = cb[H_HEAD]
         cb[self._ring + seq % n] = slot
@@ -348,7 +395,8 @@ class SlotRing:
         gbase = self._groups + g * GROUP_WORDS
         hbase = self._holders + g * n
         while True:
-            lock.acquire()
+            if not lock.acquire(False):
+                self._acquire_contended()
             cb[H_LOCK_OWNER] = _pid
             rtop = cb[gbase + G_RTOP]
             if rtop > 0:
@@ -374,18 +422,42 @@ class SlotRing:
                 cb[H_LOCK_OWNER] = 0
                 lock.release()
                 return END_OF_STREAM
+            cb[H_LOCK_OWNER] = 0
+            lock.release()
+            spin = self._reader_spin
+            if spin:
+                for _ in range(spin):
+                    _yield()
+                    if cb[H_HEAD] > tail or cb[gbase + G_RTOP] or cb[H_ENDED]:
+                        self._reader_spin = min(spin * 2, SPIN_MAX)
+                        break
+                else:
+                    self._reader_spin = spin >> 1
+                if self._reader_spin > spin >> 1:
+                    continue
+            if not lock.acquire(False):
+                self._acquire_contended()
+            cb[H_LOCK_OWNER] = _pid
+            if cb[H_HEAD] > cb[gbase + G_TAIL] or cb[gbase + G_RTOP] or cb[H_ENDED]:
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                continue
             cb[gbase + G_WAITING] += 1
             cb[H_LOCK_OWNER] = 0
             lock.release()
+            slept = _monotonic()
             if not self.group_sems[g].acquire(True, WAIT_SLICE):
                 self._withdraw(gbase + G_WAITING)
+            elif _monotonic() - slept < QUICK_WAKE:
+                self._reader_spin = max(self._reader_spin * 2, 4)
             heartbeat.beat()
 
     def finish(self, g: int, slot: int) -> None:
         """Reader of group ``g`` is done with ``slot``; free it when every group is."""
         cb, lock = self.cb, self.lock
         gbase = self._groups + g * GROUP_WORDS
-        lock.acquire()
+        if not lock.acquire(False):
+            self._acquire_contended()
         cb[H_LOCK_OWNER] = _pid
         if cb[gbase + G_DETACHED]:  # its slots were already released by detach_group
             cb[H_LOCK_OWNER] = 0
@@ -414,12 +486,18 @@ class SlotRing:
         self._unlock()
         return seq, slot, gen, ended
 
-    def generation(self, slot: int) -> int:
-        """Current generation of ``slot``, read under the lock (a memory barrier)."""
+    def still_holds(self, slot: int, seq: int, gen: int) -> bool:
+        """True if ``slot`` still holds commit ``seq`` unchanged since :meth:`latest` (observers' seqlock).
+
+        A slot being rewritten is no longer committed; one rewritten and
+        committed again has another sequence number; one abandoned after a
+        partial write has another generation. Read under the lock (a barrier).
+        """
+        cb = self.cb
         self._lock()
-        gen = self.cb[self._gen + slot]
+        same = cb[self._state + slot] == 1 and cb[self._seq + slot] == seq and cb[self._gen + slot] == gen
         self._unlock()
-        return gen
+        return same
 
     # ---------------------------------------------------------------- state
     @property
