@@ -6,9 +6,12 @@ bounded deadline, never by sleeping for a guessed time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -152,7 +155,11 @@ def test_lifecycle_pause_resume_stop_accounts_for_every_event(daemon, tmp_path):
     assert (run_dir / "setup.yaml").exists()
     stats = (run_dir / "stats.csv").read_text().splitlines()
     assert stats[0].startswith("time,buffer,event_count") and len(stats) > 3
-    assert '"run ended"' in (run_dir / "daemon.log").read_text()
+    records = [json.loads(line) for line in (run_dir / "daemon.log").read_text().splitlines()]
+    assert any(r["event"] == "run ended" and r["lost"] == 0 for r in records)
+    assert all({"event", "level", "timestamp"} <= set(r) for r in records)
+    worker_lines = (run_dir / "logs" / "snk.log").read_text().splitlines()
+    assert worker_lines and all("worker=snk" in line and "pid=" in line for line in worker_lines)
     logs = daemon.call("logs", {"worker": "snk"})
     assert "snk" in logs["files"][0]["text"]
 
@@ -244,3 +251,12 @@ def test_kill_9_of_the_daemon_takes_the_workers_and_a_new_daemon_cleans_up(tmp_p
         assert d2.status()["state"] == "idle"
     finally:
         assert d2.stop() == 0
+
+
+def test_second_daemon_on_the_same_socket_is_refused(daemon):
+    other = subprocess.run([sys.executable, "-m", "mimocorb2.supervisor.cli", "--socket", str(daemon.socket_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 1
+    assert "already listening" in other.stderr
+    assert daemon.socket_path.exists()
+    assert daemon.status()["daemon"]["pid"] == daemon.pid

@@ -168,3 +168,23 @@ def test_shutdown_exits_the_daemon(tmp_path):
     finally:
         d.stop()
     assert run_ctl("status", socket=d.socket_path).returncode == 3
+
+
+def test_logs_follow(daemon, setup_file):
+    sock = daemon.socket_path
+    assert run_ctl("start", str(setup_file), socket=sock).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(sock),
+                             "logs", "-f", "snk"], stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "worker=snk" in first
+        assert run_ctl("stop", socket=sock).returncode == 0
+        # lines written after the follower started arrive too
+        deadline = __import__("time").monotonic() + 20
+        seen = first
+        while "sink saw" not in seen and __import__("time").monotonic() < deadline:
+            seen += proc.stdout.readline()
+        assert "sink saw" in seen
+    finally:
+        proc.terminate()
+        proc.wait(10)

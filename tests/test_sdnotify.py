@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -89,3 +90,32 @@ def test_daemon_notifies_systemd(tmp_path, kind):
             assert daemon.wait_exit(30) == 0
         finally:
             daemon.stop()
+
+
+def test_workers_do_not_inherit_the_notify_socket(tmp_path):
+    (tmp_path / "f.py").write_text(
+        "import os, json\n"
+        "from mimocorb2.worker_templates import Importer\n"
+        "def src(io):\n"
+        "    keys = [k for k in os.environ if k.startswith(('NOTIFY_', 'WATCHDOG_'))]\n"
+        "    (io.run_dir / 'env.json').write_text(json.dumps(keys))\n"
+        "    def gen():\n"
+        "        yield None\n"
+        "    Importer(io)(gen)\n")
+    (tmp_path / "setup.yaml").write_text(
+        "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}\n"
+        "Workers:\n  src: {file: f.py, function: src, sinks: [raw]}\n"
+        "  snk: {function: exporters.drain, sources: [raw]}\n")
+    name = f"@mimocorb2-test-env-{os.getpid()}"
+    rx = _receiver(b"\0" + name[1:].encode())
+    env = dict(os.environ, NOTIFY_SOCKET=name, WATCHDOG_USEC="10000000")
+    daemon = DaemonProcess(tmp_path / "s" / "control.sock", env=env)
+    with rx:
+        daemon.start()
+        try:
+            run_dir = Path(daemon.call("start", {"setup": str(tmp_path / "setup.yaml")})["directory"])
+            st = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 30, "run ended")
+            assert st["state"] == "finished", st
+        finally:
+            daemon.stop()
+    assert json.loads((run_dir / "env.json").read_text()) == []
