@@ -27,6 +27,12 @@ def test_example_setups_load(name):
 def test_simulator_example_runs(tmp_path):
     work = tmp_path / "redpitaya"
     shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("target"))
+    # The oscilloscope observer is left out: it imports matplotlib, and a run this
+    # short may end (SIGTERM at stop) before it is up, which fails the run for reasons
+    # that have nothing to do with the importer chain tested here.
+    setup = work / "setup_simulator.yaml"
+    text = setup.read_text()
+    setup.write_text(text[: text.index("  oscilloscope:")])
     pulses = PulseConfig(rate=2000, spectrum="lines", lines=((0.3, 1.0), (0.6, 0.5)))
     with SimulatorThread(pulses=pulses, seed=1) as sim:
         config = work / "simulator_config.yaml"
