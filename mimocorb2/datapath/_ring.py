@@ -489,13 +489,15 @@ class SlotRing:
     def still_holds(self, slot: int, seq: int, gen: int) -> bool:
         """True if ``slot`` still holds commit ``seq`` unchanged since :meth:`latest` (observers' seqlock).
 
-        A slot being rewritten is no longer committed; one rewritten and
-        committed again has another sequence number; one abandoned after a
-        partial write has another generation. Read under the lock (a barrier).
+        A slot being rewritten is held by a writer (negative state); one
+        rewritten and committed again has another sequence number; one
+        abandoned after a partial write has another generation. A slot that was
+        freed but not reused still holds the event intact. Read under the lock
+        (a memory barrier).
         """
         cb = self.cb
         self._lock()
-        same = cb[self._state + slot] == 1 and cb[self._seq + slot] == seq and cb[self._gen + slot] == gen
+        same = cb[self._state + slot] >= 0 and cb[self._seq + slot] == seq and cb[self._gen + slot] == gen
         self._unlock()
         return same
 
