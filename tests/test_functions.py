@@ -340,20 +340,22 @@ def test_oscilloscope_headless_png(make_buffer, workers, tmp_path) -> None:
     png = tmp_path / "plots" / "scope.png"
     writer = BufferWriter(buf)
     reader = BufferReader(buf, "test")
-    # keep the stream flowing until the PNG was rewritten a few times (bounded)
-    seen: set[int] = set()
-    deadline = time.monotonic() + 30
-    i = 0
-    while len(seen) < 3 and time.monotonic() < deadline:
+    # one event at a time: wait (bounded) until the scope has drawn it, then the next one
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    for i in range(3):
         with writer as (metadata, data):
-            data["ch1"] = np.sin(np.arange(length) / 10.0)
+            data["ch1"] = np.sin(np.arange(length) / 10.0 + i)
             data["ch2"] = 0
             metadata["counter"] = i
         with reader as (_m, _d):
             pass
-        i += 1
-        if png.exists():
-            seen.add(png.stat().st_mtime_ns)
+        while time.monotonic() < deadline:  # poll the file, bounded
+            mtime = png.stat().st_mtime_ns if png.exists() else None
+            if mtime is not None and mtime not in seen:
+                seen.append(mtime)
+                break
+            time.sleep(0.01)
     writer.send_flush_event()
     with reader as (m, d):
         assert d is None

@@ -18,6 +18,15 @@ __all__ = ["ConfigChecker", "atomic_write_bytes", "atomic_save_npy", "copy_event
 _MISSING = object()
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -210,6 +219,7 @@ def atomic_write_bytes(path: Path, writer: Callable[[Any], None], mode: str = "w
     try:
         with os.fdopen(fd, mode) as fh:
             writer(fh)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -29,8 +29,19 @@ def display_available() -> bool:
     return True
 
 
+def _lower_priority(increment: int = 5) -> None:
+    """Run plotting at a lower CPU priority, so it never competes with the data path."""
+    try:
+        os.nice(increment)
+    except (AttributeError, OSError):
+        pass
+
+
 class PlotOutput:
     """A figure shown in a window or rendered to ``<plot_dir>/<name>.png``.
+
+    Creating one lowers the process's CPU priority (``nice`` +5): plots are
+    made by observer processes that must never slow the data path.
 
     Args:
         name: worker name (the PNG's stem and the window title).
@@ -53,6 +64,7 @@ class PlotOutput:
         self.headless = (not display_available()) if headless is None else headless
         self.renders = 0
         self._plt: Any = None
+        _lower_priority()
         if not self.headless:
             try:
                 import matplotlib.pyplot as plt

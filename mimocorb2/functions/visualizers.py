@@ -52,7 +52,12 @@ def read_histograms(directory: _Path) -> list[dict[str, Any]]:
 
 
 class _HistogramView:
-    """Draws every channel's histogram into one figure, one axes per channel."""
+    """Draws every channel's histogram into one figure, one axes per channel.
+
+    Axes and artists are made once (and again only when the channels change);
+    a refresh only replaces the counts, so an update costs little besides the
+    rendering itself.
+    """
 
     def __init__(self, figure: Any, directory: _Path, plot_type: str, title: str) -> None:
         self.figure = figure
@@ -60,46 +65,59 @@ class _HistogramView:
         self.plot_type = plot_type
         self.title = title
         self.axes: dict[str, Any] = {}
-        self.channels: list[str] = []
+        self.artists: dict[str, Any] = {}
+        self.layout_key: list[tuple[str, float, float, int]] = []
 
-    def _layout(self, channels: list[str]) -> None:
+    def _layout(self, hists: list[dict[str, Any]]) -> None:
         self.figure.clear()
-        n = max(1, len(channels))
+        self.axes, self.artists = {}, {}
+        n = max(1, len(hists))
         cols = min(n, 2 if n <= 4 else 3)
         rows = _math.ceil(n / cols)
-        self.axes = {ch: self.figure.add_subplot(rows, cols, i + 1) for i, ch in enumerate(channels)}
-        self.channels = channels
-
-    def refresh(self) -> int:
-        """Redraw from the files; returns the number of channels drawn."""
-        hists = read_histograms(self.directory)
-        channels = [h["channel"] for h in hists]
-        if channels != self.channels:
-            self._layout(channels)
-        for h in hists:
-            ax = self.axes[h["channel"]]
-            ax.clear()
-            counts = h["counts"]
-            if counts is None:
-                continue
+        for i, h in enumerate(hists):
+            ax = self.figure.add_subplot(rows, cols, i + 1)
             edges = _np.linspace(h["min"], h["max"], h["bins"] + 1)
             centers = 0.5 * (edges[1:] + edges[:-1])
+            zeros = _np.zeros(h["bins"])
             if self.plot_type == "bar":
-                ax.bar(centers, counts, width=edges[1] - edges[0], align="center")
+                artist = ax.bar(centers, zeros, width=edges[1] - edges[0], align="center")
             elif self.plot_type == "step":
-                ax.stairs(counts, edges)
+                artist = ax.stairs(zeros, edges)
             else:
-                ax.plot(centers, counts)
-            entries = int(counts.sum())
-            ax.set_title(f"{h['channel']}  (entries {entries}, under {h['underflow']}, over {h['overflow']})",
-                         fontsize="small")
+                (artist,) = ax.plot(centers, zeros)
             ax.set_xlabel(h["channel"])
             ax.set_ylabel("counts")
             ax.set_xlim(h["min"], h["max"])
+            self.axes[h["channel"]] = ax
+            self.artists[h["channel"]] = artist
         if self.title:
             self.figure.suptitle(self.title)
         if hists:
             self.figure.tight_layout()
+
+    def refresh(self) -> int:
+        """Redraw from the files; returns the number of channels drawn."""
+        hists = read_histograms(self.directory)
+        key = [(h["channel"], h["min"], h["max"], h["bins"]) for h in hists]
+        if key != self.layout_key:
+            self._layout(hists)
+            self.layout_key = key
+        for h in hists:
+            counts = h["counts"]
+            if counts is None or len(counts) != h["bins"]:
+                continue
+            ax, artist = self.axes[h["channel"]], self.artists[h["channel"]]
+            if self.plot_type == "bar":
+                for rect, c in zip(artist.patches, counts, strict=False):
+                    rect.set_height(c)
+            elif self.plot_type == "step":
+                artist.set_data(counts)
+            else:
+                artist.set_ydata(counts)
+            top = float(counts.max()) if len(counts) else 0.0
+            ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
+            ax.set_title(f"{h['channel']}  (entries {int(counts.sum())}, under {h['underflow']}, "
+                         f"over {h['overflow']})", fontsize="small")
         return len(hists)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from mimocorb2.datapath import heartbeat as _heartbeat
 from mimocorb2.errors import SetupError
-from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError
+from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError, ScpiQueryError
 from mimocorb2.scpi.codec import decode_block_payload
 
 __all__ = [
@@ -278,6 +278,7 @@ class Status:
     round_trips: int = 0
     forced_triggers: int = 0
     byte_order: str = "big"
+    fill_query: bool = True  #: the board knows ACQ:TRig:FILL?
     last_error: str | None = None
     pid: int = field(default_factory=os.getpid)
     updated: float = 0.0
@@ -338,6 +339,7 @@ class RedPitayaSession:
         self.status = Status(worker=worker, host=cfg.ip, port=cfg.port)
         self._status_file = _StatusFile(status_path, self.status)
         self.byte_order: str = "big"
+        self.has_fill = True  # ACQ:TRig:FILL? known (OS >= 1.04)
         self._armed_start: float | None = None  # wall time of the ACQ:START in flight
         self._backoff = 0.0
         self._events_at_set = 0
@@ -407,6 +409,14 @@ class RedPitayaSession:
         await client.write("ACQ:DATA:BYTE:ORDER LEND")
         self.byte_order = "big" if await client.check_errors() else "little"
         self.status.byte_order = self.byte_order
+        # OS versions before 1.04 lack ACQ:TRig:FILL?: then wait out the
+        # post-trigger samples after TD instead.
+        try:
+            await client.query("ACQ:TRig:FILL?")
+            self.has_fill = True
+        except ScpiQueryError:
+            self.has_fill = False
+        self.status.fill_query = self.has_fill
         self._armed_start = None
 
     async def close(self) -> None:
@@ -441,13 +451,20 @@ class RedPitayaSession:
         delay = 0.0
         post_time = cfg.post_trigger_samples * cfg.sample_period
         preamble: tuple[str, ...] = (cfg.trigger_command,)  # arm + first poll: one write
+        polls = ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"]
+        if not self.has_fill:
+            polls.remove("ACQ:TRig:FILL?")
         while True:
-            state, filled, tpos_text = await client.query_many(
-                ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"], preamble=preamble
-            )
+            answers = await client.query_many(polls, preamble=preamble)
+            state, tpos_text = answers[0], answers[-1]
+            filled = answers[1] if self.has_fill else "1"
             preamble = ()
             self.heartbeat()
             if state == "TD" and filled == "1":
+                if not self.has_fill:
+                    # Invariant: the post-trigger part is complete post_time after
+                    # the trigger, which came before this answer.
+                    await asyncio.sleep(post_time)
                 break
             if state == "TD":
                 # triggered, post-trigger part still being written: at most post_time
