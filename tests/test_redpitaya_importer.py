@@ -364,3 +364,28 @@ async def test_ret_on_error_board_and_ext_trigger_and_round_trips():
         await session.close()
     finally:
         await sim.stop()
+
+
+async def test_board_without_fill_query():
+    # OS before 1.04: no ACQ:TRig:FILL?; the importer waits out the post-trigger part
+    from mimocorb2.sim.redpitaya import RedPitayaSimulator
+
+    pulses = PulseConfig(rate=1e5, spectrum="fixed", amplitude=0.5, noise=0.0, offset=0.05)
+    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, supports_fill=False,
+                             supports_little_endian=False)
+    await sim.start()
+    try:
+        # decimation 64: 900 post-trigger samples take 0.46 ms to be written
+        cfg = rp.parse_config(_config(sim.port, sample_rate=64, trigger_level=2000), 1000)
+        session = rp.RedPitayaSession(cfg, EVENT_DTYPE)
+        for _ in range(5):
+            event = await session.next_event()
+            assert event is not None
+            assert event["IN1"][99] < 2000 <= event["IN1"][100]
+            # the baseline offset (410 units) up to the last sample: the post-trigger
+            # part was complete when read (unwritten samples would be stale zeros)
+            assert (event["IN1"][:99] == 410).all() and (event["IN1"][110:] == 410).all()
+        assert session.has_fill is False and session.status.reconnects == 0
+        await session.close()
+    finally:
+        await sim.stop()

@@ -257,6 +257,7 @@ class RedPitayaSimulator:
         seed: int | None = None,
         ret_on_error: bool = False,
         supports_little_endian: bool = True,
+        supports_fill: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
@@ -266,6 +267,7 @@ class RedPitayaSimulator:
         self.faults = faults or Faults()
         self.ret_on_error_default = ret_on_error
         self.supports_little_endian = supports_little_endian
+        self.supports_fill = supports_fill
         self.clock = clock
         self.rng = np.random.default_rng(seed)
         self._noise = self.rng.standard_normal(_NOISE_TABLE).astype(np.float32)
@@ -680,6 +682,8 @@ class RedPitayaSimulator:
         return b"TD" if self._triggered(acq) else b"WAIT"
 
     def _q_trig_fill(self, c: dict, s: list[int], a: list[str]) -> bytes:
+        if not self.supports_fill:
+            raise _undefined()  # OS versions before 1.04 lack ACQ:TRig:FILL?
         acq = self._acq
         if acq is None or acq.trigger is None:
             return b"0"
@@ -1034,6 +1038,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--ret-on-error", action="store_true", help="answer \\r\\n to failed queries")
     ap.add_argument("--no-lend", action="store_true",
                     help="behave like an older OS without ACQ:DATA:BYTE:ORDER")
+    ap.add_argument("--no-fill", action="store_true",
+                    help="behave like an OS before 1.04 without ACQ:TRig:FILL?")
     ap.add_argument("--drop-every", type=int, default=0, help="drop connections every n-th ACQ:START")
     ap.add_argument("--stall-every", type=int, default=0, help="stall every n-th ACQ:START")
     ap.add_argument("--stall-seconds", type=float, default=1.0)
@@ -1060,6 +1066,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sim = RedPitayaSimulator(
             args.host, args.port, pulses=pulses, seed=args.seed, ret_on_error=args.ret_on_error,
             supports_little_endian=not args.no_lend,
+            supports_fill=not args.no_fill,
             faults=Faults(drop_every=args.drop_every, stall_every=args.stall_every,
                           stall_seconds=args.stall_seconds),
         )
