@@ -270,6 +270,10 @@ class mimoBuffer:
         """End the buffer now whatever the writers do; readers drain what is committed."""
         self._ring.shutdown()
 
+    def set_event_limit(self, limit: int | None) -> None:
+        """End by itself after ``limit`` committed events in total; later writes are rejected (None: no limit)."""
+        self._ring.set_event_limit(limit)
+
     def retire_writer(self, pid: int) -> None:
         """Count dead writer ``pid`` (not coming back) as flushed."""
         self._ring.flush(pid)

@@ -145,6 +145,16 @@ def test_many_writers_many_readers_exactly_once_in_order(make_buffer, method):
     assert stats["empty_slots"] == 1.0 and stats["lost"] == 0
 
 
+def test_event_limit_is_exact(make_buffer):
+    buf = make_buffer("limited", 8, 1, {"x": "f8"})
+    buf.set_event_limit(3)
+    for _ in range(5):
+        with BufferWriter(buf) as (metadata, data):
+            data["x"] = 1
+    stats = buf.get_stats()
+    assert stats["event_count"] == 3 and stats["rejected"] == 2 and stats["ended"]
+
+
 def test_end_of_stream_counts_writers(make_buffer):
     buf = make_buffer("counted", 4, 1, {"x": "f8"}, writers=3)
     for pid in (101, 102, 102):

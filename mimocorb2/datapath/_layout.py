@@ -55,6 +55,7 @@ H_WRITING = 20  # slots currently held by writers
 H_REJECTED = 21  # writes refused because the buffer had ended
 H_MAX_GROUPS = 22
 H_ATTACHED = 23  # reader groups not detached: the reference count of a new commit
+H_EVENT_LIMIT = 24  # 0, or the number of events after which the buffer ends by itself
 HEADER_WORDS = 32
 
 # group header words

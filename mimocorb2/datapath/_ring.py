@@ -64,6 +64,7 @@ from ._layout import (
     H_ATTACHED,
     H_DEADTIME,
     H_ENDED,
+    H_EVENT_LIMIT,
     H_EVENTS,
     H_FLUSHED_PIDS,
     H_FLUSHES,
@@ -263,6 +264,13 @@ class SlotRing:
                 lock.release()
                 return REJECTED
             top = cb[H_FREE_TOP]
+            limit = cb[H_EVENT_LIMIT]
+            if limit and cb[H_EVENTS] + cb[H_WRITING] >= limit:
+                self._end_locked()
+                cb[H_REJECTED] += 1
+                cb[H_LOCK_OWNER] = 0
+                lock.release()
+                return REJECTED
             if top > 0:
                 slot = cb[self._free + top - 1]
                 cb[self._state + slot] = -_pid
@@ -378,6 +386,18 @@ class SlotRing:
         """End the buffer now, whatever the writers do (stop, run limits)."""
         self._lock()
         self._end_locked()
+        self._unlock()
+
+    def set_event_limit(self, limit: int | None) -> None:
+        """End the buffer by itself once ``limit`` events were committed (None: no limit).
+
+        Writes beyond the limit are rejected, so the buffer takes exactly
+        ``limit`` events (fewer if it ends earlier).
+        """
+        self._lock()
+        self.cb[H_EVENT_LIMIT] = int(limit or 0)
+        if limit and self.cb[H_EVENTS] >= limit:
+            self._end_locked()
         self._unlock()
 
     def set_writers(self, writers: int) -> None:

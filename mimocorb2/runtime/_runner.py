@@ -111,6 +111,9 @@ class Runner:
             self.echo(f"started {launch.process_name} (pid {process.pid})")
         alive_per_worker = {w: self.setup.workers[w].number_of_processes for w in self.setup.workers}
         roots = root_buffers(self.setup)
+        if self.max_events is not None:
+            for name in roots:  # exact: the data path rejects writes past the limit
+                buffers[name].set_event_limit(self.max_events)
         failed: dict[str, list[int]] = {}
         started = time.monotonic()
         stopping = False
@@ -146,9 +149,8 @@ class Runner:
         if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
             self._stop_reason = f"max_seconds={self.max_seconds}"
             return True
-        if self.max_events is not None and roots:
-            taken = sum(buffers[name].get_stats()["event_count"] for name in roots)
-            if taken >= self.max_events:
+        if self.max_events is not None and roots and all(buffers[name].ended for name in roots):
+            if any(buffers[name].get_stats()["event_count"] >= self.max_events for name in roots):
                 self._stop_reason = f"max_events={self.max_events}"
                 return True
         return False
