@@ -67,18 +67,30 @@ def _model(x: np.ndarray, n: float, mu: float, sigma: float, a: float, b: float)
 
 def fit_line(centers: np.ndarray, counts: np.ndarray, expected: float, label: str = "",
              resolution: float = 0.07) -> LineFit:
-    """Fit one line near ``expected`` keV (``resolution``: relative FWHM at 662 keV)."""
+    """Fit one line near ``expected`` keV (``resolution``: relative FWHM at 662 keV).
+
+    The peak is searched in the histogram smoothed with a Gaussian of the expected
+    width (within +-2 expected sigma of the line), then a Gaussian on a linear
+    background is fitted in +-2.5 sigma around it, twice, re-centring the window on
+    the fitted position.
+    """
     sigma0 = resolution / 2.3548 * np.sqrt(661.657 * expected)
+    width = centers[1] - centers[0]
+    k = np.arange(-int(3 * sigma0 / width), int(3 * sigma0 / width) + 1) * width
+    kernel = np.exp(-0.5 * (k / sigma0) ** 2)
+    smooth = np.convolve(counts.astype(float), kernel / kernel.sum(), mode="same")
     near = np.abs(centers - expected) < 2 * sigma0
     if not near.any():
         raise ValueError(f"no bins near {expected} keV")
-    peak = centers[near][np.argmax(counts[near])]
-    window = np.abs(centers - peak) < 2.5 * sigma0
-    x, y = centers[window], counts[window].astype(float)
-    p0 = [max(y.max() - y.min(), 1.0), peak, sigma0, max(y.min(), 0.0), 0.0]
-    popt, pcov = curve_fit(_model, x, y, p0=p0, sigma=np.sqrt(np.maximum(y, 1.0)), maxfev=20000)
+    mu, sigma = float(centers[near][np.argmax(smooth[near])]), sigma0
+    popt = pcov = None
+    for _ in range(2):
+        window = np.abs(centers - mu) < 2.5 * sigma
+        x, y = centers[window], counts[window].astype(float)
+        p0 = [max(y.max() - y.min(), 1.0), mu, sigma, max(float(y.min()), 0.0), 0.0]
+        popt, pcov = curve_fit(_model, x, y, p0=p0, sigma=np.sqrt(np.maximum(y, 1.0)), maxfev=20000)
+        mu, sigma = float(popt[1]), float(np.clip(abs(popt[2]), 0.5 * sigma0, 2 * sigma0))
     err = float(np.sqrt(max(pcov[1, 1], 0.0)))
-    width = centers[1] - centers[0]
     area = popt[0] * abs(popt[2]) * np.sqrt(2 * np.pi) / width
     return LineFit(label, expected, float(popt[1]), err, abs(float(popt[2])), float(area))
 
