@@ -370,7 +370,7 @@ def test_oscilloscope_labels_scaling_trigger_line(tmp_path) -> None:
     from mimocorb2.functions._plotting import PlotOutput
     from mimocorb2.functions.observers import _Scope
 
-    out = PlotOutput("scope", tmp_path / "plots", headless=True)
+    out = PlotOutput("scope", tmp_path / "plots", headless=True, low_priority=False)
     scope = _Scope(out.figure, "buf", ["ch1"], 100, (0.01, -0.2, "Time (us)"), (1000, 5, "U (mV)"), None, 0.3)
     data = np.zeros(100, [("ch1", "f4")])
     data["ch1"] = np.linspace(0, 1, 100)
@@ -411,7 +411,7 @@ def test_histogram_view_reads_exporter_files(tmp_path) -> None:
     (d / "info.csv").write_text("channel,min,max,bins,underflow,overflow\nx,0,10,5,1,2\n")
     np.save(d / "x.npy", np.array([1, 2, 3, 4, 5]))
     for plot_type in ("line", "bar", "step"):
-        out = PlotOutput(f"v_{plot_type}", tmp_path / "plots", headless=True)
+        out = PlotOutput(f"v_{plot_type}", tmp_path / "plots", headless=True, low_priority=False)
         view = _HistogramView(out.figure, d, plot_type, "t")
         assert view.refresh() == 1
         out.update()
@@ -482,6 +482,38 @@ def test_config_errors_name_worker_key_and_expectation(io_factory, function, kwa
     assert "worker 'w'" in text
     for part in expected:
         assert part in text, f"{part!r} not in {text!r}"
+
+
+@pytest.mark.parametrize("function, config", [
+    ("exporters.histogram", {"bins": {"x": [0, 1, 2]}}),
+    ("exporters.csv", {}),
+    ("data.export", {}),
+])
+def test_file_writers_need_a_single_process(make_buffer, tmp_path, function, config) -> None:
+    buf = make_buffer("multi", 4, 1, {"x": "f4"})
+    io = BufferIO("w", [BufferReader(buf)], [], [], config, tmp_path, tmp_path, number_of_processes=2)
+    with pytest.raises(SetupError, match=r"Workers\.w\.number_of_processes: .* exactly 1 process"):
+        _function(function)(io)
+
+
+def test_display_detection(monkeypatch, tmp_path) -> None:
+    from mimocorb2.functions._plotting import PlotOutput, display_available
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("MIMOCORB2_HEADLESS", raising=False)
+    if os.sys.platform.startswith("linux"):
+        assert not display_available()
+        monkeypatch.setenv("DISPLAY", ":99")
+        assert display_available()
+    monkeypatch.setenv("MIMOCORB2_HEADLESS", "1")
+    assert not display_available()
+    monkeypatch.delenv("MIMOCORB2_HEADLESS")
+    monkeypatch.setenv("DISPLAY", ":99")  # a display that does not exist: fall back to a file
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    out = PlotOutput("p", tmp_path / "plots", low_priority=False)
+    assert out.headless
+    out.close()
 
 
 def test_replay_rejects_mismatched_sink(io_factory, tmp_path) -> None:

@@ -169,3 +169,12 @@ def test_missing_key_in_header(tmp_path: Path) -> None:
     path.write_bytes(raw[:14] + body + b" " * (size - 14 - len(body)) + raw[size:])
     with pytest.raises(MimoFileError, match="buffer_name"):
         read_mimo_file(path)
+
+
+def test_package_level_reader(tmp_path: Path) -> None:
+    import mimocorb2
+
+    path = tmp_path / "p.mimo"
+    meta, data = _write(path, 4)
+    m, d = mimocorb2.read_mimo_file(path)
+    np.testing.assert_array_equal(d, data)

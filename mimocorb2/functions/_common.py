@@ -203,6 +203,16 @@ class ConfigChecker:
             self.buffer_problem(kind, f"{self.function} needs {want} buffer(s), got {n}: {names}")
 
 
+def single_process(check: ConfigChecker, io: Any, why: str) -> None:
+    """Record a problem when the worker runs more than one process (``why``: what would break)."""
+    n = int(getattr(io, "number_of_processes", 1) or 1)
+    if n > 1:
+        check.problems.append(
+            f"Workers.{check.name}.number_of_processes: {check.function} needs exactly 1 process "
+            f"({why}), got {n}"
+        )
+
+
 def resolve_path(io: Any, filename: str) -> Path:
     """``filename`` as an absolute path: relative names are taken relative to the setup directory."""
     path = Path(filename).expanduser()

@@ -29,10 +29,12 @@ def display_available() -> bool:
     return True
 
 
-def _lower_priority(increment: int = 5) -> None:
-    """Run plotting at a lower CPU priority, so it never competes with the data path."""
+def _lower_priority(target: int = 5) -> None:
+    """Run this process at niceness ``target`` (if it is lower), so plotting never competes with the data path."""
     try:
-        os.nice(increment)
+        current = os.nice(0)
+        if current < target:
+            os.nice(target - current)
     except (AttributeError, OSError):
         pass
 
@@ -49,6 +51,7 @@ class PlotOutput:
         figsize: figure size in inches.
         headless: force (True) or forbid (False) headless mode; None: decide by
             :func:`display_available`.
+        low_priority: lower the process's CPU priority (for worker processes).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class PlotOutput:
         plot_dir: Path | str,
         figsize: tuple[float, float] = (8.0, 5.0),
         headless: bool | None = None,
+        low_priority: bool = True,
     ) -> None:
         self.name = name
         self.plot_dir = Path(plot_dir)
@@ -64,7 +68,8 @@ class PlotOutput:
         self.headless = (not display_available()) if headless is None else headless
         self.renders = 0
         self._plt: Any = None
-        _lower_priority()
+        if low_priority:
+            _lower_priority()
         if not self.headless:
             try:
                 import matplotlib.pyplot as plt

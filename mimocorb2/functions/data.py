@@ -14,6 +14,7 @@ from ..mimofile import read_mimo_file as _read_mimo_file
 from ..mimofile import read_mimo_header as _read_mimo_header
 from ._common import ConfigChecker as _ConfigChecker
 from ._common import resolve_path as _resolve_path
+from ._common import single_process as _single_process
 
 if TYPE_CHECKING:
     from ..mimo_worker import BufferIO
@@ -61,6 +62,7 @@ def export(buffer_io: BufferIO) -> None:
     filename = check.string("filename", buffer_io.name)
     if isinstance(filename, str) and not filename.strip():
         check.problem("filename", "expected a non-empty file name")
+    _single_process(check, buffer_io, "every process would write the same mimo file")
     check.done()
     from ..worker_templates import Exporter
 
@@ -146,6 +148,7 @@ def simulate_importer(buffer_io: BufferIO) -> None:
     """
     check = _ConfigChecker(buffer_io, "data.simulate_importer")
     mapped = _open_replay(check, buffer_io)
+    _single_process(check, buffer_io, "every process would replay the whole file")
     check.done()
     assert mapped is not None
     metadata, data = mapped
@@ -208,6 +211,7 @@ def clocked_importer(buffer_io: BufferIO) -> None:
     rate = check.number("rate", positive=True)
     distribution = check.string("distribution", "uniform", choices=("uniform", "poisson"))
     mapped = _open_replay(check, buffer_io)
+    _single_process(check, buffer_io, "every process would replay the whole file")
     check.done()
     assert mapped is not None and rate is not None
     _metadata, data = mapped

@@ -15,6 +15,7 @@ from ._common import atomic_save_npy as _atomic_save_npy
 from ._common import atomic_write_bytes as _atomic_write_bytes
 from ._common import is_int as _is_int
 from ._common import is_number as _is_number
+from ._common import single_process as _single_process
 from .visualizers import histogram as visualize_histogram
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ def histogram(buffer_io: BufferIO) -> None:
     if buffer_io.data_in_examples:
         fields = buffer_io.data_in_examples[0].dtype.names or ()
     specs = _parse_bins(check, fields)
+    _single_process(check, buffer_io, "every process would rewrite the same histogram files")
     check.done()
     from ..worker_templates import Exporter
 
@@ -227,7 +229,8 @@ def csv(buffer_io: BufferIO) -> None:
     Saves data from the source buffer to a CSV file in the run_directory, one row
     per event. The columns are the metadata (counter, timestamp, deadtime) followed
     by one column per field of the source buffer. Rows are written and flushed every
-    save_interval; at the end of the stream the file holds every event.
+    save_interval; at the end of the stream the file holds every event. Run it with
+    a single process.
 
     Type
     ----
@@ -262,6 +265,7 @@ def csv(buffer_io: BufferIO) -> None:
     filename = check.string("filename", buffer_io.name)
     if isinstance(filename, str) and (not filename.strip() or filename.endswith(("/", _os.sep))):
         check.problem("filename", f"expected a file name, got {filename!r}")
+    _single_process(check, buffer_io, "every process would write the same CSV file")
     check.done()
     from ..worker_templates import Exporter
 
