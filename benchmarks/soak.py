@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         next_report = t_start + 30
         next_kill = t_start + args.chaos if args.chaos else float("inf")
         kills = 0
+        steady_lag = 0.0  # worst loop lag seen in the one-minute windows after the start-up
         while time.monotonic() < end:
             time.sleep(1.0)
             status = daemon.status()
@@ -136,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                 next_kill = now + args.chaos
             if now >= next_report:
                 raw = status["buffers"]["raw"]
+                lag_recent = status["daemon"].get("loop_lag_recent_max", 0.0)
+                if now - t_start > 70:  # windows that no longer include the start-up
+                    steady_lag = max(steady_lag, lag_recent)
                 print(f"  t={now - t_start:6.0f}s raw={raw['event_count']} rate={raw['rate']:.0f}/s "
-                      f"loop_lag_max={status['daemon']['loop_lag_max'] * 1e3:.1f}ms", flush=True)
+                      f"loop lag: last minute {lag_recent * 1e3:.1f} ms, since start "
+                      f"{status['daemon']['loop_lag_max'] * 1e3:.1f} ms", flush=True)
                 next_report = now + 30
         rss_end = snapshot(daemon, daemon.status())
         elapsed = time.monotonic() - t_start
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "restarts": restarts,
         "kills": kills,
         "daemon_loop_worst_latency_ms": round(final["daemon"]["loop_lag_max"] * 1e3, 2),
+        "daemon_loop_worst_latency_steady_ms": round(steady_lag * 1e3, 2),
+        "note": "loop latency includes CPU starvation on a busy machine, not only blocking",
         "daemon_exit_code": code,
         "state": summary["state"],
     }

@@ -100,6 +100,13 @@ def _prepare_path(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
         parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    st_dir = parent.stat()
+    if st_dir.st_uid not in (os.geteuid(), 0) and st_dir.st_mode & stat.S_IWOTH:
+        raise SocketInUse(f"{parent} belongs to uid {st_dir.st_uid} and is writable by anyone; "
+                          "refusing to put the control socket there")
+    if st_dir.st_uid != os.geteuid() and str(parent).startswith("/tmp/"):
+        raise SocketInUse(f"{parent} belongs to uid {st_dir.st_uid}, not to us; refusing to use it "
+                          "(someone may be impersonating the daemon)")
     if path.is_socket() or path.exists():
         st = path.lstat()
         if not stat.S_ISSOCK(st.st_mode):

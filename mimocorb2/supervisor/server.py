@@ -17,6 +17,7 @@ a second one aborts the run (its processes are killed, lost events counted).
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import time
@@ -50,6 +51,7 @@ class Daemon:
         self._start_lock = asyncio.Lock()
         self.loop_lag_max = 0.0
         self.loop_lag_last = 0.0
+        self._lag_buckets: collections.deque[tuple[int, float]] = collections.deque(maxlen=6)
 
     # ---------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -142,6 +144,13 @@ class Daemon:
             self.loop_lag_last = lag
             if lag > self.loop_lag_max:
                 self.loop_lag_max = lag
+            # worst lag of each 10 s bucket, the last 6 kept: "recent" = the last minute
+            bucket = int(loop.time() // 10)
+            if self._lag_buckets and self._lag_buckets[-1][0] == bucket:
+                if lag > self._lag_buckets[-1][1]:
+                    self._lag_buckets[-1] = (bucket, lag)
+            else:
+                self._lag_buckets.append((bucket, lag))
             if lag > 0.25:
                 log.warning("event loop was blocked", seconds=round(lag, 3))
 
@@ -195,6 +204,7 @@ class Daemon:
                 "uptime": round(time.time() - self.started_at, 3),
                 "loop_lag_max": round(self.loop_lag_max, 6),
                 "loop_lag_last": round(self.loop_lag_last, 6),
+                "loop_lag_recent_max": round(max((b[1] for b in self._lag_buckets), default=0.0), 6),
             },
             "run": None,
             "buffers": {},
