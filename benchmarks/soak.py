@@ -26,7 +26,6 @@ import random
 import signal
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
