@@ -174,3 +174,43 @@ def test_second_sigterm_aborts(tmp_path):
     finally:
         d.stop()
     assert segments_of(d.pid) == []
+
+
+LOCKER = '''
+import os, signal
+from mimocorb2.worker_templates import Exporter
+
+def locker(io):
+    marker = io.run_dir / "locker-died-once"
+    n = 0
+    for data, meta in Exporter(io):
+        n += 1
+        if n == 200 and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            # die inside the buffer's critical section: the shared lock stays taken
+            io.read[0].buffer._ring._lock()
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_worker_killed_holding_the_buffer_lock_does_not_freeze_the_daemon(daemon, tmp_path):
+    (tmp_path / "locker.py").write_text(LOCKER)
+    setup = make_setup(tmp_path, """\
+        lk: {file: locker.py, function: locker, sources: [raw]}
+        """, "run_limits: {max_events: 3000}\n")
+    daemon.call("start", {"setup": str(setup)})
+    import time as _t
+
+    worst = 0.0
+    deadline = _t.monotonic() + 60
+    while _t.monotonic() < deadline:
+        t0 = _t.monotonic()
+        st = daemon.status()
+        worst = max(worst, _t.monotonic() - t0)
+        if ended(st):
+            break
+    assert worst < 1.0, f"a status request took {worst:.2f} s"
+    assert st["state"] == "finished", st
+    assert st["workers"]["lk"]["restarts"] == 1
+    assert st["run"]["lost"] == 0
+    assert st["daemon"]["loop_lag_max"] < 0.5
