@@ -77,20 +77,21 @@ def make_dtype(data_dtype: Any, buffer_name: str = "?") -> np.dtype:
     return dtype
 
 
-class _EndedFlag:
-    """Read-only ``.value`` view of a buffer's end-of-stream flag (0.0.x compatibility)."""
+class _FlagView:
+    """Read-only ``.value`` view of one of the ring's flags (0.0.x used multiprocessing.Value)."""
 
-    __slots__ = ("_ring",)
+    __slots__ = ("_ring", "_flag")
 
-    def __init__(self, ring: SlotRing) -> None:
+    def __init__(self, ring: SlotRing, flag: str) -> None:
         self._ring = ring
+        self._flag = flag
 
     @property
     def value(self) -> bool:
-        return self._ring.ended
+        return getattr(self._ring, self._flag)
 
     def __bool__(self) -> bool:
-        return self._ring.ended
+        return self.value
 
 
 class mimoBuffer:
@@ -170,8 +171,8 @@ class mimoBuffer:
         self._scratch = (np.zeros(1, self.metadata_dtype), np.zeros(self.data_length, self.data_dtype))
         self._scratch_bytes = (self._scratch[0].view(np.uint8), self._scratch[1].view(np.uint8))
         self._scratch_deadtime = memoryview(self._scratch[0].view(np.uint8)).cast("d")
-        self.flush_event_received = _EndedFlag(self._ring)
-        self.paused = _PausedFlag(self._ring)
+        self.flush_event_received = _FlagView(self._ring, "ended")
+        self.paused = _FlagView(self._ring, "paused")
         self._last_stats = (time.monotonic(), 0, 0.0)
         self._closed = False
 
@@ -387,19 +388,6 @@ def _unlink_semaphores(sync: tuple[Any, Any, list[Any]]) -> None:
         target = ref() if ref is not None else None
         if target is not None and id(target) in ours:
             finalizer()
-
-
-class _PausedFlag:
-    """Read-only ``.value`` view of the paused flag (0.0.x compatibility)."""
-
-    __slots__ = ("_ring",)
-
-    def __init__(self, ring: SlotRing) -> None:
-        self._ring = ring
-
-    @property
-    def value(self) -> bool:
-        return self._ring.paused
 
 
 class _ScratchToken:
