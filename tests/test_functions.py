@@ -215,6 +215,95 @@ def test_csv_holds_every_event(make_buffer, workers, tmp_path) -> None:
     assert {r[5] for r in body} == {"ab"}
 
 
+def _poll(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Wait (bounded) until ``condition()`` holds; polls a file, not a sleep standing in for sync."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_histogram_and_csv_update_during_the_run(make_buffer, workers, tmp_path) -> None:
+    """Files are rewritten every interval while the stream runs, not only at its end."""
+    src = make_buffer("live", 64, 1, {"v": "f8"}, reader_groups=["hist", "csv"])
+    workers.start("exporters.histogram", "hist", sources=[(src, "hist")],
+                  config={"bins": {"v": [0, 10, 10]}, "update_interval": 0.05})
+    workers.start("exporters.csv", "csv", sources=[(src, "csv")], config={"save_interval": 0.05})
+    writer = BufferWriter(src)
+
+    def write(n: int, start: int) -> None:
+        for i in range(start, start + n):
+            with writer as (metadata, data):
+                data["v"] = 5.0
+                metadata["counter"] = i
+
+    def hist_sum() -> int:
+        try:
+            return int(np.load(tmp_path / "Histograms_live" / "v.npy").sum())
+        except (OSError, ValueError):
+            return -1
+
+    def csv_rows() -> int:
+        path = tmp_path / "csv.csv"
+        return len(path.read_text().splitlines()) - 1 if path.exists() else -1
+
+    write(20, 0)
+    # the exporters only look at the clock when an event arrives: keep a trickle going
+    i = 20
+    deadline = time.monotonic() + 30
+    while (hist_sum() < 20 or csv_rows() < 20) and time.monotonic() < deadline:
+        write(1, i)
+        i += 1
+        _poll(lambda: hist_sum() >= 20 and csv_rows() >= 20, timeout=0.1)
+    assert hist_sum() >= 20 and csv_rows() >= 20, "no intermediate update"
+    assert not (tmp_path / "Histograms_live" / ".complete").exists()
+    writer.send_flush_event()
+    workers.join()
+    assert hist_sum() == i and csv_rows() == i
+    assert (tmp_path / "Histograms_live" / ".complete").exists()
+
+
+def test_export_killed_mid_run_leaves_readable_file(make_buffer, workers, tmp_path) -> None:
+    import signal
+
+    src = make_buffer("crash_src", 64, 100, {"a": "f4"}, reader_groups=["export"])
+    workers.start("data.export", "export", sources=[(src, "export")])
+    path = tmp_path / "export.mimo"
+    writer = BufferWriter(src)
+    for i in range(40):
+        with writer as (metadata, data):
+            data["a"] = i
+            metadata["counter"] = i
+
+    def records() -> int:
+        try:
+            return len(read_mimo_file(path)[0])
+        except (OSError, ValueError):
+            return -1
+
+    # data.export flushes every second: wait (bounded) until all 40 records are on disk
+    i = 40
+    deadline = time.monotonic() + 30
+    while records() < 40 and time.monotonic() < deadline:
+        with writer as (metadata, data):  # a trickle of events lets the exporter check its clock
+            data["a"] = i
+            metadata["counter"] = i
+        i += 1
+        _poll(lambda: records() >= 40, timeout=0.2)
+    assert records() >= 40
+    proc = workers.processes[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    meta, data = read_mimo_file(path)
+    n = len(meta)
+    assert n >= 40
+    assert list(meta["counter"]) == list(range(n))
+    np.testing.assert_array_equal(data["a"], np.repeat(np.arange(n, dtype=np.float32)[:, None], 100, axis=1))
+    workers.processes.clear()
+
+
 # ------------------------------------------------------------------ analyzers
 def _pulse_events(n: int, length: int, seed: int) -> tuple[list[dict[str, Any]], list[list[tuple[int, float]]]]:
     from mimocorb2.sim.pulses import pulse_template
