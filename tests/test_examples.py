@@ -138,3 +138,30 @@ def test_spectroscopy_example_lines(tmp_path: Path) -> None:
         assert abs(line.deviation) < 0.02, str(line)
     _png(run_dir / "plots" / "oscilloscope.png")
     _png(run_dir / "plots" / "spectrum_view.png")
+
+
+def test_lifetime_fit_is_unbiased_on_synthetic_histograms() -> None:
+    fit_module = _module(EXAMPLES / "muon" / "fit_lifetime.py")
+    rng = np.random.default_rng(5)
+    taus, pulls = [], []
+    for _ in range(8):
+        t = np.concatenate([rng.exponential(2.2, 3000), rng.uniform(0, 16, 300)])
+        hist, edges = np.histogram(t, bins=80, range=(0, 16))
+        fit = fit_module.fit_lifetime(edges, hist)
+        taus.append(fit.tau)
+        pulls.append((fit.tau - 2.2) / fit.tau_error)
+    assert np.mean(taus) == pytest.approx(2.2, rel=0.02)
+    assert np.all(np.abs(pulls) < 4)
+    assert 0.4 < np.std(pulls) < 1.8  # the quoted error is the real spread
+
+
+def test_line_fits_on_simulated_deposits() -> None:
+    from mimocorb2.sim.pulses import GammaSource
+
+    analysis = _module(EXAMPLES / "spectroscopy" / "analyze_spectrum.py")
+    source = GammaSource(seed=11)
+    energies = source.deposits(6000)
+    hist, edges = np.histogram(energies[energies > 30] * 0.001, bins=800, range=(0, 1.6))
+    for line in analysis.analyze(edges, hist, gain=0.001):
+        assert abs(line.deviation) < 0.005, str(line)
+        assert line.sigma == pytest.approx(source.sigma(line.expected), rel=0.25)
