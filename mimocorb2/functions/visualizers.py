@@ -181,7 +181,7 @@ def histogram(buffer_io: BufferIO) -> None:
         # The observed buffer has ended; the exporter writes its final files after
         # reading the last events. Wait (bounded) for its marker, then draw once more.
         deadline = _time.monotonic() + _FINAL_WAIT
-        while not (directory / _MARKER).exists() and _time.monotonic() < deadline:
+        while directory.exists() and not (directory / _MARKER).exists() and _time.monotonic() < deadline:
             output.pause(0.05)
         view.refresh()
         output.update()
