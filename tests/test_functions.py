@@ -390,6 +390,26 @@ def test_export_then_replay(make_buffer, workers, tmp_path) -> None:
     assert list(m3["counter"]) == list(range(n))
 
 
+def test_clocked_importer_poisson(make_buffer, workers, tmp_path) -> None:
+    from mimocorb2.mimofile import METADATA_DTYPE, MimoFileWriter
+
+    dtype = np.dtype([("x", "<f8")])
+    n = 200
+    with MimoFileWriter(tmp_path / "in.mimo", dtype, 3, "src") as f:
+        for i in range(n):
+            f.write(np.zeros(1, METADATA_DTYPE), np.full(3, i, dtype))
+    sink = make_buffer("poisson", 512, 3, {"x": "f8"}, reader_groups=["test"])
+    workers.start("data.clocked_importer", "clock", sinks=[sink],
+                  config={"filename": str(tmp_path / "in.mimo"), "rate": 2000, "distribution": "poisson"})
+    meta, data = _read_all(sink)
+    workers.join()
+    np.testing.assert_array_equal(data["x"][:, 0], np.arange(n))
+    gaps = np.diff(meta["timestamp"])
+    assert gaps.min() >= 0
+    # exponential spacing: many gaps far below the mean (uniform spacing would have none)
+    assert np.mean(gaps < 0.25 / 2000) > 0.1
+
+
 # ------------------------------------------------------------------ misc
 def test_copy_to_sinks_of_other_layouts(make_buffer, workers) -> None:
     dtype = {"a": "f4", "b": "i4"}
