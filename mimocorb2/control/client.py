@@ -112,7 +112,10 @@ class Client:
         req_id = self._next_id
         self._next_id += 1
         try:
-            self._sock.sendall(P.encode(P.make_request(cmd, args, req_id)))
+            try:
+                self._sock.sendall(P.encode(P.make_request(cmd, args, req_id)))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon may have answered (refused us) and hung up: read that answer
             line = self._readline()
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise DaemonUnreachable(self.path, f"connection lost: {exc}") from None

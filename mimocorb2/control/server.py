@@ -222,6 +222,9 @@ class ControlServer:
                     "(only its own user, root, or members of the socket's group)",
                 ),
             )
+            # take the request the client is sending, so that it reads our reply, not EPIPE
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.readline(), 1.0)
             return
         while True:
             try:
