@@ -178,17 +178,6 @@ class ConfigChecker:
         unit = value[2] if len(value) == 3 else default[2]
         return float(value[0]), float(value[1]), unit
 
-    def unknown_keys(self, known: Iterable[str]) -> None:
-        """Record config keys this function does not know (with a did-you-mean)."""
-        known = set(known)
-        for key in self.config:
-            if key not in known:
-                import difflib
-
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.problem(str(key), f"unknown key for {self.function}{hint}; known keys: {sorted(known)}")
-
     # -- buffers ---------------------------------------------------------------------
     def buffer_count(self, kind: str, names: list[str], expected: int | tuple[int, int | None]) -> None:
         """Check how many buffers the worker lists in ``kind`` (sources/sinks/observes)."""
