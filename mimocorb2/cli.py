@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "functions":
         from .functions import describe_all
 
-        print(describe_all())
+        try:
+            print(describe_all(), flush=True)
+        except BrokenPipeError:  # `mimocorb2 functions | head`
+            sys.stdout = None  # nothing more can be written; keep exit quiet
         return EXIT_OK
     return _run(args)
 
