@@ -180,7 +180,10 @@ class Run:
             log.exception("run failed to start")
             await self._fail_start(str(exc))
             raise CommandError(f"run failed to start: {type(exc).__name__}: {exc}") from None
-        self.state = "running"
+        if not self._stopping:
+            self.state = "running"
+        else:  # a stop arrived while the processes were starting: end the roots now they exist
+            await self._in_thread(self._end_buffers_blocking, self.roots)
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
         self._tasks.append(asyncio.create_task(self._limit_loop(), name="limits"))
         if self.max_seconds:
@@ -454,7 +457,7 @@ class Run:
 
     # ------------------------------------------------------------------ completion
     def _check_done(self) -> None:
-        if self.done or self.state == "starting" or self._finishing:
+        if self.done or self._finishing or (self.state == "starting" and not self._stopping):
             return
         if self._exits_in_progress:
             return
