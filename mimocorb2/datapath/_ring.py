@@ -65,13 +65,11 @@ from ._layout import (
     H_DEADTIME,
     H_ENDED,
     H_EVENT_LIMIT,
-    H_EVENTS,
     H_FLUSHED_PIDS,
     H_FLUSHES,
     H_FREE_TOP,
     H_GROUPS,
     H_HEAD,
-    H_LATEST_SEQ,
     H_LATEST_SLOT,
     H_LOCK_OWNER,
     H_LOST,
@@ -145,7 +143,6 @@ class SlotRing:
         cb[H_WRITERS] = writers
         cb[H_MAX_GROUPS] = self.layout.max_groups
         cb[H_LATEST_SLOT] = -1
-        cb[H_LATEST_SEQ] = -1
         for s in range(n):
             cb[self._free + s] = n - 1 - s  # slot 0 is handed out first
         cb[H_FREE_TOP] = n
@@ -265,7 +262,7 @@ class SlotRing:
                 return REJECTED
             top = cb[H_FREE_TOP]
             limit = cb[H_EVENT_LIMIT]
-            if limit and cb[H_EVENTS] + cb[H_WRITING] >= limit:
+            if limit and cb[H_HEAD] + cb[H_WRITING] >= limit:
                 self._end_locked()
                 cb[H_REJECTED] += 1
                 cb[H_LOCK_OWNER] = 0
@@ -321,14 +318,11 @@ class SlotRing:
         groups = cb[H_GROUPS]
         refs = cb[H_ATTACHED]
         cb[self._refs + slot] = refs
-        cb[self._gen + slot] += 1
         cb[self._state + slot] = 1
         cb[H_HEAD] = seq + 1
         cb[H_WRITING] -= 1
-        cb[H_EVENTS] += 1
         self.cbd[H_DEADTIME] += deadtime
         cb[H_LATEST_SLOT] = slot
-        cb[H_LATEST_SEQ] = seq
         if refs == 0:
             self._free_locked(slot)
         else:
@@ -396,7 +390,7 @@ class SlotRing:
         """
         self._lock()
         self.cb[H_EVENT_LIMIT] = int(limit or 0)
-        if limit and self.cb[H_EVENTS] >= limit:
+        if limit and self.cb[H_HEAD] >= limit:
             self._end_locked()
         self._unlock()
 
@@ -500,7 +494,7 @@ class SlotRing:
         """``(seq, slot, gen, ended)`` of the most recent commit (seq -1: none yet)."""
         cb = self.cb
         self._lock()
-        seq, slot = cb[H_LATEST_SEQ], cb[H_LATEST_SLOT]
+        seq, slot = cb[H_HEAD] - 1, cb[H_LATEST_SLOT]  # every commit advances the head by one
         gen = cb[self._gen + slot] if slot >= 0 else 0
         ended = bool(cb[H_ENDED])
         self._unlock()
@@ -553,7 +547,7 @@ class SlotRing:
                 groups[self._name_at(g)] = {"read": cb[gbase + G_READS], "pending": waiting, "held": cb[gbase + G_HELD]}
             return {
                 "head": head,
-                "events": cb[H_EVENTS],
+                "events": cb[H_HEAD],  # every commit is one event
                 "free": cb[H_FREE_TOP],
                 "writing": cb[H_WRITING],
                 "paused": bool(cb[H_PAUSED]),
@@ -636,6 +630,8 @@ class SlotRing:
                 head += 1
                 cb[H_HEAD] = head
                 break
+        if head > 0:  # the commit may have died between the head and the latest slot
+            cb[H_LATEST_SLOT] = cb[self._ring + (head - 1) % n]
         groups = cb[H_GROUPS]
         pending_redeliver: list[set[int]] = []
         for g in range(groups):
