@@ -114,7 +114,7 @@ def test_workers_do_not_inherit_the_notify_socket(tmp_path):
         daemon.start()
         try:
             run_dir = Path(daemon.call("start", {"setup": str(tmp_path / "setup.yaml")})["directory"])
-            st = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 30, "run ended")
+            st = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 90, "run ended")
             assert st["state"] == "finished", st
         finally:
             daemon.stop()
