@@ -45,6 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(example, setup_dir, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("target", "__pycache__"))
     setup = setup_dir / "setup.yaml"
+    sim = setup_dir / "simulation_config.yaml"
+    if example.name == "simple" and sim.exists():
+        # the fallback example ends after 5000 events at full speed: make it a steady source
+        import re
+
+        text = sim.read_text()
+        text = re.sub(r"(?m)^n_events:.*$", "n_events: 10000000", text)
+        text = re.sub(r"(?m)^rate:.*$", "rate: 2000", text)
+        sim.write_text(text)
     sock = work / "run" / "control.sock"
     say = lambda text: print(f"\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"== {text}", flush=True)  # noqa: E731
 
