@@ -99,6 +99,9 @@ class Daemon:
         log.info("mimocorb2d shutting down")
         run = self.run_obj
         if run is not None and not run.done:
+            # tell systemd the drain may take drain_timeout (TimeoutStopSec is only a default)
+            drain = float(getattr(run.setup, "drain_timeout", 30.0))
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((drain + 15.0) * 1e6)}")
             if self._signals >= 2:
                 await run.abort("daemon aborted")
             else:
