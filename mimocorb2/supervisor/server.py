@@ -28,7 +28,8 @@ import structlog
 
 from mimocorb2 import __version__
 from mimocorb2.control import protocol as P
-from mimocorb2.control.server import CommandError, ControlServer, Peer
+from mimocorb2.control.handlers import Handlers
+from mimocorb2.control.server import CommandError, ControlServer
 from mimocorb2.supervisor.sdnotify import Notifier
 
 log = structlog.get_logger("mimocorb2.daemon")
@@ -41,7 +42,7 @@ class Daemon:
     def __init__(self, socket_path: Path, notifier: Notifier | None = None) -> None:
         self.socket_path = Path(socket_path)
         self.notifier = notifier or Notifier()
-        self.control = ControlServer(self.socket_path, self.dispatch)
+        self.control = ControlServer(self.socket_path, Handlers(self).dispatch)
         self.started_at = time.time()
         self.run_obj: Any = None  # the current or last Run (mimocorb2.supervisor.run.Run)
         self.exit_code = 0
@@ -183,55 +184,27 @@ class Daemon:
     def state(self) -> str:
         return "idle" if self.run_obj is None else self.run_obj.state
 
-    # ---------------------------------------------------------------- commands
-    async def dispatch(self, cmd: str, args: dict[str, Any], peer: Peer) -> Any:
-        handler = getattr(self, f"cmd_{cmd}", None)
-        if handler is None:
-            raise CommandError(f"command {cmd!r} is not implemented", code=P.E_UNKNOWN_COMMAND)
-        if cmd not in ("status", "ping", "logs"):
-            log.info("command", cmd=cmd, peer=str(peer))
-        return await handler(args)
+    # ---------------------------------------------------------------- runs (for the handlers)
+    @property
+    def exiting(self) -> bool:
+        return self._exit.is_set()
 
-    async def cmd_ping(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"pong": True, "pid": os.getpid(), "version": __version__, "protocol": P.PROTOCOL_VERSION}
-
-    async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self.run_obj
-        status: dict[str, Any] = {
-            "state": self.state,
-            "daemon": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "protocol": P.PROTOCOL_VERSION,
-                "socket": str(self.socket_path),
-                "uptime": round(time.time() - self.started_at, 3),
-                "loop_lag_max": round(self.loop_lag_max, 6),
-                "loop_lag_last": round(self.loop_lag_last, 6),
-                "loop_lag_recent_max": round(max((b[1] for b in self._lag_buckets), default=0.0), 6),
-            },
-            "run": None,
-            "buffers": {},
-            "workers": {},
+    def info(self) -> dict[str, Any]:
+        """The ``daemon`` object of the status reply."""
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "protocol": P.PROTOCOL_VERSION,
+            "socket": str(self.socket_path),
+            "uptime": round(time.time() - self.started_at, 3),
+            "loop_lag_max": round(self.loop_lag_max, 6),
+            "loop_lag_last": round(self.loop_lag_last, 6),
+            "loop_lag_recent_max": round(max((b[1] for b in self._lag_buckets), default=0.0), 6),
         }
-        if run is not None:
-            status.update(run.status())
-        return status
 
-    async def cmd_check(self, args: dict[str, Any]) -> dict[str, Any]:
-        setup_path = _setup_arg(args)
-        from mimocorb2.supervisor.run import load_setup_async
-
-        setup = await load_setup_async(setup_path)
-        return {"ok": True, "setup": str(setup.path), "buffers": list(setup.buffers),
-                "workers": list(setup.workers)}
-
-    async def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
-        setup_path = _setup_arg(args)
-        limits = {k: args.get(k) for k in ("max_events", "max_seconds")}
-        for key, value in limits.items():
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
-                raise CommandError(f"{key} must be a positive number, got {value!r}", code=P.E_BAD_REQUEST)
-        if self._exit.is_set():
+    async def start_run(self, setup_path: Path, max_events: int | None, max_seconds: float | None) -> Any:
+        """Validate the setup and start its run; one run at a time."""
+        if self.exiting:
             raise CommandError("the daemon is shutting down")
         from mimocorb2.supervisor.run import Run, load_setup_async
 
@@ -241,58 +214,11 @@ class Daemon:
                     f"a run is already {self.run_obj.state} ({self.run_obj.directory}); stop it first"
                 )
             setup = await load_setup_async(setup_path)
-            run = Run(setup, max_events=limits["max_events"], max_seconds=limits["max_seconds"],
-                      on_finished=self._on_run_finished)
+            run = Run(setup, max_events=max_events, max_seconds=max_seconds,
+                      on_finished=lambda r: self.notifier.status(r.summary_line()))
             self.run_obj = run
             await run.start()
-        return {"directory": str(run.directory), "state": run.state}
-
-    def _on_run_finished(self, run: Any) -> None:
-        self.notifier.status(run.summary_line())
-
-    def _require_run(self) -> Any:
-        run = self.run_obj
-        if run is None or run.done:
-            raise CommandError("no run is active")
         return run
-
-    async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self._require_run()
-        await run.stop("stop command")
-        if args.get("wait", True):
-            await run.wait()
-        return run.final_summary()
-
-    async def cmd_abort(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self._require_run()
-        await run.abort("abort command")
-        await run.wait()
-        return run.final_summary()
-
-    async def cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self._require_run()
-        return {"paused": await run.pause(_names_arg(args))}
-
-    async def cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self._require_run()
-        return {"resumed": await run.resume(_names_arg(args))}
-
-    async def cmd_logs(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self.run_obj
-        if run is None:
-            raise CommandError("no run yet: there are no logs")
-        worker = args.get("worker")
-        offsets = args.get("offsets") or {}
-        if worker is not None and not isinstance(worker, str):
-            raise CommandError("'worker' must be a string", code=P.E_BAD_REQUEST)
-        if not isinstance(offsets, dict):
-            raise CommandError("'offsets' must be an object", code=P.E_BAD_REQUEST)
-        return await run.read_logs(worker, offsets, int(args.get("max_bytes", 256 * 1024)))
-
-    async def cmd_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
-        # reply first; the run drains in shutdown()
-        asyncio.get_running_loop().call_soon(self.request_exit, "shutdown command")
-        return {"shutting_down": True, "state": self.state}
 
 
 def _preload() -> None:
@@ -303,22 +229,3 @@ def _preload() -> None:
     from mimocorb2.supervisor import launch
 
     launch.warm_up()
-
-
-def _setup_arg(args: dict[str, Any]) -> Path:
-    setup = args.get("setup")
-    if not isinstance(setup, str) or not setup:
-        raise CommandError("'setup' (path of a setup file) is required", code=P.E_BAD_REQUEST)
-    path = Path(setup)
-    if not path.is_absolute():
-        raise CommandError(f"setup path must be absolute, got {setup!r}", code=P.E_BAD_REQUEST)
-    return path
-
-
-def _names_arg(args: dict[str, Any]) -> list[str] | None:
-    names = args.get("buffers")
-    if names is None or names == []:
-        return None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CommandError("'buffers' must be a list of buffer names", code=P.E_BAD_REQUEST)
-    return names
