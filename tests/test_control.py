@@ -174,8 +174,14 @@ def test_start_of_a_broken_setup_lists_every_problem(daemon, tmp_path):
     assert len(err.value.problems) >= 2, err.value.problems
     text = "\n".join(err.value.problems)
     assert "slot_count" in text and "raww" in text
+    with pytest.raises(RequestFailed) as err2:
+        daemon.call("check", {"setup": str(setup)})
+    assert err2.value.problems == err.value.problems
     with pytest.raises(RequestFailed):
         daemon.call("start", {"setup": str(tmp_path / "missing.yaml")})
+    with pytest.raises(RequestFailed) as err3:
+        daemon.call("start", {"setup": "relative.yaml"})
+    assert err3.value.code == P.E_BAD_REQUEST
     assert daemon.status()["state"] == "idle"
 
 
