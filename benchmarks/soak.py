@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="mimocorb2-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
     (work / "funcs.py").write_text(FUNCS)
     setup_text = SETUP
     if args.chaos:

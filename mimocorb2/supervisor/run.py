@@ -213,7 +213,11 @@ class Run:
             setup=self.setup, worker=worker.spec, buffers=self.buffers, run_dir=self.directory,
             index=rec.index, heartbeats=self.heartbeats, row=rec.row,
         )
+        t0 = time.monotonic()
         proc = bridge.spawn(runtime_launch)
+        took = time.monotonic() - t0
+        if took > 0.05:
+            log.warning("spawning a process held the event loop", worker=worker.spec.name, seconds=round(took, 3))
         rec.proc, rec.pid, rec.alive, rec.exitcode = proc, proc.pid, True, None
         rec.started, rec.cpu_last, rec.cpu_percent, rec.killed_for_stall = time.monotonic(), None, 0.0, False
         self.heartbeats.reset(rec.row, proc.pid)
