@@ -626,6 +626,8 @@ class Run:
             timeout = worker.spec.stall_timeout
             if not timeout:
                 continue
+            if any(n in self._paused for n in worker.spec.sinks):
+                continue  # writes into a paused buffer do not beat (data path); not a stall
             for rec in worker.processes:
                 if not rec.alive or rec.killed_for_stall or now - rec.started < timeout:
                     continue
