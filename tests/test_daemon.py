@@ -154,7 +154,7 @@ def test_lifecycle_pause_resume_stop_accounts_for_every_event(daemon, tmp_path):
     # the run's records
     assert (run_dir / "setup.yaml").exists()
     stats = (run_dir / "stats.csv").read_text().splitlines()
-    assert stats[0].startswith("time,buffer,event_count") and len(stats) > 3
+    assert stats[0].startswith("time,buffer,event_count") and len(stats) >= 2  # header, >= 1 row
     records = [json.loads(line) for line in (run_dir / "daemon.log").read_text().splitlines()]
     assert any(r["event"] == "run ended" and r["lost"] == 0 for r in records)
     assert all({"event", "level", "timestamp"} <= set(r) for r in records)
