@@ -116,6 +116,7 @@ class Run:
         self._counters: dict[str, dict[str, Any]] = {}
         self._pending_rows: list[list[Any]] = []
         self._paused: set[str] = set()
+        self._pause_generation = 0
         self._exits_in_progress = 0
         self._exit_tasks: set[asyncio.Task[Any]] = set()
         self._finishing = False
@@ -586,6 +587,7 @@ class Run:
                 (self.buffers[n].pause if paused else self.buffers[n].resume)()
 
         await self._in_thread(apply)
+        self._pause_generation += 1
         for n in names:
             (self._paused.add if paused else self._paused.discard)(n)
             self._counters.setdefault(n, {})["paused"] = paused
@@ -599,7 +601,10 @@ class Run:
         """Every 0.1 s: fresh counters (in a thread), run limits, stalled processes."""
         while True:
             await asyncio.sleep(LIMIT_CHECK_INTERVAL)
-            self._counters = await self._in_thread(self._sample_counters_blocking) or self._counters
+            generation = self._pause_generation
+            sample = await self._in_thread(self._sample_counters_blocking)
+            if sample and generation == self._pause_generation:  # not older than a pause/resume
+                self._counters = sample
             if self.max_events and self.roots and not self._stopping:
                 taken = min(int(self._counters.get(n, {}).get("events", 0)) for n in self.roots)
                 if taken >= self.max_events:
