@@ -251,6 +251,7 @@ class SlotRing:
         cb, lock = self.cb, self.lock
         while True:
             if cb[H_PAUSED]:
+                heartbeat.beat()  # a discarded write is still progress
                 return PAUSED
             if not lock.acquire(False):
                 self._acquire_contended()
