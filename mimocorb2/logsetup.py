@@ -227,8 +227,10 @@ def configure_worker_logging(log_file: str | os.PathLike[str], worker: str, pid:
                 pass
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stdout = _TaggedStream(
+            open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False), "stdout", worker, pid)
+        sys.stderr = _TaggedStream(
+            open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False), "stderr", worker, pid)
     stream = open(fd, "a", buffering=1, encoding="utf-8", errors="replace")  # line buffered
     shutdown_logging()
     _configure_structlog()
@@ -254,3 +256,44 @@ def configure_worker_logging(log_file: str | os.PathLike[str], worker: str, pid:
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+class _TaggedStream:
+    """sys.stdout / sys.stderr of a worker: each line tagged like a log record.
+
+    Writes below Python (C libraries, the interpreter's last words) reach the
+    file descriptor directly and stay untagged.
+    """
+
+    def __init__(self, raw: TextIO, name: str, worker: str, pid: int) -> None:
+        self._raw = raw
+        self._name = name
+        self._tag = f" [{name}] pid={pid} worker={worker}\n"
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        data = self._partial + text
+        lines = data.split("\n")
+        self._partial = lines.pop()
+        if lines:
+            stamp = _utc_stamp()
+            self._raw.write("".join(f"{stamp} [{self._name:<9}] {line}{self._tag}" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._raw.write(f"{_utc_stamp()} [{self._name:<9}] {self._partial}{self._tag}")
+            self._partial = ""
+        self._raw.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:  # fileno, buffer, encoding, ...
+        return getattr(self._raw, name)
+
+
+def _utc_stamp() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
