@@ -49,8 +49,9 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mimocorb2d exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
             try:
-                self.call("ping", timeout=2.0)
-                return self
+                if self.call("ping", timeout=2.0)["pid"] == self.proc.pid:
+                    return self
+                # another daemon answers on this socket; ours will give up (exit 1)
             except DaemonUnreachable:
                 pass
             if time.monotonic() > deadline:
