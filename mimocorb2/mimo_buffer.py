@@ -133,7 +133,7 @@ class mimoBuffer:
         self.data_dtype = make_dtype(data_dtype, name)
         layout = Layout(self.slot_count, min(len(groups) + SPARE_GROUPS, MAX_GROUPS), self.data_length * self.data_dtype.itemsize)
         ctx = multiprocessing.get_context("spawn")  # picklable for every start method
-        self._sync = (ctx.Lock(), ctx.Semaphore(0), [ctx.Semaphore(0) for _ in range(layout.max_groups)])
+        self._sync = (ctx.Lock(), ctx.Semaphore(0), [ctx.Semaphore(0) for _ in range(layout.max_groups)], ctx.Lock())
         self._segment = Segment.create(name, layout.total_bytes)
         self._layout = layout
         self._attach_views()
@@ -145,8 +145,8 @@ class mimoBuffer:
     def _attach_views(self) -> None:
         """Build this process's views: ring, per-slot arrays, scratch slot."""
         layout, mm = self._layout, self._segment.mm
-        lock, space, group_sems = self._sync
-        self._ring = SlotRing(mm, layout, lock, space, group_sems)
+        lock, space, group_sems, repair = self._sync
+        self._ring = SlotRing(mm, layout, lock, space, group_sems, repair)
         self.data_example = np.zeros(self.data_length, dtype=self.data_dtype)
         self.data_byte_size = self.data_example.nbytes
         self.slot_byte_size = layout.slot_stride
@@ -372,7 +372,7 @@ class mimoBuffer:
         return f"mimoBuffer({self.name!r}, slot_count={self.slot_count}, data_length={self.data_length}, data_dtype={self.data_dtype})"
 
 
-def _unlink_semaphores(sync: tuple[Any, Any, list[Any]]) -> None:
+def _unlink_semaphores(sync: tuple[Any, Any, list[Any], Any]) -> None:
     """Run the creator's cleanup of the named semaphores now instead of at exit.
 
     multiprocessing unlinks a named semaphore when the creating object is
@@ -381,8 +381,8 @@ def _unlink_semaphores(sync: tuple[Any, Any, list[Any]]) -> None:
     """
     from multiprocessing import util
 
-    lock, space, group_sems = sync
-    ours = {id(lock), id(space), *(id(s) for s in group_sems)}
+    lock, space, group_sems, repair = sync
+    ours = {id(lock), id(space), id(repair), *(id(s) for s in group_sems)}
     for finalizer in list(util._finalizer_registry.values()):
         ref = getattr(finalizer, "_weakref", None)
         target = ref() if ref is not None else None

@@ -148,7 +148,8 @@ class Importer(Base):
     def __call__(self, ufunc: Callable[[], Iterator[Any]]) -> None:
         """Run the generator ``ufunc()`` and write each event it yields to the sink.
 
-        The generator yields arrays shaped like ``data_example`` and finally None.
+        The generator (or any iterable) yields arrays shaped like
+        ``data_example`` and finally None; running out counts as None too.
         Metadata is added: ``counter`` (events written by this process),
         ``timestamp`` (epoch seconds when the event was yielded) and
         ``deadtime`` (the fraction of the time since the previous event spent
@@ -159,7 +160,7 @@ class Importer(Base):
         writer = self.write[0]
         words = writer.buffer._meta_words
         try:
-            generator = ufunc()
+            generator = iter(ufunc())  # a generator, or any iterable of events
         except Exception as exc:
             raise self._ufunc_failed("ufunc failed to start", exc) from exc
         self.logger.info("importer started")
@@ -190,7 +191,9 @@ class Importer(Base):
                 self.counter += 1
                 last_event = time.time()
         finally:
-            generator.close()
+            close = getattr(generator, "close", None)
+            if close is not None:  # let a generator release its hardware
+                close()
         self.shutdown_sinks()
         self.logger.info("importer finished after %d events", self.counter)
 

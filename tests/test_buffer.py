@@ -293,6 +293,22 @@ def test_reclaim_repairs_a_lock_held_by_a_dead_process(make_buffer):
     assert buf.get_stats()["event_count"] == 2
 
 
+def test_a_blocked_process_takes_over_a_lock_whose_holder_died(make_buffer):
+    """No supervisor needed: a writer waiting on a dead holder's lock repairs it itself."""
+    buf = make_buffer("selfheal", 4, 1, {"x": "i8"})
+    ready = CTX.Event()
+    victim = CTX.Process(target=die_inside_lock, args=(buf, ready))
+    victim.start()
+    assert ready.wait(30)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+    with BufferWriter(buf) as (metadata, data):
+        data["x"] = 9
+    with BufferReader(buf) as (metadata, data):
+        assert data["x"][0] == 9
+    assert buf.reclaim(victim.pid)["lost"] == 0
+
+
 def test_fan_out_groups_and_back_pressure(make_buffer):
     buf = make_buffer("fan", 3, 1, {"x": "i8"}, reader_groups=["fast", "slow"])
     fast, slow = BufferReader(buf, "fast"), BufferReader(buf, "slow")

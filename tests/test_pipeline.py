@@ -246,6 +246,14 @@ def test_importer_metadata_and_end(buffers):
         assert data is None
 
 
+def test_importer_accepts_a_plain_iterable(buffers):
+    importer = Importer(io_for(buffers, sinks=["b"]))
+    events = [np.full(3, i, importer.data_example.dtype) for i in range(2)]
+    importer(lambda: events)  # a list: no None at the end, no close()
+    stats = buffers["b"].get_stats()
+    assert stats["event_count"] == 2 and stats["ended"]
+
+
 def test_processor_rejects_wrong_result_and_exporter_copies(buffers):
     with BufferWriter(buffers["a"]) as (metadata, data):
         data["x"] = 2.5

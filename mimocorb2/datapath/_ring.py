@@ -98,6 +98,7 @@ REJECTED = -2  # claim() result: the buffer has ended, the write is refused (cou
 
 WAIT_SLICE = 0.2  # seconds a sleeper waits before re-checking (and beating)
 LOCK_SPIN = 50  # sched_yield rounds spent trying a busy lock before blocking on it
+DEAD_OWNER_CHECK = 0.5  # seconds blocked on the lock between checks that its holder still lives
 SPIN_MAX = 64  # sched_yield rounds a waiter may spin before sleeping on a semaphore
 QUICK_WAKE = 200e-6  # a sleep shorter than this says spinning would have paid off
 STUCK_LOCK_SECONDS = 2.0  # a lock held this long with no owner recorded is dead
@@ -116,9 +117,10 @@ os.register_at_fork(after_in_child=_refresh_pid)
 class SlotRing:
     """The shared bookkeeping of one buffer (see the module docstring)."""
 
-    def __init__(self, mm: Any, layout: Layout, lock: Any, space: Any, group_sems: list[Any]) -> None:
+    def __init__(self, mm: Any, layout: Layout, lock: Any, space: Any, group_sems: list[Any], repair: Any) -> None:
         self.layout = layout
         self.lock = lock
+        self.repair = repair  # held by whoever takes the lock over from a dead process
         self.space = space
         self.group_sems = group_sems
         self.n = layout.slots
@@ -133,6 +135,7 @@ class SlotRing:
         # spin, shrink when spinning did not help, so idle waiters sleep at once
         self._writer_spin = 8
         self._reader_spin = 8
+        self._last_reclaim = {"lost": 0, "redelivered": 0}
 
     # ---------------------------------------------------------------- setup
     def initialize(self, writers: int) -> None:
@@ -168,7 +171,32 @@ class SlotRing:
             if lock.acquire(False):
                 return
             _yield()
-        lock.acquire()
+        while not lock.acquire(True, DEAD_OWNER_CHECK):
+            if self._take_over_from_dead_owner():
+                return
+
+    def _take_over_from_dead_owner(self, known_dead: int = 0) -> bool:
+        """If the lock's holder died inside the critical section, take the lock over.
+
+        The taker rebuilds the bookkeeping and hands back the dead process's
+        slots, then holds the lock as if it had acquired it. The ``repair``
+        semaphore makes sure only one process does this for one dead holder.
+        """
+        cb = self.cb
+        owner = cb[H_LOCK_OWNER]
+        if not owner or owner == _pid or (owner != known_dead and pid_alive(owner)):
+            return False
+        if not self.repair.acquire(False):
+            return False
+        try:
+            if cb[H_LOCK_OWNER] != owner:  # somebody else repaired it meanwhile
+                return False
+            cb[H_LOCK_OWNER] = _pid
+            self._rebuild_locked()
+            self._reclaim_locked(owner)
+            return True
+        finally:
+            self.repair.release()
 
     def _unlock(self) -> None:
         self.cb[H_LOCK_OWNER] = 0
@@ -575,47 +603,57 @@ class SlotRing:
         slots go to their group's redeliver stack (counted as redelivered).
         Must only be called once ``pid`` is known to be dead.
         """
-        repair = self._lock_for_recovery(pid)
-        cb, n = self.cb, self.n
+        repaired = self._lock_for_recovery(pid)
         try:
-            if repair:
-                self._rebuild_locked()
-            lost = redelivered = 0
-            for s in range(n):
-                if cb[self._state + s] == -pid:
-                    cb[H_WRITING] -= 1
-                    self._free_locked(s)
-                    lost += 1
-            for g in range(cb[H_GROUPS]):
-                gbase = self._groups + g * GROUP_WORDS
-                for s in range(n):
-                    if cb[self._holders + g * n + s] == pid:
-                        self._push_redeliver_locked(g, s)
-                        cb[self._holders + g * n + s] = 0
-                        cb[gbase + G_HELD] -= 1
-                        redelivered += 1
-            cb[H_LOST] += lost
-            cb[H_REDELIVERED] += redelivered
-            if cb[H_ENDED]:
-                self._wake_all_readers_locked()
-            return {"lost": lost, "redelivered": redelivered, "repaired": int(repair)}
+            if repaired:  # the takeover already handed back pid's slots
+                return {"lost": 0, "redelivered": 0, "repaired": 1, **self._last_reclaim}
+            return {**self._reclaim_locked(pid), "repaired": 0}
         finally:
             self._unlock()
 
+    def _reclaim_locked(self, pid: int) -> dict[str, int]:
+        cb, n = self.cb, self.n
+        lost = redelivered = 0
+        for s in range(n):
+            if cb[self._state + s] == -pid:
+                cb[H_WRITING] -= 1
+                self._free_locked(s)
+                lost += 1
+        for g in range(cb[H_GROUPS]):
+            gbase = self._groups + g * GROUP_WORDS
+            for s in range(n):
+                if cb[self._holders + g * n + s] == pid:
+                    self._push_redeliver_locked(g, s)
+                    cb[self._holders + g * n + s] = 0
+                    cb[gbase + G_HELD] -= 1
+                    redelivered += 1
+        cb[H_LOST] += lost
+        cb[H_REDELIVERED] += redelivered
+        if cb[H_ENDED]:
+            self._wake_all_readers_locked()
+        self._last_reclaim = {"lost": lost, "redelivered": redelivered}
+        return dict(self._last_reclaim)
+
     def _lock_for_recovery(self, dead_pid: int) -> bool:
-        """Take the lock; return True if it was taken over from a dead holder."""
+        """Take the lock; return True if it was taken over from dead ``dead_pid``."""
         stuck_since = time.monotonic()
         while True:
             if self.lock.acquire(True, 0.25):
                 self.cb[H_LOCK_OWNER] = _pid
                 return False
             owner = self.cb[H_LOCK_OWNER]
-            if owner and (owner == dead_pid or not pid_alive(owner)):
-                self.cb[H_LOCK_OWNER] = _pid
-                return True
+            if owner and self._take_over_from_dead_owner(known_dead=dead_pid):
+                return owner == dead_pid
             if not owner and time.monotonic() - stuck_since > STUCK_LOCK_SECONDS:
-                self.cb[H_LOCK_OWNER] = _pid
-                return True
+                # died between acquiring and recording itself: nobody else can know
+                if self.repair.acquire(False):
+                    try:
+                        if not self.cb[H_LOCK_OWNER]:
+                            self.cb[H_LOCK_OWNER] = _pid
+                            self._rebuild_locked()
+                            return False
+                    finally:
+                        self.repair.release()
 
     def _rebuild_locked(self) -> None:
         """Recompute everything derived from slot states and group positions.

@@ -28,7 +28,7 @@ _NAME_RE = re.compile(r"^mimocorb2-(\d+)-")
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (zombies count as alive)."""
+    """True when a process with this pid exists and is not a zombie (it can still run)."""
     if pid <= 0:
         return False
     try:
@@ -37,7 +37,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def _safe_label(label: str) -> str:
