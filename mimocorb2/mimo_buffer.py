@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .datapath import END_OF_STREAM, PAUSED, REJECTED, Layout, Segment, SlotRing
+from .datapath import END_OF_STREAM, PAUSED, Layout, Segment, SlotRing
 from .datapath import heartbeat as _heartbeat
 from .datapath._layout import DATA_OFFSET
 

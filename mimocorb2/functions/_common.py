@@ -211,6 +211,20 @@ def resolve_path(io: Any, filename: str) -> Path:
     return (Path(base) if base is not None else Path.cwd()) / path
 
 
+def output_path(io: Any, filename: str, suffix: str) -> Path:
+    """Where an exporter writes ``filename``: ``suffix`` added if missing, relative to the run directory.
+
+    The parent directory is created.
+    """
+    if not filename.endswith(suffix):
+        filename += suffix
+    path = Path(filename)
+    if not path.is_absolute():
+        path = Path(io.run_dir) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: Path, writer: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` atomically: ``writer(file)`` writes a temporary file that then replaces it."""
     path = Path(path)

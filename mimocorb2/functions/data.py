@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time as _time
-from pathlib import Path as _Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as _np
@@ -13,6 +12,7 @@ from ..mimofile import MimoFileWriter as _MimoFileWriter
 from ..mimofile import read_mimo_file as _read_mimo_file
 from ..mimofile import read_mimo_header as _read_mimo_header
 from ._common import ConfigChecker as _ConfigChecker
+from ._common import output_path as _output_path
 from ._common import resolve_path as _resolve_path
 from ._common import single_process as _single_process
 
@@ -67,12 +67,7 @@ def export(buffer_io: BufferIO) -> None:
     from ..worker_templates import Exporter
 
     exporter = Exporter(buffer_io)
-    if not filename.endswith(".mimo"):
-        filename += ".mimo"
-    path = _Path(filename)
-    if not path.is_absolute():
-        path = _Path(buffer_io.run_dir) / path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _output_path(buffer_io, filename, ".mimo")
     example = exporter.data_example
     with _MimoFileWriter(path, example.dtype, len(example), buffer_io.buffer_names_in[0]) as writer:
         last = _time.monotonic()

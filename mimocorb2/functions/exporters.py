@@ -13,6 +13,7 @@ import numpy as _np
 from ._common import ConfigChecker as _ConfigChecker
 from ._common import atomic_save_npy as _atomic_save_npy
 from ._common import atomic_write_bytes as _atomic_write_bytes
+from ._common import output_path as _output_path
 from ._common import is_int as _is_int
 from ._common import is_number as _is_number
 from ._common import single_process as _single_process
@@ -270,12 +271,7 @@ def csv(buffer_io: BufferIO) -> None:
     from ..worker_templates import Exporter
 
     exporter = Exporter(buffer_io)
-    if not filename.endswith(".csv"):
-        filename += ".csv"
-    path = _Path(filename)
-    if not path.is_absolute():
-        path = _Path(buffer_io.run_dir) / path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _output_path(buffer_io, filename, ".csv")
     fields = exporter.data_example.dtype.names or ()
     needs_conversion = any(
         exporter.data_example.dtype[f].kind in "SUV" or exporter.data_example.dtype[f].shape for f in fields
