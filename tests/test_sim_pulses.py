@@ -132,3 +132,11 @@ def test_gamma_rejects_bad_arguments() -> None:
         GammaSource(photo_fraction=2)
     with pytest.raises(ValueError):
         MuonDetector(double_pulse_fraction=-0.1)
+
+
+def test_paced_yields_every_event_in_order() -> None:
+    from mimocorb2.sim.pulses import paced
+
+    events = [np.full(2, i) for i in range(5)]
+    assert [int(e[0]) for e in paced(iter(events), 0)] == [0, 1, 2, 3, 4]
+    assert [int(e[0]) for e in paced(iter(events), 1e6)] == [0, 1, 2, 3, 4]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from mimocorb2.mimo_worker import BufferIO
-from mimocorb2.sim.pulses import MuonDetector
+from mimocorb2.sim.pulses import MuonDetector, paced
 from mimocorb2.worker_templates import Filter, Importer, Processor
 
 
@@ -57,13 +55,7 @@ def simulate_detector(buffer_io: BufferIO) -> None:
     )
 
     def ufunc():
-        start = time.monotonic()
-        for i in range(n_events):
-            if rate > 0:
-                wait = start + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            yield detector.event()
+        yield from paced(detector.events(n_events), rate)
         yield None
 
     importer(ufunc)

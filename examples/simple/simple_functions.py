@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from mimocorb2.mimo_worker import BufferIO
-from mimocorb2.sim.pulses import PulseSimulator
+from mimocorb2.sim.pulses import PulseSimulator, paced
 from mimocorb2.worker_templates import Filter, Importer, Processor
 
 
@@ -57,13 +56,7 @@ def simulate_source(buffer_io: BufferIO) -> None:
     )
 
     def ufunc():
-        start = time.monotonic()
-        for i in range(n_events):
-            if rate > 0:
-                wait = start + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            yield sim.event()
+        yield from paced(sim.events(n_events), rate)
         yield None
 
     importer(ufunc)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 
 from mimocorb2.mimo_worker import BufferIO
-from mimocorb2.sim.pulses import DEFAULT_LINES, GammaSource
+from mimocorb2.sim.pulses import DEFAULT_LINES, GammaSource, paced
 from mimocorb2.worker_templates import Importer
 
 
@@ -61,13 +60,7 @@ def gamma_source(buffer_io: BufferIO) -> None:
     )
 
     def ufunc():
-        start = time.monotonic()
-        for i in range(n_events):
-            if rate > 0:
-                wait = start + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            yield source.event()
+        yield from paced(source.events(n_events), rate)
         yield None
 
     importer(ufunc)

@@ -20,8 +20,10 @@ at an integer sample position has a sampled maximum of exactly ``A`` (plus noise
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+import time
 
 import numpy as np
 
@@ -65,6 +67,20 @@ def peak_offset(rise: float, decay: float, data_length: int = 1000) -> int:
     """Number of samples from a pulse's start to its (sampled) maximum."""
     template, start = pulse_template(data_length, rise, decay)
     return int(np.argmax(template)) - start
+
+
+def paced(events: Iterable[np.ndarray], rate: float) -> Iterator[np.ndarray]:
+    """Yield ``events`` at ``rate`` per second on a steady clock (as fast as possible if rate <= 0).
+
+    Lateness is not carried over as a burst beyond catching up to the schedule.
+    """
+    start = time.monotonic()
+    for i, event in enumerate(events):
+        if rate > 0:
+            wait = start + i / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        yield event
 
 
 class _Base:
