@@ -14,13 +14,14 @@ double-pulse resolution (t_min) does not bias tau: the exponential has no memory
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
+
+from mimocorb2.functions.visualizers import load_histogram as _load_histogram
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,13 +48,7 @@ class LifetimeFit:
 
 def load_histogram(run_dir: Path, buffer: str = "decay_times", channel: str = "decay_time") -> tuple[np.ndarray, np.ndarray]:
     """``(bin edges, counts)`` of ``channel`` from a run directory."""
-    directory = Path(run_dir) / f"Histograms_{buffer}"
-    with open(directory / "info.csv", newline="") as fh:
-        rows = {row["channel"]: row for row in csv.DictReader(fh)}
-    row = rows[channel]
-    counts = np.load(directory / f"{channel}.npy")
-    edges = np.linspace(float(row["min"]), float(row["max"]), int(row["bins"]) + 1)
-    return edges, counts
+    return _load_histogram(run_dir, buffer, channel)
 
 
 def _hessian(f, x: np.ndarray, steps: np.ndarray) -> np.ndarray:

@@ -14,13 +14,14 @@ window of +-2.5 expected standard deviations around the highest bin near it.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import curve_fit
+
+from mimocorb2.functions.visualizers import load_histogram as _load_histogram
 
 HERE = Path(__file__).resolve().parent
 LINES_KEV = {"Cs-137": 661.657, "Co-60 (1173)": 1173.228, "Co-60 (1332)": 1332.492}
@@ -52,13 +53,7 @@ class LineFit:
 
 def load_histogram(run_dir: Path, buffer: str = "pulse_heights", channel: str = "peak_heights") -> tuple[np.ndarray, np.ndarray]:
     """``(bin edges, counts)`` of ``channel`` from a run directory."""
-    directory = Path(run_dir) / f"Histograms_{buffer}"
-    with open(directory / "info.csv", newline="") as fh:
-        rows = {row["channel"]: row for row in csv.DictReader(fh)}
-    row = rows[channel]
-    counts = np.load(directory / f"{channel}.npy")
-    edges = np.linspace(float(row["min"]), float(row["max"]), int(row["bins"]) + 1)
-    return edges, counts
+    return _load_histogram(run_dir, buffer, channel)
 
 
 def _model(x: np.ndarray, n: float, mu: float, sigma: float, a: float, b: float) -> np.ndarray:

@@ -104,6 +104,7 @@ QUICK_WAKE = 200e-6  # a sleep shorter than this says spinning would have paid o
 STUCK_LOCK_SECONDS = 2.0  # a lock held this long with no owner recorded is dead
 
 _pid = os.getpid()
+_WRITER, _READER = 0, 1
 
 
 def _refresh_pid() -> None:
@@ -133,8 +134,7 @@ class SlotRing:
         self._groups, self._holders, self._redeliver = L.groups, L.holders, L.redeliver
         # adaptive spin budgets (process-local): grow while data arrives within a
         # spin, shrink when spinning did not help, so idle waiters sleep at once
-        self._writer_spin = 8
-        self._reader_spin = 8
+        self._spin = [8, 8]  # indexed by _WRITER / _READER
         self._last_reclaim = {"lost": 0, "redelivered": 0}
 
     # ---------------------------------------------------------------- setup
@@ -238,6 +238,45 @@ class SlotRing:
         finally:
             self._unlock()
 
+    def _wait(self, who: int, may_go: Any, waiting_word: int, semaphore: Any) -> None:
+        """Wait until ``may_go()`` is worth re-checking under the lock.
+
+        First spin (a budget per role that doubles when spinning pays off and
+        halves when it does not), then register in ``waiting_word`` and sleep
+        on ``semaphore`` for at most WAIT_SLICE. A quick wake-up says the
+        stream is fast again, so the spin budget grows back.
+        """
+        spin = self._spin[who]
+        if spin:
+            for _ in range(spin):
+                _yield()
+                if may_go():
+                    self._spin[who] = min(spin * 2, SPIN_MAX)
+                    return
+            self._spin[who] = spin >> 1
+        self._lock()
+        if may_go():
+            self._unlock()
+            return
+        self.cb[waiting_word] += 1
+        self._unlock()
+        slept = _monotonic()
+        if not semaphore.acquire(True, WAIT_SLICE):
+            self._withdraw(waiting_word)
+        elif _monotonic() - slept < QUICK_WAKE:
+            self._spin[who] = max(self._spin[who] * 2, 4)
+        heartbeat.beat()
+
+    def _writer_may_go(self) -> bool:
+        cb = self.cb
+        return bool(cb[H_FREE_TOP] or cb[H_PAUSED] or cb[H_ENDED])
+
+    def _reader_may_go(self, gbase: int) -> bool:
+        cb = self.cb
+        if cb[H_HEAD] > cb[gbase + G_TAIL] or cb[gbase + G_RTOP] or cb[gbase + G_DETACHED]:
+            return True
+        return bool(cb[H_ENDED] and cb[gbase + G_HELD] == 0 and cb[H_WRITING] == 0)
+
     def detach_group(self, name: str) -> None:
         """Give up reader group ``name``: release what it has not read, stop keeping events for it.
 
@@ -307,33 +346,7 @@ class SlotRing:
                 return slot
             cb[H_LOCK_OWNER] = 0
             lock.release()
-            spin = self._writer_spin
-            if spin:
-                for _ in range(spin):
-                    _yield()
-                    if cb[H_FREE_TOP] or cb[H_PAUSED] or cb[H_ENDED]:
-                        self._writer_spin = min(spin * 2, SPIN_MAX)
-                        break
-                else:
-                    self._writer_spin = spin >> 1
-                if self._writer_spin > spin >> 1:
-                    continue
-            if not lock.acquire(False):
-                self._acquire_contended()
-            cb[H_LOCK_OWNER] = _pid
-            if cb[H_FREE_TOP] or cb[H_ENDED]:
-                cb[H_LOCK_OWNER] = 0
-                lock.release()
-                continue
-            cb[H_WAITING_WRITERS] += 1
-            cb[H_LOCK_OWNER] = 0
-            lock.release()
-            slept = _monotonic()
-            if not self.space.acquire(True, WAIT_SLICE):
-                self._withdraw(H_WAITING_WRITERS)
-            elif _monotonic() - slept < QUICK_WAKE:
-                self._writer_spin = max(self._writer_spin * 2, 4)
-            heartbeat.beat()
+            self._wait(_WRITER, self._writer_may_go, H_WAITING_WRITERS, self.space)
 
     def commit(self, slot: int, deadtime: float) -> None:
         """Publish the event written into ``slot`` to every reader group."""
@@ -467,33 +480,7 @@ class SlotRing:
                 return END_OF_STREAM
             cb[H_LOCK_OWNER] = 0
             lock.release()
-            spin = self._reader_spin
-            if spin:
-                for _ in range(spin):
-                    _yield()
-                    if cb[H_HEAD] > tail or cb[gbase + G_RTOP] or cb[H_ENDED]:
-                        self._reader_spin = min(spin * 2, SPIN_MAX)
-                        break
-                else:
-                    self._reader_spin = spin >> 1
-                if self._reader_spin > spin >> 1:
-                    continue
-            if not lock.acquire(False):
-                self._acquire_contended()
-            cb[H_LOCK_OWNER] = _pid
-            if cb[H_HEAD] > cb[gbase + G_TAIL] or cb[gbase + G_RTOP] or cb[H_ENDED]:
-                cb[H_LOCK_OWNER] = 0
-                lock.release()
-                continue
-            cb[gbase + G_WAITING] += 1
-            cb[H_LOCK_OWNER] = 0
-            lock.release()
-            slept = _monotonic()
-            if not self.group_sems[g].acquire(True, WAIT_SLICE):
-                self._withdraw(gbase + G_WAITING)
-            elif _monotonic() - slept < QUICK_WAKE:
-                self._reader_spin = max(self._reader_spin * 2, 4)
-            heartbeat.beat()
+            self._wait(_READER, lambda: self._reader_may_go(gbase), gbase + G_WAITING, self.group_sems[g])
 
     def finish(self, g: int, slot: int) -> None:
         """Reader of group ``g`` is done with ``slot``; free it when every group is."""

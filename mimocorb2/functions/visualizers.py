@@ -16,7 +16,7 @@ from ._plotting import PlotOutput as _PlotOutput
 if TYPE_CHECKING:
     from ..mimo_worker import BufferIO
 
-__all__ = ["histogram"]
+__all__ = ["histogram", "read_histograms", "load_histogram"]
 
 _MARKER = ".complete"  # written by exporters.histogram after its final update
 _FINAL_WAIT = 15.0  # seconds to wait for the exporter's final files at end of stream
@@ -49,6 +49,19 @@ def read_histograms(directory: _Path) -> list[dict[str, Any]]:
                 entry["counts"] = None
             out.append(entry)
     return out
+
+
+def load_histogram(run_dir: _Path | str, buffer: str, channel: str) -> tuple[_np.ndarray, _np.ndarray]:
+    """``(bin edges, counts)`` of one channel saved by exporters.histogram in ``run_dir``.
+
+    Raises KeyError naming the channel when the run has no histogram of it.
+    """
+    directory = _Path(run_dir) / f"Histograms_{buffer}"
+    for entry in read_histograms(directory):
+        if entry["channel"] == channel and entry["counts"] is not None:
+            edges = _np.linspace(entry["min"], entry["max"], entry["bins"] + 1)
+            return edges, entry["counts"]
+    raise KeyError(f"no histogram of channel '{channel}' in {directory}")
 
 
 class _HistogramView:
