@@ -1,14 +1,15 @@
 """Setup files: loading and validating them, finding worker functions, run directories.
 
 ``load_setup(path)`` returns a :class:`Setup` or raises :class:`~mimocorb2.errors.SetupError`
-listing every problem of the file at once.
+listing every problem of the file at once; keys it does not use are ignored with a
+warning or a note (``Setup.warnings``, ``Setup.notes``, :func:`inspect_setup`).
 """
 
 from __future__ import annotations
 
 from ._functions import resolve_function
-from ._load import check_setup, load_setup
-from ._model import BufferSpec, RunLimits, Setup, WorkerSpec
+from ._load import check_setup, inspect_setup, load_setup
+from ._model import BufferSpec, RunLimits, Setup, SetupCheck, WorkerSpec
 from ._problems import did_you_mean
 from ._rundir import create_run_directory
 
@@ -16,10 +17,12 @@ __all__ = [
     "BufferSpec",
     "RunLimits",
     "Setup",
+    "SetupCheck",
     "WorkerSpec",
     "check_setup",
     "create_run_directory",
     "did_you_mean",
+    "inspect_setup",
     "load_setup",
     "resolve_function",
 ]

@@ -10,18 +10,18 @@ import numpy as np
 
 from ..errors import SetupError
 from ._graph import check_graph
-from ._model import FAILURE_POLICIES, BufferSpec, RunLimits, Setup, WorkerSpec
+from ._model import FAILURE_POLICIES, BufferSpec, RunLimits, Setup, SetupCheck, WorkerSpec
 from ._problems import Problems, describe
 from ._values import (check_choice, check_dtype, check_int, check_keys, check_mapping,
                       check_name, check_positive, is_misspelled)
 from ._workers import WorkerChecker
 from ._yaml import YamlProblem, read_yaml
 
-TOP_KEYS = ("Buffers", "Workers", "target_directory", "run_limits", "on_worker_failure",
-            "drain_timeout", "stats_interval")
+TOP_KEYS = ("Buffers", "Workers", "base_config", "target_directory", "run_limits",
+            "on_worker_failure", "drain_timeout", "stats_interval")
 BUFFER_KEYS = ("slot_count", "data_length", "data_dtype")
 RUN_LIMIT_KEYS = ("max_events", "max_seconds")
-ANCHOR_PREFIX = "x-"  # top-level keys like 'x-defaults' only hold YAML anchors
+ANCHOR_PREFIX = "x-"  # top-level keys like 'x-defaults' only hold YAML anchors, silently
 
 
 class _Loader:
@@ -40,7 +40,7 @@ class _Loader:
             return None
         if not self._looks_like_setup(data):
             return None
-        check_keys(self.problems, "", data, TOP_KEYS, ignore_prefix=ANCHOR_PREFIX)
+        self._top_level_keys(data)
         buffers = self._buffers(data)
         workers = self._workers(data, None if buffers is None else list(buffers))
         options = self._options(data)
@@ -49,6 +49,17 @@ class _Loader:
         if self.problems.lines or buffers is None or workers is None:
             return None
         return self._build(buffers, workers, options)
+
+    def _top_level_keys(self, data: dict[str, Any]) -> None:
+        """Misspelled known keys are problems; other unknown keys get one note.
+
+        Setups written for the original mimoCoRB2 keep YAML anchor holders
+        (``osc_template: &osc_template``) and blocks such as ``Options:`` at the top.
+        """
+        keys = {k: v for k, v in data.items() if not str(k).startswith(ANCHOR_PREFIX)}
+        unused = check_keys(self.problems, "", keys, TOP_KEYS)
+        if unused:
+            self.problems.note("", f"not used by mimocorb2: {', '.join(unused)}")
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -122,6 +133,7 @@ class _Loader:
         if not section:
             self.problems.add("Workers", "no workers defined")
         checker = WorkerChecker(self.problems, self.directory, buffer_names)
+        checker.base_config = checker.config("base_config", data.get("base_config"))
         workers: dict[str, WorkerSpec] = {}
         for name, raw in section.items():
             check_name(self.problems, "Workers", name, "worker")
@@ -177,6 +189,8 @@ class _Loader:
         setup = Setup(path=self.path, directory=self.directory, buffers=specs, workers=workers,
                       **options)
         setup.resolved = resolved_dict(setup, {n: v["raw_dtype"] for n, v in buffers.items()})
+        setup.warnings = list(self.problems.warnings)
+        setup.notes = list(self.problems.notes)
         return setup
 
 
@@ -240,15 +254,17 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def _problems_of(path: str | os.PathLike[str]) -> tuple[Setup | None, list[str]]:
+def _check(path: str | os.PathLike[str]) -> tuple[Setup | None, SetupCheck]:
     loader = _Loader(Path(path))
     setup = loader.run()
-    return setup, loader.problems.lines
+    found = loader.problems
+    return setup, SetupCheck(found.lines, found.warnings, found.notes)
 
 
 def load_setup(path: str | os.PathLike[str]) -> Setup:
     """Read and completely validate a setup file; raise SetupError listing every problem."""
-    setup, problems = _problems_of(path)
+    setup, found = _check(path)
+    problems = found.problems
     if problems or setup is None:
         count = len(problems)
         raise SetupError(f"{path}: {count} problem{'s' if count != 1 else ''}", problems)
@@ -257,4 +273,9 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
 
 def check_setup(path: str | os.PathLike[str]) -> list[str]:
     """The problems of a setup file (empty when it is fine), without raising."""
-    return _problems_of(path)[1]
+    return _check(path)[1].problems
+
+
+def inspect_setup(path: str | os.PathLike[str]) -> SetupCheck:
+    """Problems, warnings and notes of a setup file, without raising."""
+    return _check(path)[1]

@@ -64,3 +64,19 @@ class Setup:
     drain_timeout: float = 30.0
     stats_interval: float = 1.0
     resolved: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # ignored keys that may matter
+    notes: list[str] = field(default_factory=list)  # ignored on purpose (anchor holders)
+
+
+@dataclass
+class SetupCheck:
+    """What checking a setup file found; ``problems`` empty means it can run."""
+
+    problems: list[str]
+    warnings: list[str]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when the file has no problems (warnings and notes do not stop a run)."""
+        return not self.problems

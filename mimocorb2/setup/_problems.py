@@ -13,6 +13,25 @@ def closest(word: object, choices: Iterable[object]) -> str | None:
     return matches[0] if matches else None
 
 
+MISSPELLING_CUTOFF = 0.75  # stricter than closest(): an unknown key this close is refused
+
+
+def likely_misspelling(word: object, known: Iterable[str]) -> str | None:
+    """The known key that ``word`` most likely misspells, or None.
+
+    A key that differs from a known one only in case, or is a close difflib match
+    (ratio >= MISSPELLING_CUTOFF: ``number_of_process``, ``data_dtyp``, ``Buffer``),
+    is a typo; anything further away is a key mimocorb2 simply does not use.
+    """
+    names = [str(k) for k in known]
+    text = str(word)
+    for name in names:
+        if text.lower() == name.lower():
+            return name
+    matches = difflib.get_close_matches(text, names, n=1, cutoff=MISSPELLING_CUTOFF)
+    return matches[0] if matches else None
+
+
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or ``""`` if none is close."""
     match = closest(word, choices)
@@ -37,16 +56,32 @@ def describe(value: object) -> str:
 
 
 class Problems:
-    """An ordered list of problem lines, each prefixed with the setup file's name."""
+    """Ordered problem lines (refuse the file), warnings and notes (tell, then go on).
+
+    Every line is prefixed with the setup file's name.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: list[str] = []
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+
+    def _line(self, where: str, message: str) -> str:
+        parts = [self.source, where, message] if where else [self.source, message]
+        return ": ".join(parts)
 
     def add(self, where: str, message: str) -> None:
-        """Record ``<source>: <where>: <message>`` (``where`` may be empty)."""
-        parts = [self.source, where, message] if where else [self.source, message]
-        self.lines.append(": ".join(parts))
+        """Record the problem ``<source>: <where>: <message>`` (``where`` may be empty)."""
+        self.lines.append(self._line(where, message))
+
+    def warn(self, where: str, message: str) -> None:
+        """Record a warning: something is ignored that the author may have meant to matter."""
+        self.warnings.append(self._line(where, message))
+
+    def note(self, where: str, message: str) -> None:
+        """Record a note: something is ignored on purpose (e.g. YAML anchor holders)."""
+        self.notes.append(self._line(where, message))
 
     def extend(self, lines: Iterable[str]) -> None:
         """Record lines that already carry their prefix."""

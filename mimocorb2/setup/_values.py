@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._problems import Problems, closest, describe, did_you_mean
+from ._problems import Problems, describe, did_you_mean, likely_misspelling
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
@@ -60,15 +60,30 @@ def check_choice(problems: Problems, where: str, value: object,
 
 
 def check_keys(problems: Problems, where: str, mapping: Mapping[Any, Any],
-               known: Iterable[str], ignore_prefix: str | None = None) -> None:
-    """Report every key of ``mapping`` not in ``known``, with a did-you-mean."""
+               known: Iterable[str]) -> list[str]:
+    """Sort the keys of ``mapping`` that are not in ``known``; return the ignored ones.
+
+    A likely misspelling of a known key is a problem with a did-you-mean (the
+    typo would otherwise silently lose a setting). Any other unknown key is
+    ignored, as the original mimoCoRB2 does, with a warning naming the place
+    when ``where`` is a section inside the file (a buffer, a worker, ...);
+    unknown top-level keys (``where == ""``) are only returned, for one note.
+    """
     known = list(known)
+    ignored: list[str] = []
     for key in mapping:
-        if key in known or (ignore_prefix and str(key).startswith(ignore_prefix)):
+        if key in known:
             continue
-        hint = did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
-        prefix = f"{where}.{key}" if where else str(key)
-        problems.add(prefix, f"unknown key{hint}")
+        place = f"{where}.{key}" if where else str(key)
+        typo = likely_misspelling(key, known)
+        if typo is not None:
+            problems.add(place, f"unknown key (did you mean '{typo}'?)")
+            continue
+        ignored.append(str(key))
+        if where:
+            hint = did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
+            problems.warn(place, f"unknown key, ignored{hint}")
+    return ignored
 
 
 def is_misspelled(mapping: Mapping[Any, Any], key: str, known: Iterable[str]) -> bool:
@@ -77,7 +92,7 @@ def is_misspelled(mapping: Mapping[Any, Any], key: str, known: Iterable[str]) ->
     Used to avoid a second, redundant "missing" problem for the same typo.
     """
     known = list(known)
-    return any(closest(k, known) == key for k in mapping if k not in known)
+    return any(likely_misspelling(k, known) == key for k in mapping if k not in known)
 
 
 def check_mapping(problems: Problems, where: str, value: object, what: str) -> dict | None:

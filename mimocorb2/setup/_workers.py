@@ -27,6 +27,7 @@ class WorkerChecker:
         self.directory = directory
         self.buffers = buffers
         self.unresolved = 0  # buffer references that could not be checked against Buffers
+        self.base_config: dict[str, Any] = {}  # top-level 'base_config', under every worker's
 
     def check(self, name: str, raw: dict[str, Any]) -> WorkerSpec:
         """A WorkerSpec for ``raw``; problems are recorded, bad values replaced by defaults."""
@@ -36,7 +37,7 @@ class WorkerChecker:
             name=name,
             function=self._function(where, raw),
             file=self._file(where, raw.get("file")),
-            config=self.config(f"{where}.config", raw.get("config")),
+            config=self._worker_config(where, raw.get("config")),
             number_of_processes=self._optional_int(where, raw, "number_of_processes", 1, 1),
             restart=self._restart(where, raw),
             max_restarts=self._optional_int(where, raw, "max_restarts", 0, 5),
@@ -89,6 +90,12 @@ class WorkerChecker:
             self.problems.add(f"{where}.{err.key}", str(err))
 
     # --- config --------------------------------------------------------------------------
+    def _worker_config(self, where: str, value: object) -> dict[str, Any]:
+        """``base_config`` with the worker's own config merged over it (the worker's keys win)."""
+        merged = copy.deepcopy(self.base_config)
+        merged.update(self.config(f"{where}.config", value))
+        return merged
+
     def config(self, where: str, value: object) -> dict[str, Any]:
         """The merged config: a mapping, a file name or a list of those (later keys win)."""
         if value is None or value == "":
