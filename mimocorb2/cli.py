@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from .errors import SetupError
 
@@ -23,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("setup", help="setup YAML file")
     run.add_argument("--max-events", type=int, metavar="N", help="stop gracefully once the root buffers took N events")
     run.add_argument("--max-seconds", type=float, metavar="T", help="stop gracefully after T seconds")
-    run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the summary (no worker output, no progress)")
     check = sub.add_parser("check", help="validate a setup file and print every problem")
     check.add_argument("setup")
     sub.add_parser("functions", help="list the prebuilt functions and their config keys")
@@ -47,20 +48,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(path: str) -> int:
-    from .setup import check_setup
+    from .setup import inspect_setup
 
-    problems = check_setup(path)
-    if not problems:
+    found = inspect_setup(path)
+    if found.ok:
         print(f"{path}: ok")
-        return EXIT_OK
-    print(f"{path}: {len(problems)} problem(s)")
-    for problem in problems:
-        print(f"  - {problem}")
-    return EXIT_FAILED
+    else:
+        print(f"{path}: {len(found.problems)} problem(s)")
+        for problem in found.problems:
+            print(f"  - {problem}")
+    print_warnings(found.warnings, found.notes, sys.stdout)
+    return EXIT_OK if found.ok else EXIT_FAILED
+
+
+def print_warnings(warnings: Sequence[str], notes: Sequence[str], out: TextIO) -> None:
+    """Warnings and notes of a setup, one per line (nothing when there are none)."""
+    for warning in warnings:
+        print(f"  warning: {warning}", file=out)
+    for note in notes:
+        print(f"  note: {note}", file=out)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import Runner
+    from .runtime import LogEcho, Runner
     from .setup import load_setup
 
     for flag, value in (("--max-events", args.max_events), ("--max-seconds", args.max_seconds)):
@@ -72,8 +82,12 @@ def _run(args: argparse.Namespace) -> int:
     except SetupError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
+    print_warnings(setup.warnings, setup.notes, sys.stderr)
     echo = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
-    runner = Runner(setup, max_events=args.max_events, max_seconds=args.max_seconds, echo=echo)
+    log_echo = None if args.quiet else LogEcho(
+        {name: w.number_of_processes for name, w in setup.workers.items()})
+    runner = Runner(setup, max_events=args.max_events, max_seconds=args.max_seconds, echo=echo,
+                    log_echo=log_echo)
     report = runner.run()
     print(f"run directory: {report.run_dir}")
     if report.stop_reason:

@@ -57,7 +57,7 @@ class Handlers:
 
         setup = await load_setup_async(_setup_arg(args))
         return {"ok": True, "setup": str(setup.path), "buffers": list(setup.buffers),
-                "workers": list(setup.workers)}
+                "workers": list(setup.workers), **_setup_remarks(setup)}
 
     async def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
         setup_path = _setup_arg(args)
@@ -66,7 +66,7 @@ class Handlers:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise CommandError(f"{key} must be a positive number, got {value!r}", code=P.E_BAD_REQUEST)
         run = await self.daemon.start_run(setup_path, limits["max_events"], limits["max_seconds"])
-        return {"directory": str(run.directory), "state": run.state}
+        return {"directory": str(run.directory), "state": run.state, **_setup_remarks(run.setup)}
 
     async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
         run = self._active_run()
@@ -108,6 +108,11 @@ class Handlers:
 
         asyncio.get_running_loop().call_soon(self.daemon.request_exit, "shutdown command")
         return {"shutting_down": True, "state": self.daemon.state}
+
+
+def _setup_remarks(setup: Any) -> dict[str, list[str]]:
+    """A setup's warnings (ignored keys that may matter) and notes, for a reply."""
+    return {"warnings": list(setup.warnings), "notes": list(setup.notes)}
 
 
 def _setup_arg(args: dict[str, Any]) -> Path:

@@ -128,7 +128,16 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{args.setup}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{setup.path}: ok ({len(setup.buffers)} buffers, {len(setup.workers)} workers)", file=out)
+    _print_remarks(setup.warnings, setup.notes, out)
     return EXIT_OK
+
+
+def _print_remarks(warnings: list[str], notes: list[str], out: TextIO) -> None:
+    """The setup's warnings and notes, one per line."""
+    for warning in warnings:
+        print(f"  warning: {warning}", file=out)
+    for note in notes:
+        print(f"  note: {note}", file=out)
 
 
 def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -139,6 +148,7 @@ def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         request["max_seconds"] = args.max_seconds
     result = client.call("start", request)
     print(f"run started: {result['directory']}", file=out)
+    _print_remarks(result.get("warnings", []), result.get("notes", []), out)
     return EXIT_OK
 
 

@@ -8,13 +8,17 @@
   writer counts.
 * :class:`Runner` is ``mimocorb2 run``: start everything, wait for the end of
   stream to propagate, report.
+* :class:`LogEcho` follows the run's worker log files and prints the workers' own
+  output on the terminal, prefixed with the worker's name.
 """
 
+from ._echo import LogEcho
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
 from ._runner import Runner, RunReport
 
 __all__ = [
+    "LogEcho",
     "RunReport",
     "Runner",
     "WorkerLaunch",

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ..datapath.heartbeat import HeartbeatTable
 from ..mimo_buffer import mimoBuffer
+from ._echo import LogEcho
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
 from ._process import spawn_worker
 
@@ -62,12 +63,14 @@ class Runner:
         max_seconds: float | None = None,
         run_dir: Path | None = None,
         echo: Callable[[str], None] | None = None,
+        log_echo: LogEcho | None = None,
     ) -> None:
         self.setup = setup
         self.max_events = max_events if max_events is not None else setup.run_limits.max_events
         self.max_seconds = max_seconds if max_seconds is not None else setup.run_limits.max_seconds
         self.run_dir = run_dir
         self.echo = echo or (lambda line: None)
+        self.log_echo = log_echo  # shows the workers' own output live; None: logs only
         self._interrupts = 0
         self._stop_reason: str | None = None
 
@@ -78,6 +81,8 @@ class Runner:
 
         run_dir = self.run_dir or create_run_directory(self.setup)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if self.log_echo is not None:
+            self.log_echo.start(run_dir / "logs")
         buffers = build_buffers(self.setup)
         launches = launches_for(self.setup, buffers, run_dir, None)
         heartbeats = HeartbeatTable(len(launches))
@@ -94,6 +99,8 @@ class Runner:
             for buf in buffers.values():
                 buf.close()
             heartbeats.close()
+            if self.log_echo is not None:
+                self.log_echo.stop()  # everything the workers wrote is shown before the summary
         counts = {name: s["event_count"] for name, s in stats.items()}
         return RunReport(run_dir, counts, stats, failed, aborted, self._stop_reason)
 
@@ -108,6 +115,8 @@ class Runner:
         for launch in launches:
             process = spawn_worker(launch)
             running[process.sentinel] = (process, launch)
+            if self.log_echo is not None:
+                self.log_echo.register(process.pid, launch.worker.name, launch.index)
             self.echo(f"started {launch.process_name} (pid {process.pid})")
         alive_per_worker = {w: self.setup.workers[w].number_of_processes for w in self.setup.workers}
         roots = root_buffers(self.setup)

@@ -155,6 +155,10 @@ class Run:
             logsetup.attach_run_log(self.directory / "daemon.log")
             log.info("run starting", directory=str(self.directory), setup=str(setup.path),
                      max_events=self.max_events, max_seconds=self.max_seconds)
+            for warning in setup.warnings:
+                log.warning("setup warning", warning=warning)
+            for note in setup.notes:
+                log.info("setup note", note=note)
             self.buffers = bridge.build_buffers(setup)
             rows = sum(w.number_of_processes for w in setup.workers.values())
             self.heartbeats = bridge.make_heartbeat_table(rows)
