@@ -43,9 +43,10 @@ from typing import TextIO
 __all__ = ["LogEcho"]
 
 _STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"
-#: a line written through a worker's sys.stdout / sys.stderr (logsetup._TaggedStream)
-_STREAM_LINE = re.compile(rf"^{_STAMP} \[(?:stdout|stderr)\s*\] (?P<text>.*) "
-                          r"\[(?:stdout|stderr)\] pid=(?P<pid>\d+) worker=\S+$")
+#: a line written through a worker's sys.stdout / sys.stderr (logsetup._TaggedStream); the
+#: tag is missing only from a last line cut short (a process killed while writing)
+_STREAM_LINE = re.compile(rf"^{_STAMP} \[(?:stdout|stderr)\s*\] (?P<text>.*?)"
+                          r"(?: \[(?:stdout|stderr)\] pid=(?P<pid>\d+) worker=\S+)?$")
 #: a structured log record (logsetup's console renderer), possibly followed by a traceback
 _RECORD_LINE = re.compile(rf"^{_STAMP} \[(?P<level>[a-z]+)\s*\] (?P<rest>.*)$")
 #: mimocorb2's own loggers; not mimocorb2.worker.<name>, which is the worker's ``io.logger``
@@ -176,7 +177,8 @@ class LogEcho:
         """The line as printed, or None when it is not for the operator."""
         match = _STREAM_LINE.match(line)
         if match:
-            follower.last_pid = int(match["pid"])
+            if match["pid"]:
+                follower.last_pid = int(match["pid"])
             follower.show_continuation = True
             return self._prefixed(follower, match["text"])
         match = _RECORD_LINE.match(line)
