@@ -80,6 +80,12 @@ def _png(path: Path) -> None:
 def test_simple_example(tmp_path: Path) -> None:
     n = 1500
     setup = _copy_example("simple", tmp_path, "simulation_config.yaml", n_events=n)
+    check = subprocess.run([sys.executable, "-m", "mimocorb2", "check", str(setup)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout
+    # its buffers come from a top-level template, as in the original's examples
+    assert f"note: {setup}: not used by mimocorb2: pulse_template" in check.stdout
+    assert "warning" not in check.stdout
     run_dir, counts = _run(setup)
     assert counts["InputBuffer"] == n
     accepted = counts["AcceptedPulses"]
