@@ -81,13 +81,13 @@ class Runner:
 
         run_dir = self.run_dir or create_run_directory(self.setup)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        if self.log_echo is not None:
-            self.log_echo.start(run_dir / "logs")
         buffers = build_buffers(self.setup)
         launches = launches_for(self.setup, buffers, run_dir, None)
         heartbeats = HeartbeatTable(len(launches))
         for launch in launches:
             launch.heartbeats = heartbeats
+        if self.log_echo is not None:
+            self.log_echo.start(run_dir / "logs")
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
         previous_term = signal.signal(signal.SIGTERM, self._on_interrupt)
         try:
