@@ -38,7 +38,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 __all__ = ["LogEcho"]
 
@@ -65,7 +65,7 @@ class _Follower:
 
     worker: str
     path: Path
-    handle: object | None = None
+    handle: BinaryIO | None = None
     partial: bytes = b""  # bytes after the last newline read so far
     show_continuation: bool = True  # whether untagged lines belong to something shown
     last_pid: int | None = None  # pid of the last tagged line (labels untagged lines)
@@ -90,7 +90,7 @@ class LogEcho:
                            for w, n in self._counts.items()), default=0)
         palette = itertools.cycle(_COLORS)
         self._color_of = {worker: next(palette) for worker in self._counts}
-        self._index_of_pid: dict[int, int] = {}  # invariant: only grows; a pid keeps its index
+        self._index_of_pid: dict[int, int] = {}  # pid -> process index (register() wins)
         self._followers: dict[Path, _Follower] = {}
         self._logs_dir: Path | None = None
         self._stopping = threading.Event()
@@ -107,7 +107,8 @@ class LogEcho:
         self._thread.start()
 
     def register(self, pid: int, worker: str, index: int) -> None:
-        """Tell the echo which process index a pid is (before it prints, ideally)."""
+        """Tell the echo that ``pid`` is process ``index`` of ``worker`` (a restart may reuse
+        an index with a new pid; call this right after starting each process)."""
         self._index_of_pid[pid] = index
 
     def stop(self) -> None:
@@ -117,10 +118,11 @@ class LogEcho:
             self._thread.join()
             self._thread = None
         if self._logs_dir is not None:
-            self._pass(final=True)
+            while self._pass(final=True):  # a file may hold more than one chunk
+                pass
         for follower in self._followers.values():
             if follower.handle is not None:
-                follower.handle.close()  # type: ignore[attr-defined]
+                follower.handle.close()
                 follower.handle = None
 
     # ------------------------------------------------------------------ following
@@ -158,7 +160,7 @@ class LogEcho:
                 follower.handle = open(follower.path, "rb")
             except OSError:
                 return False
-        data = follower.handle.read(_CHUNK)  # type: ignore[attr-defined]
+        data = follower.handle.read(_CHUNK)
         more = len(data) == _CHUNK
         data = follower.partial + data
         lines = data.split(b"\n")
