@@ -216,6 +216,11 @@ def test_daemon_replies_carry_warnings(tmp_path: Path, home: Path) -> None:
 
         ctl = [sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket",
                str(daemon.socket_path)]
+        checked = subprocess.run([*ctl, "check", str(path)], capture_output=True, text=True,
+                                 timeout=60)
+        assert checked.returncode == 0, checked.stderr
+        assert checked.stdout.count("  warning: ") == 3, checked.stdout
+        assert checked.stdout.count("  note: ") == 1
         started = subprocess.run([*ctl, "start", str(path)], capture_output=True, text=True,
                                  timeout=60)
         assert started.returncode == 0, started.stderr
