@@ -1,6 +1,6 @@
 """``mimocorb2`` command line: run a setup in the foreground, check it, list functions.
 
-    mimocorb2 run SETUP.yaml [--max-events N] [--max-seconds T]
+    mimocorb2 run SETUP.yaml [--max-events N] [--max-seconds T] [--quiet]
     mimocorb2 check SETUP.yaml
     mimocorb2 functions
 """
