@@ -323,12 +323,12 @@ async def test_pre_trigger_part_is_fresh_at_high_decimation():
         await sim.stop()
 
 
-async def test_board_refusing_configuration_is_fatal(monkeypatch):
+async def test_board_refusing_configuration_is_fatal():
     from mimocorb2.sim import redpitaya as sim_mod
 
-    # an older OS knows only these decimations
-    monkeypatch.setattr(sim_mod, "DECIMATIONS", (1, 8, 64, 1024, 8192, 65536))
     sim = sim_mod.RedPitayaSimulator("127.0.0.1", 0, seed=1)
+    # a board that knows only these decimations
+    sim.board.decimations = (1, 8, 64, 1024, 8192, 65536)
     await sim.start()
     try:
         cfg = rp.parse_config(_config(sim.port, sample_rate=2), 400)
@@ -345,7 +345,7 @@ async def test_ret_on_error_board_and_ext_trigger_and_round_trips():
 
     pulses = PulseConfig(rate=1e6, spectrum="fixed", amplitude=0.3, noise=0.0)
     sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, ret_on_error=True,
-                             supports_little_endian=False)
+                             os="2.07-43", supports_little_endian=False)
     await sim.start()
     try:
         cfg = rp.parse_config(_config(sim.port, trigger_source="EXT"), 300)

@@ -87,10 +87,28 @@ async def test_unknown_command_answers_nothing_and_queues_error(board):
     lines = [await reader.readuntil(b"\r\n") for _ in range(5)]
     assert lines == [b"2\r\n", b'-113,"Undefined header"\r\n', b'-113,"Undefined header"\r\n',
                      b'0,"No error"\r\n', b"0\r\n"]
-    writer.write(b"RP:RET_ON_ERROR ON\r\nACQ:BOGUS?\r\n*CLS\r\n*STB?\r\n")
-    assert await reader.readuntil(b"\r\n") == b"\r\n"  # the failed query's bare answer
-    assert await reader.readuntil(b"\r\n") == b"0\r\n"
+    # RP:RET_ON_ERROR exists only from OS 2.07-43: here it is unknown itself
+    writer.write(b"RP:RET_ON_ERROR ON\r\nACQ:SOUR3:GAIN?\r\n*STB?\r\n")
+    assert await reader.readuntil(b"\r\n") == b"4\r\n"
     writer.close()
+
+
+async def test_ret_on_error_is_board_wide_and_leaves_unknown_commands_silent():
+    s = RedPitayaSimulator("127.0.0.1", 0, seed=1, os="2.07-43")
+    await s.start()
+    try:
+        reader, writer = await _raw(s.port)
+        other_reader, other = await _raw(s.port)
+        writer.write(b"RP:RET_ON_ERROR ON\r\n*IDN?\r\n")
+        await reader.readuntil(b"\r\n")
+        # the other connection never asked for it, but the flag is the board's
+        other.write(b"ACQ:SOUR3:GAIN?\r\nACQ:BOGUS?\r\n*CLS\r\n*STB?\r\n")
+        assert await other_reader.readuntil(b"\r\n") == b"\r\n"  # known query, failed
+        assert await other_reader.readuntil(b"\r\n") == b"0\r\n"  # BOGUS? said nothing
+        writer.close()
+        other.close()
+    finally:
+        await s.stop()
 
 
 async def test_short_long_forms_and_case(board):

@@ -243,7 +243,9 @@ async def test_failed_query_reports_queued_error_and_stays_usable(sim):
         assert await client.check_errors() == []
 
 
-async def test_ret_on_error_answers_fast(sim):
+async def test_ret_on_error_answers_fast():
+    sim = RedPitayaSimulator("127.0.0.1", 0, seed=3, os="2.07-43")
+    await sim.start()
     async with ScpiClient("127.0.0.1", sim.port, timeout=3.0) as client:
         await client.write("RP:RET_ON_ERROR ON")
         t0 = time.monotonic()
@@ -252,6 +254,7 @@ async def test_ret_on_error_answers_fast(sim):
         assert time.monotonic() - t0 < 1.0  # no timeout was needed
         assert info.value.errors[0][0] == -114
         assert (await client.query("ACQ:DEC?")) == "1"
+    await sim.stop()
 
 
 async def test_pipelined_failure_without_ret_on_error(sim):
