@@ -216,7 +216,7 @@ BAD_VALUES = [
     ("trigger_source", "IN3", "INPUTS"),
     ("trigger_level", 8192, "MAX_ADC_VALUE=8191"),
     ("trigger_level", -8193, "MIN_ADC_VALUE=-8192"),
-    ("trigger_level", 1.5, "integer ADC value"),
+    ("trigger_level", 1.5, "an integer from MIN_ADC_VALUE"),
     ("number_of_samples_before_trigger", 600, "data_length - 1 = 599"),
     ("number_of_samples_before_trigger", -1, "data_length - 1"),
     ("set_size", 0, ">= 1"),
@@ -237,7 +237,7 @@ def test_every_config_error_names_key_value_and_allowed(tmp_path, key, value, al
     with pytest.raises(SetupError) as info:
         rp.waveform(_io(config, tmp_path))
     text = str(info.value)
-    assert f"'{key}'" in text and repr(value) in text and allowed in text
+    assert f"Workers.rp.config.{key}: " in text and repr(value) in text and allowed in text
     assert len(info.value.problems) == 1
     assert not (tmp_path / "status").exists()  # never got as far as connecting
 
@@ -246,7 +246,7 @@ def test_every_config_error_names_key_value_and_allowed(tmp_path, key, value, al
 def test_missing_required_key(tmp_path, key):
     config = _config(1)
     del config[key]
-    with pytest.raises(SetupError, match=f"'{key}' is missing"):
+    with pytest.raises(SetupError, match=f"config.{key}: required key is missing"):
         rp.waveform(_io(config, tmp_path))
 
 
@@ -255,7 +255,7 @@ def test_buffer_errors_all_reported(tmp_path):
         rp.waveform(_io(_config(1), tmp_path, dtype={"IN1": "float32", "X": "int16"}, length=20000))
     text = str(info.value)
     assert "MAXIMUM_SAMPLES=16384" in text and "must be int16" in text and "'IN2'" in text
-    with pytest.raises(SetupError, match="exactly 1 sink"):
+    with pytest.raises(SetupError, match="needs exactly 1 buffer"):
         rp.waveform(_io(_config(1), tmp_path, sinks=2))
 
 

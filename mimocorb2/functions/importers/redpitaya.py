@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from mimocorb2.datapath import heartbeat as _heartbeat
 from mimocorb2.errors import SetupError
+from mimocorb2.functions._common import ConfigChecker, is_int, is_number, single_process
 from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError, ScpiQueryError
 from mimocorb2.scpi.codec import decode_block_payload
 
@@ -71,23 +71,7 @@ _SLOPE_CODE = {"rising": "PE", "falling": "NE"}
 _SOURCE_CODE = {"IN1": "CH1", "IN2": "CH2", "EXT": "EXT"}
 _FUNCTION = "importers.redpitaya.waveform"
 
-_DEFAULTS: dict[str, Any] = {
-    "port": 5000,
-    "negator_IN1": False,
-    "negator_IN2": False,
-    "trigger_slope": "rising",
-    "trigger_mode": "normal",
-    "trigger_source": "IN1",
-    "set_size": 100,
-    "timeout": 2.0,
-    "gain": "LV",
-    "max_events": None,
-    "auto_trigger_timeout": 0.1,
-    "poll_interval": 0.0005,
-    "reconnect_max_delay": 30.0,
-}
 _REQUIRED = ("ip", "sample_rate", "trigger_level", "number_of_samples_before_trigger")
-_KNOWN = frozenset(_REQUIRED) | frozenset(_DEFAULTS)
 
 
 class BoardError(RuntimeError):
@@ -158,12 +142,11 @@ class WaveformConfig:
         ]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
+#: Defaults of the optional keys: the defaults of :class:`WaveformConfig`, defined once there.
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(WaveformConfig) if f.default is not MISSING
+}
+_KNOWN = frozenset(_REQUIRED) | frozenset(_DEFAULTS)
 
 
 def parse_config(
@@ -171,96 +154,83 @@ def parse_config(
 ) -> WaveformConfig:
     """Check every key of ``config`` (and ``data_length``); return the checked config.
 
-    Raises :class:`~mimocorb2.errors.SetupError` listing every problem, each naming the
-    key, the value given and what is allowed.
+    Uses the shared :class:`~mimocorb2.functions._common.ConfigChecker`: raises
+    :class:`~mimocorb2.errors.SetupError` listing every problem, each naming the key
+    (``Workers.<worker>.config.<key>``), what is allowed and the value given.
     """
-    problems: list[str] = []
-    where = f"worker '{worker}' ({_FUNCTION})"
+    return _parse(ConfigChecker.for_config(config, worker, _FUNCTION), data_length)
 
-    def bad(key: str, value: Any, allowed: str) -> None:
-        problems.append(f"{where}: config key '{key}' = {value!r}: {allowed}")
 
-    for key in sorted(set(config) - _KNOWN, key=str):
-        bad(str(key), config[key], f"unknown key; allowed keys: {', '.join(sorted(_KNOWN))}")
-    for key in _REQUIRED:
-        if key not in config:
-            problems.append(f"{where}: config key '{key}' is missing (required)")
-    get = lambda key: config.get(key, _DEFAULTS.get(key))  # noqa: E731
+def _parse(check: ConfigChecker, data_length: int) -> WaveformConfig:
+    """:func:`parse_config` on a checker that may already hold buffer problems."""
+    config = check.config
+    check.reject_unknown(_KNOWN)
+    values = {key: check.raw(key) for key in _REQUIRED}  # a missing one is a problem
+    values.update({key: check.raw(key, default) for key, default in _DEFAULTS.items()})
 
-    ip = get("ip")
+    def integer_in(key: str, lo: int, hi: int, lo_text: str = "", hi_text: str = "") -> None:
+        value = values[key]
+        if key in _REQUIRED and key not in config:
+            return  # already reported as missing
+        if not is_int(value) or not lo <= int(value) <= hi:
+            check.expected(key, f"an integer from {lo_text or lo} to {hi_text or hi}", value)
+
+    def choice(key: str, allowed: tuple[Any, ...], name: str) -> None:
+        if key in config and (values[key] not in allowed or isinstance(values[key], bool)):
+            check.expected(key, f"one of {name} {list(allowed)}", values[key])
+
+    ip = values["ip"]
     if "ip" in config and (not isinstance(ip, str) or not ip.strip()):
-        bad("ip", ip, "expected a host name or IP address (a non-empty string)")
-    port = get("port")
-    if not _is_int(port) or not 1 <= int(port) <= 65535:
-        bad("port", port, "expected an integer from 1 to 65535")
-    rate = get("sample_rate")
-    if "sample_rate" in config and (not _is_int(rate) or int(rate) not in SAMPLE_RATES):
-        bad("sample_rate", rate, f"must be one of SAMPLE_RATES {list(SAMPLE_RATES)}")
+        check.expected("ip", "a host name or IP address (a non-empty string)", ip)
+    integer_in("port", 1, 65535)
+    if "sample_rate" in config and (not is_int(values["sample_rate"])
+                                    or int(values["sample_rate"]) not in SAMPLE_RATES):
+        check.expected("sample_rate", f"one of SAMPLE_RATES {list(SAMPLE_RATES)}", values["sample_rate"])
     for key in ("negator_IN1", "negator_IN2"):
-        if not isinstance(get(key), (bool, np.bool_)):
-            bad(key, get(key), "expected true or false")
-    for key, allowed in (
-        ("trigger_slope", TRIGGER_SLOPES),
-        ("trigger_mode", TRIGGER_MODES),
-        ("trigger_source", TRIGGER_SOURCES),
-        ("gain", GAINS),
-    ):
-        if get(key) not in allowed:
-            name = {"trigger_slope": "TRIGGER_SLOPES", "trigger_mode": "TRIGGER_MODES",
-                    "trigger_source": "INPUTS (or 'EXT')", "gain": "GAINS"}[key]
-            bad(key, get(key), f"must be one of {name} {list(allowed)}")
-    level = get("trigger_level")
-    if "trigger_level" in config and (
-        not _is_int(level) or not MIN_ADC_VALUE <= int(level) <= MAX_ADC_VALUE
-    ):
-        bad("trigger_level", level,
-            f"expected an integer ADC value from MIN_ADC_VALUE={MIN_ADC_VALUE} "
-            f"to MAX_ADC_VALUE={MAX_ADC_VALUE}")
+        if not isinstance(values[key], bool | np.bool_):
+            check.expected(key, "true or false", values[key])
+    choice("trigger_slope", TRIGGER_SLOPES, "TRIGGER_SLOPES")
+    choice("trigger_mode", TRIGGER_MODES, "TRIGGER_MODES")
+    choice("trigger_source", TRIGGER_SOURCES, "INPUTS (or 'EXT')")
+    choice("gain", GAINS, "GAINS")
+    integer_in("trigger_level", MIN_ADC_VALUE, MAX_ADC_VALUE,
+               f"MIN_ADC_VALUE={MIN_ADC_VALUE}", f"MAX_ADC_VALUE={MAX_ADC_VALUE} (ADC units)")
     if not 1 <= data_length <= MAXIMUM_SAMPLES:
-        problems.append(
-            f"{where}: sink data_length = {data_length}: must be from 1 to "
-            f"MAXIMUM_SAMPLES={MAXIMUM_SAMPLES}"
+        check.buffer_problem(
+            "sinks", f"data_length = {data_length}: must be from 1 to MAXIMUM_SAMPLES={MAXIMUM_SAMPLES}"
         )
-    pre = get("number_of_samples_before_trigger")
-    if "number_of_samples_before_trigger" in config and (
-        not _is_int(pre) or not 0 <= int(pre) < data_length
-    ):
-        bad("number_of_samples_before_trigger", pre,
-            f"expected an integer from 0 to data_length - 1 = {data_length - 1}")
-    for key, minimum in (("set_size", 1), ("max_events", 1)):
-        value = get(key)
-        if key == "max_events" and value is None:
-            continue
-        if not _is_int(value) or int(value) < minimum:
-            bad(key, value, f"expected an integer >= {minimum}")
+    else:
+        integer_in("number_of_samples_before_trigger", 0, data_length - 1,
+                   hi_text=f"data_length - 1 = {data_length - 1}")
+    for key in ("set_size", "max_events"):
+        value = values[key]
+        if not (key == "max_events" and value is None) and (not is_int(value) or int(value) < 1):
+            check.expected(key, "an integer >= 1", value)
     for key in ("timeout", "auto_trigger_timeout", "reconnect_max_delay"):
-        value = get(key)
-        if not _is_number(value) or float(value) <= 0:
-            bad(key, value, "expected a number of seconds > 0")
-    value = get("poll_interval")
-    if not _is_number(value) or float(value) < 0:
-        bad("poll_interval", value, "expected a number of seconds >= 0")
-    if problems:
-        raise SetupError(f"{where}: invalid configuration", problems)
+        if not is_number(values[key]) or float(values[key]) <= 0:
+            check.expected(key, "a number of seconds > 0", values[key])
+    if not is_number(values["poll_interval"]) or float(values["poll_interval"]) < 0:
+        check.expected("poll_interval", "a number of seconds >= 0", values["poll_interval"])
+    check.done()
     return WaveformConfig(
         ip=str(ip).strip(),
-        sample_rate=int(rate),
-        trigger_level=int(level),
-        number_of_samples_before_trigger=int(pre),
+        sample_rate=int(values["sample_rate"]),
+        trigger_level=int(values["trigger_level"]),
+        number_of_samples_before_trigger=int(values["number_of_samples_before_trigger"]),
         data_length=int(data_length),
-        port=int(port),
-        negator_IN1=bool(get("negator_IN1")),
-        negator_IN2=bool(get("negator_IN2")),
-        trigger_slope=str(get("trigger_slope")),
-        trigger_mode=str(get("trigger_mode")),
-        trigger_source=str(get("trigger_source")),
-        set_size=int(get("set_size")),
-        timeout=float(get("timeout")),
-        gain=str(get("gain")),
-        max_events=None if get("max_events") is None else int(get("max_events")),
-        auto_trigger_timeout=float(get("auto_trigger_timeout")),
-        poll_interval=float(get("poll_interval")),
-        reconnect_max_delay=float(get("reconnect_max_delay")),
+        port=int(values["port"]),
+        negator_IN1=bool(values["negator_IN1"]),
+        negator_IN2=bool(values["negator_IN2"]),
+        trigger_slope=str(values["trigger_slope"]),
+        trigger_mode=str(values["trigger_mode"]),
+        trigger_source=str(values["trigger_source"]),
+        set_size=int(values["set_size"]),
+        timeout=float(values["timeout"]),
+        gain=str(values["gain"]),
+        max_events=None if values["max_events"] is None else int(values["max_events"]),
+        auto_trigger_timeout=float(values["auto_trigger_timeout"]),
+        poll_interval=float(values["poll_interval"]),
+        reconnect_max_delay=float(values["reconnect_max_delay"]),
     )
 
 
@@ -561,30 +531,22 @@ class RedPitayaSession:
 
 
 # ----------------------------------------------------------------------------- the function
-def _check_buffers(buffer_io: Any) -> list[str]:
-    problems = []
-    where = f"worker '{buffer_io.name}' ({_FUNCTION})"
-    if len(buffer_io.read) != 0:
-        problems.append(f"{where}: sources must be empty, got {buffer_io.buffer_names_in}")
-    if len(buffer_io.observe) != 0:
-        problems.append(f"{where}: observes must be empty, got {buffer_io.buffer_names_observe}")
-    if len(buffer_io.write) != 1:
-        problems.append(f"{where}: needs exactly 1 sink, got {buffer_io.buffer_names_out}")
-    else:
+def _check_buffers(check: ConfigChecker, buffer_io: Any) -> None:
+    """Record the problems of the worker's buffers: none in, one int16 IN1/IN2 sink out."""
+    check.buffer_count("sources", list(buffer_io.buffer_names_in), 0)
+    check.buffer_count("observes", list(buffer_io.buffer_names_observe), 0)
+    check.buffer_count("sinks", list(buffer_io.buffer_names_out), 1)
+    if len(buffer_io.write) == 1:
         dtype = buffer_io.data_out_examples[0].dtype
         for name in INPUTS:
             if dtype.names is None or name not in dtype.names:
-                problems.append(
-                    f"{where}: sink '{buffer_io.buffer_names_out[0]}' needs field '{name}' "
+                check.buffer_problem(
+                    "sinks", f"sink '{buffer_io.buffer_names_out[0]}' needs field '{name}' "
                     f"(data_dtype {{'IN1': int16, 'IN2': int16}})"
                 )
             elif dtype[name] != np.dtype("int16"):
-                problems.append(
-                    f"{where}: sink field '{name}' has dtype {dtype[name]}, must be int16"
-                )
-    if getattr(buffer_io, "number_of_processes", 1) != 1:
-        problems.append(f"{where}: number_of_processes must be 1 (one board, one connection)")
-    return problems
+                check.buffer_problem("sinks", f"sink field '{name}' has dtype {dtype[name]}, must be int16")
+    single_process(check, buffer_io, "one board, one connection")
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -668,14 +630,10 @@ def waveform(buffer_io: Any) -> None:
     """
     from mimocorb2.worker_templates import Importer
 
-    problems = _check_buffers(buffer_io)
+    check = ConfigChecker(buffer_io, _FUNCTION)
+    _check_buffers(check, buffer_io)
     data_length = buffer_io.data_out_examples[0].size if len(buffer_io.write) == 1 else MAXIMUM_SAMPLES
-    try:
-        cfg = parse_config(buffer_io.config, data_length, buffer_io.name)
-    except SetupError as exc:
-        problems = problems + exc.problems
-    if problems:
-        raise SetupError(f"worker '{buffer_io.name}' ({_FUNCTION}): invalid setup", problems)
+    cfg = _parse(check, data_length)  # raises SetupError listing every problem
 
     importer = Importer(buffer_io)
     dtype = importer.data_example.dtype
