@@ -396,7 +396,13 @@ class ScpiClient:
         try:
             async with asyncio.timeout(budget):
                 answer = await self._probe_answer(reader, kind)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError,
+        except TimeoutError:
+            await self.close()
+            raise ScpiTimeout(
+                f"{self.host}:{self.port}: probe {command!r} (with *STB?) got no answer "
+                f"within {budget:g} s"
+            ) from None
+        except (asyncio.IncompleteReadError, ConnectionError, OSError,
                 asyncio.LimitOverrunError, BlockFormatError, ValueError) as exc:
             raise await self._broken(f"probe {command!r} failed", exc) from exc
         if answer is None:

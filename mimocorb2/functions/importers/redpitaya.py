@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from mimocorb2.scpi.codec import decode_block_payload
 
 __all__ = [
     "ADC_CLOCK",
+    "BoardDialect",
     "BoardError",
     "FULL_SCALE",
     "GAINS",
@@ -41,6 +43,8 @@ __all__ = [
     "TRIGGER_SLOPES",
     "TRIGGER_SOURCES",
     "RedPitayaSession",
+    "SessionState",
+    "Status",
     "WaveformConfig",
     "parse_config",
     "waveform",
@@ -75,7 +79,12 @@ _REQUIRED = ("ip", "sample_rate", "trigger_level", "number_of_samples_before_tri
 
 
 class BoardError(RuntimeError):
-    """The board refused the configuration (a persistent error: reconnecting won't help)."""
+    """A persistent board problem that reconnecting won't fix.
+
+    The board refused the configuration, answers no data query the importer knows, or
+    refused the same query again right after a fresh configuration. The message names
+    the board, its OS generation and the board's own error text.
+    """
 
 
 @dataclass(frozen=True)
@@ -235,6 +244,17 @@ def _parse(check: ConfigChecker, data_length: int) -> WaveformConfig:
 
 
 # ----------------------------------------------------------------------------- status
+class SessionState(str, Enum):
+    """Where the importer's conversation with the board stands (``Status.state``)."""
+
+    STARTING = "starting"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+    FAILED = "failed"  #: a BoardError ended the worker; ``last_error`` says why
+
+
 @dataclass
 class Status:
     """Connection state and counters, written to ``RUN_DIR/status/<worker>.json``."""
@@ -242,13 +262,16 @@ class Status:
     worker: str
     host: str
     port: int
-    state: str = "starting"  #: starting | connecting | connected | reconnecting | stopped
+    state: SessionState = SessionState.STARTING
     reconnects: int = 0
     events: int = 0
     round_trips: int = 0
     forced_triggers: int = 0
+    os_generation: str | None = None  #: what the board speaks (see :class:`BoardDialect`)
+    board: str | None = None  #: ``SYST:BRD:Name?`` answer (OS 2.00-18 and later)
+    data_query: str | None = None  #: the positional data query the board answers
     byte_order: str = "big"
-    fill_query: bool = True  #: the board knows ACQ:TRig:FILL?
+    fill_query: bool = True  #: the board knows ACQ:TRig:FILL? (OS 1.04-28 and later)
     last_error: str | None = None
     pid: int = field(default_factory=os.getpid)
     updated: float = 0.0
@@ -274,6 +297,52 @@ class _StatusFile:
             pass  # status is informative; never let it stop acquisition
 
 
+# ----------------------------------------------------------------------------- dialect
+#: ``OsGeneration`` texts, as logged and written to the status file.
+OLDER_OS = "before 2.00-18 (1.04-18 to 2.00-15)"
+CURRENT_OS = "2.00-18 or later"
+
+
+@dataclass(frozen=True)
+class BoardDialect:
+    """What the connected board's SCPI server speaks, found out at every connect.
+
+    ``SYST:BRD:Name?`` exists exactly from OS 2.00-18 on. Older servers spell the data
+    query ``ACQ:SOUR<n>:DATA:STA:N?``, send blocks without ``\\r\\n`` (the client accepts
+    both) and crash on a read past the end of the 16384-sample buffer.
+    """
+
+    older: bool
+    board: str | None = None
+    spelling: str = "STArt"  #: the middle word of the positional data query
+
+    @property
+    def generation(self) -> str:
+        """The OS generation as people read it."""
+        return OLDER_OS if self.older else CURRENT_OS
+
+    @property
+    def split_wrapping_reads(self) -> bool:
+        """Invariant: on older servers no read ever has ``start + n > 16384``."""
+        return self.older
+
+    def data_query(self, channel: int) -> str:
+        """The positional data query for ``channel`` (without its arguments)."""
+        return f"ACQ:SOUR{channel}:DATA:{self.spelling}:N?"
+
+
+def read_pieces(start: int, n: int, split: bool) -> list[tuple[int, int]]:
+    """``(start, count)`` reads covering ``n`` samples from ``start`` in the circular buffer.
+
+    With ``split`` a read that would wrap past the buffer end becomes two, so that
+    ``start + count <= MAXIMUM_SAMPLES`` holds for every piece.
+    """
+    if split and start + n > MAXIMUM_SAMPLES:
+        head = MAXIMUM_SAMPLES - start
+        return [(start, head), (0, n - head)]
+    return [(start, n)]
+
+
 # ----------------------------------------------------------------------------- session
 class RedPitayaSession:
     """One importer's conversation with a board: configure, acquire, reconnect.
@@ -282,9 +351,11 @@ class RedPitayaSession:
     array of ``dtype`` (fields ``IN1``/``IN2`` filled, the trigger at index
     ``number_of_samples_before_trigger``). Connection problems are absorbed: the
     session logs them, reconnects with exponential backoff, re-sends the
-    configuration and carries on. Only :class:`BoardError` (configuration refused)
-    escapes. While waiting for a trigger or a reconnect, ``should_stop()`` is asked
-    regularly; when it says True, :meth:`next_event` returns ``None``.
+    configuration and carries on. Only :class:`BoardError` escapes (configuration
+    refused, no data query the board answers, or the same refusal again right after a
+    fresh configuration); the status file then says ``failed`` with the board's error.
+    While waiting for a trigger or a reconnect, ``should_stop()`` is asked regularly;
+    when it says True, :meth:`next_event` returns ``None``.
     """
 
     def __init__(
@@ -305,18 +376,29 @@ class RedPitayaSession:
         self.heartbeat = heartbeat
         self.dtype = np.dtype(dtype)
         self.log = logger or logging.getLogger("mimocorb2.importers.redpitaya")
+        # block_terminator=None: blocks with or without "\r\n" (the OS decides).
         self.client = ScpiClient(cfg.ip, cfg.port, timeout=cfg.timeout, logger=self.log)
         self.status = Status(worker=worker, host=cfg.ip, port=cfg.port)
         self._status_file = _StatusFile(status_path, self.status)
         self.byte_order: str = "big"
-        self.has_fill = True  # ACQ:TRig:FILL? known (OS >= 1.04)
+        self.has_fill = True  # ACQ:TRig:FILL? known (OS 1.04-28 and later)
+        self.dialect = BoardDialect(older=False)
         self._armed_start: float | None = None  # wall time of the ACQ:START in flight
         self._backoff = 0.0
         self._events_at_set = 0
         self._set_started = time.monotonic()
+        # Invariant: _fresh is True from a (re)configuration until the next event is
+        # delivered; _last_refusal is the last query refusal seen while fresh.
+        self._fresh = True
+        self._last_refusal: tuple[str, tuple[tuple[int, str], ...]] | None = None
+
+    @property
+    def where(self) -> str:
+        """The board as named in messages."""
+        return f"Red Pitaya {self.cfg.ip}:{self.cfg.port}"
 
     # -- state -------------------------------------------------------------------
-    def _set_state(self, state: str, error: str | None = None) -> None:
+    def _set_state(self, state: SessionState, error: str | None = None) -> None:
         changed = state != self.status.state or (error is not None and error != self.status.last_error)
         self.status.state = state
         if error is not None:
@@ -324,6 +406,12 @@ class RedPitayaSession:
         self.status.round_trips = self.client.round_trips
         if changed:
             self._status_file.write()
+
+    def _fail(self, exc: BoardError) -> BoardError:
+        """Record a fatal board error in the status file and the log; return it to raise."""
+        self.log.error("%s", exc)
+        self._set_state(SessionState.FAILED, f"BoardError: {exc}")
+        return exc
 
     @property
     def round_trips(self) -> int:
@@ -333,30 +421,35 @@ class RedPitayaSession:
     # -- connection ----------------------------------------------------------------
     async def connect(self) -> None:
         """Connect and configure; retry with backoff until it works (BoardError aside)."""
-        first = self.status.state in ("starting", "stopped")
+        first = self.status.state in (SessionState.STARTING, SessionState.STOPPED)
         while True:
-            self._set_state("connecting" if first else "reconnecting")
+            self._set_state(SessionState.CONNECTING if first else SessionState.RECONNECTING)
+            self._fresh = True
             try:
                 await self.client.connect()
                 await self._configure()
             except ScpiError as exc:
                 await self.client.close()
+                if isinstance(exc, ScpiQueryError):
+                    self._check_repeated_refusal(exc)
                 await self._wait_backoff(exc)
                 if self.should_stop():
                     return
                 continue
-            self._set_state("connected")
+            self._set_state(SessionState.CONNECTED)
             self.log.info(
-                "connected to Red Pitaya %s:%d (%s-endian blocks)",
-                self.cfg.ip, self.cfg.port, self.byte_order,
+                "connected to %s: OS %s%s; data query %s, %s-endian blocks, ACQ:TRig:FILL? %s%s",
+                self.where, self.dialect.generation,
+                f" (board {self.dialect.board!r})" if self.dialect.board else "",
+                self.dialect.data_query(1), self.byte_order,
+                "known" if self.has_fill else "unknown (the post-trigger time is waited out)",
+                "; reads past the buffer end are split in two" if self.dialect.split_wrapping_reads else "",
             )
             return
 
     async def _wait_backoff(self, exc: BaseException) -> None:
         self._backoff = min(self.cfg.reconnect_max_delay, max(0.05, self._backoff * 2))
-        self.log.warning(
-            "Red Pitaya %s:%d: %s; retrying in %.2f s", self.cfg.ip, self.cfg.port, exc, self._backoff
-        )
+        self.log.warning("%s: %s; retrying in %.2f s", self.where, exc, self._backoff)
         self._set_state(self.status.state, f"{type(exc).__name__}: {exc}")
         deadline = time.monotonic() + self._backoff
         # sleep in short steps so that a stop request is seen within 0.1 s
@@ -364,28 +457,69 @@ class RedPitayaSession:
             self.heartbeat()
             await asyncio.sleep(min(left, 0.1))
 
+    def _check_repeated_refusal(self, exc: ScpiQueryError) -> None:
+        """The same refusal again right after a fresh configuration is a BoardError."""
+        signature = (exc.command.split(" ")[0], tuple(exc.errors))
+        if self._fresh and signature == self._last_refusal:
+            errors = "; ".join(f"{code},{msg}" for code, msg in exc.errors) or "no error text"
+            raise self._fail(BoardError(
+                f"{self.where} (OS {self.dialect.generation}) refused {exc.command!r} again "
+                f"right after a fresh configuration: {errors}; reconnecting will not help"
+            ))
+        self._last_refusal = signature if self._fresh else None
+
+    async def _detect_dialect(self) -> BoardDialect:
+        """Find out the OS generation: ``SYST:BRD:Name?`` exists exactly from 2.00-18."""
+        name = await self.client.probe("SYST:BRD:Name?")
+        if name is None:
+            return BoardDialect(older=True, spelling="STA")
+        return BoardDialect(older=False, board=str(name).strip(), spelling="STArt")
+
+    async def _check_data_query(self, dialect: BoardDialect) -> BoardDialect:
+        """A one-sample read with the generation's spelling (then the other one).
+
+        Raises :class:`BoardError` when the board answers neither: the importer cannot
+        read waveforms from it.
+        """
+        refused: list[str] = []
+        for spelling in dict.fromkeys((dialect.spelling, "STA", "STArt")):
+            candidate = BoardDialect(dialect.older, dialect.board, spelling)
+            if await self.client.probe(f"{candidate.data_query(1)} 0,1", "block") is not None:
+                if spelling != dialect.spelling:
+                    self.log.warning("%s: OS %s answers %s, not the expected spelling",
+                                     self.where, dialect.generation, candidate.data_query(1))
+                return candidate
+            refused.append(f"{candidate.data_query(1)} -> {self.client.last_probe_errors}")
+        raise BoardError(
+            f"{self.where} (OS {dialect.generation}) answers no positional data query "
+            f"({'; '.join(refused)}); the importer needs ACQ:SOUR<n>:DATA:STA:N? (OS 1.04-18 "
+            "to 2.00-15) or ACQ:SOUR<n>:DATA:STArt:N? (OS 2.00-18 and later) on a STEMlab 125-14"
+        )
+
     async def _configure(self) -> None:
-        """Send the configuration; find out the block byte order the board supports."""
+        """Find out what the board speaks, send the configuration, probe optional queries."""
         client = self.client
+        dialect = await self._detect_dialect()
+        self.dialect = dialect
         await client.write("*CLS", *self.cfg.setup_commands())
         errors = await client.check_errors()
         if errors:
             raise BoardError(
-                f"Red Pitaya {self.cfg.ip}:{self.cfg.port} refused the configuration "
+                f"{self.where} (OS {dialect.generation}) refused the configuration "
                 f"{self.cfg.setup_commands()}: {errors}"
             )
         # Newer OS versions know little-endian blocks (no byte swap needed); older ones
         # queue "Undefined header" and keep sending big-endian blocks.
         await client.write("ACQ:DATA:BYTE:ORDER LEND")
         self.byte_order = "big" if await client.check_errors() else "little"
-        self.status.byte_order = self.byte_order
-        # OS versions before 1.04 lack ACQ:TRig:FILL?: then wait out the
+        self.dialect = await self._check_data_query(dialect)
+        # ACQ:TRig:FILL? exists from OS 1.04-28; without it the importer waits out the
         # post-trigger samples after TD instead.
-        try:
-            await client.query("ACQ:TRig:FILL?")
-            self.has_fill = True
-        except ScpiQueryError:
-            self.has_fill = False
+        self.has_fill = await client.probe("ACQ:TRig:FILL?") is not None
+        self.status.os_generation = self.dialect.generation
+        self.status.board = self.dialect.board
+        self.status.data_query = self.dialect.data_query(1).replace("SOUR1", "SOUR<n>")
+        self.status.byte_order = self.byte_order
         self.status.fill_query = self.has_fill
         self._armed_start = None
 
@@ -397,7 +531,8 @@ class RedPitayaSession:
             except ScpiError:
                 pass
         await self.client.close()
-        self._set_state("stopped")
+        if self.status.state is not SessionState.FAILED:
+            self._set_state(SessionState.STOPPED)
 
     # -- acquisition ---------------------------------------------------------------
     async def _start(self) -> None:
@@ -405,7 +540,11 @@ class RedPitayaSession:
         await self.client.write("ACQ:START")
         self._armed_start = time.monotonic()
 
-    async def _acquire(self) -> np.ndarray | None:
+    async def _wait_for_trigger(self) -> str | None:
+        """Arm the trigger once the pre-trigger part is written; poll until the event is complete.
+
+        Returns the ``ACQ:TPOS?`` answer, or None when told to stop.
+        """
         cfg, client = self.cfg, self.client
         if self._armed_start is None:
             await self._start()
@@ -420,7 +559,9 @@ class RedPitayaSession:
         forced = False
         delay = 0.0
         post_time = cfg.post_trigger_samples * cfg.sample_period
-        preamble: tuple[str, ...] = (cfg.trigger_command,)  # arm + first poll: one write
+        # Arm and first poll in one write: STAT? then reads TD only for this trigger,
+        # whether it means "disabled" (up to OS 2.04-35) or "received" (2.05-37 on).
+        preamble: tuple[str, ...] = (cfg.trigger_command,)
         polls = ["ACQ:TRig:STAT?", "ACQ:TRig:FILL?", "ACQ:TPOS?"]
         if not self.has_fill:
             polls.remove("ACQ:TRig:FILL?")
@@ -435,7 +576,7 @@ class RedPitayaSession:
                     # Invariant: the post-trigger part is complete post_time after
                     # the trigger, which came before this answer.
                     await asyncio.sleep(post_time)
-                break
+                return str(tpos_text)
             if state == "TD":
                 # triggered, post-trigger part still being written: at most post_time
                 delay = min(post_time, cfg.poll_interval) if post_time > 1e-3 else 0.0
@@ -452,31 +593,40 @@ class RedPitayaSession:
                 delay = min(cfg.poll_interval, delay * 2 + cfg.poll_interval / 8)
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    async def _read_event(self, tpos_text: str) -> np.ndarray:
+        """Read both channels around the trigger into one event (split reads on older OS)."""
+        cfg = self.cfg
         try:
-            tpos = int(str(tpos_text))
+            tpos = int(tpos_text)
         except ValueError:
             raise ScpiConnectionError(f"unexpected ACQ:TPOS? answer {tpos_text!r}") from None
         if not 0 <= tpos < MAXIMUM_SAMPLES:
             raise ScpiConnectionError(f"ACQ:TPOS? answer {tpos} outside the buffer")
         n = cfg.data_length
         start = (tpos - cfg.number_of_samples_before_trigger) % MAXIMUM_SAMPLES
-        in1, in2 = await client.query_many(
-            [f"ACQ:SOUR1:DATA:STArt:N? {start},{n}", f"ACQ:SOUR2:DATA:STArt:N? {start},{n}"],
-            ["block", "block"],
-        )
-        self._armed_start = None
+        pieces = read_pieces(start, n, self.dialect.split_wrapping_reads)
+        queries = [f"{self.dialect.data_query(ch)} {first},{count}"
+                   for ch in (1, 2) for first, count in pieces]
+        answers = await self.client.query_many(queries, ["block"] * len(queries))
         event = np.zeros(n, dtype=self.dtype)
-        for name, payload, negate in (
-            ("IN1", in1, cfg.negator_IN1),
-            ("IN2", in2, cfg.negator_IN2),
-        ):
-            samples = decode_block_payload(bytes(payload), "int16", self.byte_order)  # type: ignore[arg-type]
+        for i, (name, negate) in enumerate((("IN1", cfg.negator_IN1), ("IN2", cfg.negator_IN2))):
+            payload = b"".join(bytes(a) for a in answers[i * len(pieces) : (i + 1) * len(pieces)])  # type: ignore[arg-type]
+            samples = decode_block_payload(payload, "int16", self.byte_order)  # type: ignore[arg-type]
             if samples.size != n:
                 raise ScpiConnectionError(f"{name}: expected {n} samples, got {samples.size}")
             column = event[name]
             column[:] = samples
             if negate:
                 np.negative(column, out=column)  # int16 holds -(-8192) = 8192
+        return event
+
+    async def _acquire(self) -> np.ndarray | None:
+        tpos_text = await self._wait_for_trigger()
+        if tpos_text is None:
+            return None
+        event = await self._read_event(tpos_text)
+        self._armed_start = None
         # Start the next acquisition now, so the board fills its pre-trigger part
         # while the template stores this event.
         try:
@@ -487,26 +637,39 @@ class RedPitayaSession:
 
     async def next_event(self) -> np.ndarray | None:
         """Acquire one event, reconnecting as often as needed (None: told to stop)."""
+        try:
+            return await self._next_event()
+        except BoardError as exc:
+            if self.status.state is not SessionState.FAILED:
+                self._fail(exc)
+            raise
+
+    async def _next_event(self) -> np.ndarray | None:
         while True:
             if self.should_stop():
                 return None
             if not self.client.connected:
-                self.status.reconnects += self.status.state not in ("starting", "stopped")
+                self.status.reconnects += self.status.state not in (
+                    SessionState.STARTING, SessionState.STOPPED)
                 await self.connect()
                 if not self.client.connected:
                     return None  # told to stop while reconnecting
             try:
                 event = await self._acquire()
             except ScpiError as exc:
-                # Dropped, stalled or out of step: start over on a fresh connection.
+                # Dropped, stalled, refused or out of step: start over on a fresh connection
+                # (a refusal that comes back right after it is a BoardError).
                 self._armed_start = None
                 await self.client.close()
-                self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, ScpiQueryError):
+                    self._check_repeated_refusal(exc)
+                self._set_state(SessionState.RECONNECTING, f"{type(exc).__name__}: {exc}")
                 await self._wait_backoff(exc)
                 continue
             if event is None:
                 return None
             self._backoff = 0.0
+            self._fresh, self._last_refusal = False, None
             self.status.events += 1
             if self.status.events - self._events_at_set >= self.cfg.set_size:
                 await self._end_of_set()
@@ -524,7 +687,7 @@ class RedPitayaSession:
             errors = [(0, f"error check failed: {exc}")]
             await self.client.close()
         if errors:
-            self.log.warning("Red Pitaya queued errors: %s", errors)
+            self.log.warning("%s queued errors: %s", self.where, errors)
         self.log.debug("%d events, %.1f events/s", self.status.events, rate)
         self.status.round_trips = self.client.round_trips
         self._status_file.write()
