@@ -75,7 +75,7 @@ class Board:
 
     ``stats`` is shared with the server (counters for tests and benchmarks);
     ``start_fault(n)`` says what the n-th ``ACQ:START`` does (``"drop"``, ``"stall"``
-    or None).
+    or None); ``unknown_headers`` are treated as unknown commands (a fault for tests).
     """
 
     def __init__(
@@ -90,6 +90,7 @@ class Board:
         supports_little_endian: bool | None = None,
         supports_fill: bool | None = None,
         start_fault: Callable[[int], str | None] = lambda n: None,
+        unknown_headers: frozenset[str] = frozenset(),
     ) -> None:
         if ret_on_error and not os.ret_on_error:
             raise ValueError(f"RP:RET_ON_ERROR needs OS 2.07-43 or later, not {os.version}")
@@ -99,6 +100,7 @@ class Board:
         self.clock = clock
         self.stats = stats
         self.start_fault = start_fault
+        self.unknown_headers = frozenset(h.upper() for h in unknown_headers)
         #: Board-wide (every connection sees it), as on the real server.
         self.ret_on_error = ret_on_error
         self.supports_little_endian = os.little_endian if supports_little_endian is None else supports_little_endian
@@ -138,7 +140,7 @@ class Board:
         is_query = header.endswith("?")
         if is_query:
             self.stats["queries"] += 1
-        found = self.commands.lookup(header)
+        found = None if header.upper() in self.unknown_headers else self.commands.lookup(header)
         try:
             if found is None:
                 raise undefined()

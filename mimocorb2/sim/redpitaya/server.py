@@ -34,7 +34,9 @@ class Faults:
     ``drop_every``: on every n-th ``ACQ:START`` close all connections instead of
     starting. ``stall_every``: on every n-th ``ACQ:START`` stop answering anything for
     ``stall_seconds`` (new connections are accepted but not answered either).
-    ``drop_at`` / ``stall_at`` name single ``ACQ:START`` numbers.
+    ``drop_at`` / ``stall_at`` name single ``ACQ:START`` numbers. ``unknown_headers``:
+    command headers (as sent, any case) the board treats as unknown, always (a
+    refusal that reconnecting cannot cure).
     """
 
     drop_every: int = 0
@@ -42,6 +44,7 @@ class Faults:
     stall_seconds: float = 1.0
     drop_at: frozenset[int] = frozenset()
     stall_at: frozenset[int] = frozenset()
+    unknown_headers: frozenset[str] = frozenset()
 
     def action(self, n: int) -> str | None:
         """``"drop"``, ``"stall"`` or ``None`` for the n-th ``ACQ:START``."""
@@ -89,6 +92,7 @@ class RedPitayaSimulator:
             self.os, self.pulses, np.random.default_rng(seed), clock, self.stats,
             ret_on_error=ret_on_error, supports_little_endian=supports_little_endian,
             supports_fill=supports_fill, start_fault=self.faults.action,
+            unknown_headers=self.faults.unknown_headers,
         )
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
