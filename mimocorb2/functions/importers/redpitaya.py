@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from mimocorb2.datapath import heartbeat as _heartbeat
-from mimocorb2.errors import SetupError
 from mimocorb2.functions._common import ConfigChecker, is_int, is_number, single_process
 from mimocorb2.scpi import ScpiClient, ScpiConnectionError, ScpiError, ScpiQueryError
 from mimocorb2.scpi.codec import decode_block_payload
@@ -726,9 +725,12 @@ def waveform(buffer_io: Any) -> None:
 
     Reads both inputs of a Red Pitaya STEMlab 125-14 over its SCPI server (TCP port
     5000) and writes one event per trigger; the trigger sits at index
-    number_of_samples_before_trigger of each event. Connection drops and a board
-    that stops answering are survived: the importer reconnects with backoff,
-    re-sends the configuration and goes on. Its connection state and reconnect
+    number_of_samples_before_trigger of each event. Works with Red Pitaya OS 1.04-18
+    and later: at every connect it detects the OS generation and speaks its dialect.
+    Connection drops and a board that stops answering are survived: the importer
+    reconnects with backoff, re-sends the configuration and goes on; a board error
+    that reconnecting cannot cure ends the worker with the board's error text. The
+    board must not be used by another SCPI client during a run. Its connection state and reconnect
     count are written to RUN_DIR/status/<worker>.json. The SCPI mapping of every
     key is documented in docs/redpitaya.md.
 
@@ -762,7 +764,7 @@ def waveform(buffer_io: Any) -> None:
     trigger_mode : str, optional (default='normal')
         Mode of the trigger. Must be one of the values in TRIGGER_MODES.
     trigger_level : int
-        Level of the trigger in ADC units (of the input, before negation). Must be between MIN_ADC_VALUE and MAX_ADC_VALUE.
+        Level of the trigger in ADC units (of the input, before negation). Must be between MIN_ADC_VALUE and MAX_ADC_VALUE. Sent to the board in volts (nominal full scale of gain), so approximate by the board's calibration.
     trigger_source : str, optional (default='IN1')
         Source of the trigger. Must be one of the values in INPUTS (or 'EXT').
     number_of_samples_before_trigger : int
