@@ -451,12 +451,14 @@ def test_same_refusal_after_fresh_configure_fails_the_worker(tmp_path):
     faults = Faults(unknown_headers=frozenset({"ACQ:TPOS?"}))
     pulses = PulseConfig(rate=5e4, spectrum="fixed", amplitude=0.5)
     with SimulatorThread(pulses=pulses, seed=3, faults=faults, os="1.04-28") as sim:
-        data, meta, stats, code = _run(tmp_path, _config(sim.port, timeout=0.3))
+        data, meta, stats, code = _run(tmp_path, _config(sim.port, timeout=0.5))
         connections = sim.simulator.stats["connections"]
     assert code not in (0, None) and data == []
-    assert connections == 2  # the first refusal reconnects once; the second is final
+    # the first refusal reconnects once, the second is final (a timeout under heavy
+    # load may add a reconnect, never a loop)
+    assert 2 <= connections <= 3
     status = _status(tmp_path)
-    assert status["state"] == "failed" and status["reconnects"] == 1
+    assert status["state"] == "failed" and status["reconnects"] == connections - 1
     error = status["last_error"]
     assert error.startswith("BoardError:") and "ACQ:TPOS?" in error
     assert "-113,Undefined header" in error and "again right after a fresh configuration" in error
