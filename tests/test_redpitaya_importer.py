@@ -406,6 +406,18 @@ async def test_board_without_fill_query():
 
 
 # ------------------------------------------------------------------ older OS generation
+def test_read_pieces_never_cross_the_buffer_end():
+    assert rp.read_pieces(100, 600, split=True) == [(100, 600)]
+    assert rp.read_pieces(16000, 600, split=False) == [(16000, 600)]
+    assert rp.read_pieces(16000, 600, split=True) == [(16000, 384), (0, 216)]
+    assert rp.read_pieces(0, 16384, split=True) == [(0, 16384)]
+    assert rp.read_pieces(1, 16384, split=True) == [(1, 16383), (0, 1)]
+    older, current = rp.BoardDialect(older=True, spelling="STA"), rp.BoardDialect(older=False)
+    assert older.data_query(2) == "ACQ:SOUR2:DATA:STA:N?" and older.split_wrapping_reads
+    assert current.data_query(1) == "ACQ:SOUR1:DATA:STArt:N?" and not current.split_wrapping_reads
+    assert older.generation == rp.OLDER_OS and current.generation == rp.CURRENT_OS
+
+
 @GENERATIONS
 async def test_full_buffer_events_never_read_past_the_end_on_older_os(os_version, caplog):
     """data_length 16384: nearly every read wraps; an older server gets two reads instead."""

@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -104,7 +105,7 @@ class RedPitayaSimulator:
         self.on_command: Callable[[str], object] | None = None
 
     @property
-    def errors(self):  # noqa: ANN201 - the board's deque
+    def errors(self) -> deque[tuple[int, str]]:
         """The board's SCPI error queue."""
         return self.board.errors
 
