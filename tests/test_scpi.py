@@ -318,6 +318,13 @@ async def test_ret_on_error_answers_fast():
         assert time.monotonic() - t0 < 1.0  # no timeout was needed
         assert info.value.errors[0][0] == -114
         assert (await client.query("ACQ:DEC?")) == "1"
+        # probes: a failed known query answers a bare \r\n, an unknown one nothing
+        assert await client.probe("ACQ:SOUR3:GAIN?") is None
+        assert client.last_probe_errors[0][0] == -114
+        assert await client.probe("ACQ:BOGUS?") is None
+        assert client.last_probe_errors == [(-113, "Undefined header")]
+        assert await client.probe("SYST:BRD:Name?") is not None
+        assert time.monotonic() - t0 < 1.0  # none of them waited for a timeout
     await sim.stop()
 
 
