@@ -6,7 +6,9 @@ a mimoBuffer, and this process reads the events back. For data_length 1000 and
 16384 it reports the event rate, the importer's and the simulator's CPU share, the
 SCPI round trips per event and the payload throughput.
 
-Run: ``.venv/bin/python benchmarks/bench_redpitaya.py [--events N] [--seconds S]``.
+Run: ``.venv/bin/python benchmarks/bench_redpitaya.py [--events N] [--events-large N]
+[--os 1.04-28]`` (``--os``: the simulated board's OS release; before 2.00-18 a read
+past the buffer end is split in two, so 16384-sample events take 4 reads).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
 from mimocorb2.mimo_worker import BufferIO
+from mimocorb2.sim.redpitaya import DEFAULT_OS, OS_PROFILES
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -45,9 +48,9 @@ def _importer(io: BufferIO, result_path: str) -> None:
     ))
 
 
-def _start_simulator() -> tuple[subprocess.Popen[str], int]:
+def _start_simulator(os_version: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mimocorb2.sim.redpitaya", "--port", "0", "--seed", "1",
+        [sys.executable, "-m", "mimocorb2.sim.redpitaya", "--port", "0", "--seed", "1", "--os", os_version,
          "--rate", "1e7", "--spectrum", "uniform", "--amplitude-min", "0.2", "--amplitude-max", "0.9"],
         stdout=subprocess.PIPE, text=True,
     )
@@ -59,9 +62,9 @@ def _start_simulator() -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.rsplit(":", 1)[1])
 
 
-def run_case(data_length: int, events: int) -> dict[str, Any]:
+def run_case(data_length: int, events: int, os_version: str = DEFAULT_OS) -> dict[str, Any]:
     """One measurement: ``events`` events of ``data_length`` samples per channel."""
-    sim, port = _start_simulator()
+    sim, port = _start_simulator(os_version)
     ctx = multiprocessing.get_context("spawn")
     buf = mimoBuffer("bench_rp", slot_count=32, data_length=data_length,
                      data_dtype={"IN1": "int16", "IN2": "int16"})
@@ -117,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=3000, help="events for data_length 1000")
     ap.add_argument("--events-large", type=int, default=1000, help="events for data_length 16384")
+    ap.add_argument("--os", default=DEFAULT_OS, choices=list(OS_PROFILES), dest="os_version",
+                    help="OS release the simulated board speaks")
     args = ap.parse_args(argv)
-    print(f"Red Pitaya importer vs simulator on loopback ({os.cpu_count()} CPUs)")
-    results = [run_case(1000, args.events), run_case(16384, args.events_large)]
+    print(f"Red Pitaya importer vs simulator (OS {args.os_version}) on loopback ({os.cpu_count()} CPUs)")
+    results = [run_case(1000, args.events, args.os_version),
+               run_case(16384, args.events_large, args.os_version)]
     header = (f"{'data_length':>11} {'events':>7} {'lost':>5} {'events/s':>9} {'MB/s':>7} "
               f"{'imp CPU':>8} {'us/ev':>7} {'sim CPU':>8} {'RT/ev':>6}")
     print(header)

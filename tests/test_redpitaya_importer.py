@@ -23,6 +23,8 @@ from mimocorb2.sim.redpitaya import Faults, PulseConfig, SimulatorThread
 
 CTX = multiprocessing.get_context("spawn")
 DTYPE = {"IN1": "int16", "IN2": "int16"}
+#: The key tests run against both generations of the board's SCPI server.
+GENERATIONS = pytest.mark.parametrize("os_version", ["1.04-28", "2.00-30"], ids=["older-os", "current-os"])
 
 
 def _config(port: int, **extra: Any) -> dict[str, Any]:
@@ -82,12 +84,14 @@ def _status(tmp_path: Path, name: str = "rp") -> dict[str, Any]:
 
 
 @pytest.mark.timeout(40)
-def test_channel_order_sign_alignment_amplitude(tmp_path):
+@GENERATIONS
+def test_channel_order_sign_alignment_amplitude(tmp_path, os_version):
     pulses = PulseConfig(rate=2e4, spectrum="fixed", amplitude=0.5, noise=0.001,
                          scale_IN1=1.0, scale_IN2=-0.5)
-    with SimulatorThread(pulses=pulses, seed=11) as sim:
+    with SimulatorThread(pulses=pulses, seed=11, os=os_version) as sim:
         data, meta, stats, code = _run(tmp_path, _config(sim.port, negator_IN2=True, max_events=30))
-    assert code == 0
+        crashes = sim.simulator.stats["crashes"]
+    assert code == 0 and crashes == 0
     assert len(data) == 30 and _counters(meta) == list(range(30))
     pre = 100
     for event in data:
@@ -103,6 +107,9 @@ def test_channel_order_sign_alignment_amplitude(tmp_path):
     status = _status(tmp_path)
     assert status["state"] == "stopped" and status["reconnects"] == 0
     assert status["events"] == 30
+    older = os_version.startswith("1.")
+    assert status["os_generation"] == (rp.OLDER_OS if older else rp.CURRENT_OS)
+    assert status["data_query"] == ("ACQ:SOUR<n>:DATA:STA:N?" if older else "ACQ:SOUR<n>:DATA:STArt:N?")
 
 
 @pytest.mark.timeout(40)
@@ -143,9 +150,10 @@ def test_old_os_big_endian_and_auto_trigger(tmp_path):
 
 
 @pytest.mark.timeout(40)
-def test_dropped_connections_survived(tmp_path):
+@GENERATIONS
+def test_dropped_connections_survived(tmp_path, os_version):
     pulses = PulseConfig(rate=5e4, spectrum="fixed", amplitude=0.5, noise=0.001)
-    with SimulatorThread(pulses=pulses, seed=3, faults=Faults(drop_every=7)) as sim:
+    with SimulatorThread(pulses=pulses, seed=3, faults=Faults(drop_every=7), os=os_version) as sim:
         data, meta, stats, code = _run(tmp_path, _config(sim.port, max_events=40))
         drops = sim.simulator.stats["drops"]
     assert code == 0
@@ -157,10 +165,11 @@ def test_dropped_connections_survived(tmp_path):
 
 
 @pytest.mark.timeout(40)
-def test_stalled_board_survived(tmp_path):
+@GENERATIONS
+def test_stalled_board_survived(tmp_path, os_version):
     pulses = PulseConfig(rate=5e4, spectrum="fixed", amplitude=0.5, noise=0.001)
     faults = Faults(stall_at=frozenset({4, 12}), stall_seconds=0.6)
-    with SimulatorThread(pulses=pulses, seed=4, faults=faults) as sim:
+    with SimulatorThread(pulses=pulses, seed=4, faults=faults, os=os_version) as sim:
         data, meta, stats, code = _run(tmp_path, _config(sim.port, timeout=0.15, max_events=20))
         stalls = sim.simulator.stats["stalls"]
     assert code == 0 and stalls == 2
@@ -171,14 +180,18 @@ def test_stalled_board_survived(tmp_path):
 
 
 @pytest.mark.timeout(50)
-def test_thousands_of_events_at_top_rate_none_lost(tmp_path):
+@GENERATIONS
+def test_thousands_of_events_at_top_rate_none_lost(tmp_path, os_version):
     n = 3000
     pulses = PulseConfig(rate=1e7, spectrum="uniform", amplitude_min=0.2, amplitude_max=0.9,
                          noise=0.001)
-    with SimulatorThread(pulses=pulses, seed=6) as sim:
+    with SimulatorThread(pulses=pulses, seed=6, os=os_version) as sim:
         data, meta, stats, code = _run(tmp_path, _config(sim.port, max_events=n, set_size=500),
                                        data_length=1000)
+        crashes, drops = sim.simulator.stats["crashes"], sim.simulator.stats["drops"]
     assert code == 0
+    # about one read in 16 wraps past the buffer end; an older server would have crashed
+    assert crashes == 0 and drops == 0 and _status(tmp_path)["reconnects"] == 0
     assert _counters(meta) == list(range(n))
     assert stats.get("lost", 0) == 0
     peaks = np.array([int(e["IN1"].max()) for e in data])
@@ -216,7 +229,7 @@ BAD_VALUES = [
     ("trigger_source", "IN3", "INPUTS"),
     ("trigger_level", 8192, "MAX_ADC_VALUE=8191"),
     ("trigger_level", -8193, "MIN_ADC_VALUE=-8192"),
-    ("trigger_level", 1.5, "integer ADC value"),
+    ("trigger_level", 1.5, "an integer from MIN_ADC_VALUE"),
     ("number_of_samples_before_trigger", 600, "data_length - 1 = 599"),
     ("number_of_samples_before_trigger", -1, "data_length - 1"),
     ("set_size", 0, ">= 1"),
@@ -237,7 +250,7 @@ def test_every_config_error_names_key_value_and_allowed(tmp_path, key, value, al
     with pytest.raises(SetupError) as info:
         rp.waveform(_io(config, tmp_path))
     text = str(info.value)
-    assert f"'{key}'" in text and repr(value) in text and allowed in text
+    assert f"Workers.rp.config.{key}: " in text and repr(value) in text and allowed in text
     assert len(info.value.problems) == 1
     assert not (tmp_path / "status").exists()  # never got as far as connecting
 
@@ -246,7 +259,7 @@ def test_every_config_error_names_key_value_and_allowed(tmp_path, key, value, al
 def test_missing_required_key(tmp_path, key):
     config = _config(1)
     del config[key]
-    with pytest.raises(SetupError, match=f"'{key}' is missing"):
+    with pytest.raises(SetupError, match=f"config.{key}: required key is missing"):
         rp.waveform(_io(config, tmp_path))
 
 
@@ -255,7 +268,7 @@ def test_buffer_errors_all_reported(tmp_path):
         rp.waveform(_io(_config(1), tmp_path, dtype={"IN1": "float32", "X": "int16"}, length=20000))
     text = str(info.value)
     assert "MAXIMUM_SAMPLES=16384" in text and "must be int16" in text and "'IN2'" in text
-    with pytest.raises(SetupError, match="exactly 1 sink"):
+    with pytest.raises(SetupError, match="needs exactly 1 buffer"):
         rp.waveform(_io(_config(1), tmp_path, sinks=2))
 
 
@@ -301,14 +314,15 @@ def test_stop_while_waiting_for_a_trigger_and_status_file_while_running(tmp_path
 EVENT_DTYPE = np.dtype([("IN1", "i2"), ("IN2", "i2")])
 
 
-async def test_pre_trigger_part_is_fresh_at_high_decimation():
+@GENERATIONS
+async def test_pre_trigger_part_is_fresh_at_high_decimation(os_version):
     # decimation 65536: 100 pre-trigger samples take 52 ms to be written. Pulses come
     # at once, so arming early would show the buffer's initial zeros before the
     # trigger; the baseline offset (0.05 V = 410 units) proves the samples are fresh.
     from mimocorb2.sim.redpitaya import RedPitayaSimulator
 
     pulses = PulseConfig(rate=1e6, spectrum="fixed", amplitude=0.5, noise=0.0, offset=0.05)
-    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1)
+    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, os=os_version)
     await sim.start()
     try:
         cfg = rp.parse_config(_config(sim.port, sample_rate=65536, trigger_level=2000), 150)
@@ -323,12 +337,12 @@ async def test_pre_trigger_part_is_fresh_at_high_decimation():
         await sim.stop()
 
 
-async def test_board_refusing_configuration_is_fatal(monkeypatch):
+async def test_board_refusing_configuration_is_fatal():
     from mimocorb2.sim import redpitaya as sim_mod
 
-    # an older OS knows only these decimations
-    monkeypatch.setattr(sim_mod, "DECIMATIONS", (1, 8, 64, 1024, 8192, 65536))
     sim = sim_mod.RedPitayaSimulator("127.0.0.1", 0, seed=1)
+    # a board that knows only these decimations
+    sim.board.decimations = (1, 8, 64, 1024, 8192, 65536)
     await sim.start()
     try:
         cfg = rp.parse_config(_config(sim.port, sample_rate=2), 400)
@@ -345,7 +359,7 @@ async def test_ret_on_error_board_and_ext_trigger_and_round_trips():
 
     pulses = PulseConfig(rate=1e6, spectrum="fixed", amplitude=0.3, noise=0.0)
     sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, ret_on_error=True,
-                             supports_little_endian=False)
+                             os="2.07-43", supports_little_endian=False)
     await sim.start()
     try:
         cfg = rp.parse_config(_config(sim.port, trigger_source="EXT"), 300)
@@ -367,12 +381,12 @@ async def test_ret_on_error_board_and_ext_trigger_and_round_trips():
 
 
 async def test_board_without_fill_query():
-    # OS before 1.04: no ACQ:TRig:FILL?; the importer waits out the post-trigger part
+    # OS 1.04-18: no ACQ:TRig:FILL? (from 1.04-28 on); the importer waits out the
+    # post-trigger part
     from mimocorb2.sim.redpitaya import RedPitayaSimulator
 
     pulses = PulseConfig(rate=1e5, spectrum="fixed", amplitude=0.5, noise=0.0, offset=0.05)
-    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, supports_fill=False,
-                             supports_little_endian=False)
+    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=1, os="1.04-18")
     await sim.start()
     try:
         # decimation 64: 900 post-trigger samples take 0.46 ms to be written
@@ -387,5 +401,95 @@ async def test_board_without_fill_query():
             assert (event["IN1"][:99] == 410).all() and (event["IN1"][110:] == 410).all()
         assert session.has_fill is False and session.status.reconnects == 0
         await session.close()
+    finally:
+        await sim.stop()
+
+
+# ------------------------------------------------------------------ older OS generation
+def test_read_pieces_never_cross_the_buffer_end():
+    assert rp.read_pieces(100, 600, split=True) == [(100, 600)]
+    assert rp.read_pieces(16000, 600, split=False) == [(16000, 600)]
+    assert rp.read_pieces(16000, 600, split=True) == [(16000, 384), (0, 216)]
+    assert rp.read_pieces(0, 16384, split=True) == [(0, 16384)]
+    assert rp.read_pieces(1, 16384, split=True) == [(1, 16383), (0, 1)]
+    older, current = rp.BoardDialect(older=True, spelling="STA"), rp.BoardDialect(older=False)
+    assert older.data_query(2) == "ACQ:SOUR2:DATA:STA:N?" and older.split_wrapping_reads
+    assert current.data_query(1) == "ACQ:SOUR1:DATA:STArt:N?" and not current.split_wrapping_reads
+    assert older.generation == rp.OLDER_OS and current.generation == rp.CURRENT_OS
+
+
+@GENERATIONS
+async def test_full_buffer_events_never_read_past_the_end_on_older_os(os_version, caplog):
+    """data_length 16384: nearly every read wraps; an older server gets two reads instead."""
+    from mimocorb2.sim.redpitaya import BUFFER_SAMPLES, RedPitayaSimulator
+
+    pulses = PulseConfig(rate=1e5, spectrum="fixed", amplitude=0.5, noise=0.001)
+    sim = RedPitayaSimulator("127.0.0.1", 0, pulses=pulses, seed=7, os=os_version)
+    reads: list[tuple[int, int]] = []
+
+    def note(line: str) -> None:
+        if ":DATA:" in line.upper() and ":N?" in line.upper():
+            start, count = line.split(" ", 1)[1].split(",")
+            reads.append((int(start), int(count)))
+
+    sim.on_command = note
+    await sim.start()
+    older = os_version.startswith("1.")
+    try:
+        cfg = rp.parse_config(_config(sim.port, number_of_samples_before_trigger=8000), BUFFER_SAMPLES)
+        session = rp.RedPitayaSession(cfg, EVENT_DTYPE)
+        with caplog.at_level("INFO", logger="mimocorb2.importers.redpitaya"):
+            for _ in range(6):
+                event = await session.next_event()
+                assert event is not None
+                assert event["IN1"][7999] < 1000 <= event["IN1"][8000]
+                assert abs(int(event["IN1"].max()) - 4096) < 60
+        assert session.dialect.older is older and session.status.reconnects == 0
+        assert sim.stats["crashes"] == 0
+        event_reads = reads[1:]  # the first is the one-sample probe at connect
+        wrapping = [r for r in event_reads if r[0] + r[1] > BUFFER_SAMPLES]
+        assert bool(wrapping) is not older
+        assert sum(n for _, n in event_reads) == 6 * 2 * BUFFER_SAMPLES
+        generation = rp.OLDER_OS if older else rp.CURRENT_OS
+        assert f"OS {generation}" in caplog.text
+        await session.close()
+    finally:
+        await sim.stop()
+
+
+@pytest.mark.timeout(40)
+def test_same_refusal_after_fresh_configure_fails_the_worker(tmp_path):
+    """A board that never answers ACQ:TPOS?: no endless reconnecting, a clear failure."""
+    faults = Faults(unknown_headers=frozenset({"ACQ:TPOS?"}))
+    pulses = PulseConfig(rate=5e4, spectrum="fixed", amplitude=0.5)
+    with SimulatorThread(pulses=pulses, seed=3, faults=faults, os="1.04-28") as sim:
+        data, meta, stats, code = _run(tmp_path, _config(sim.port, timeout=0.5))
+        connections = sim.simulator.stats["connections"]
+    assert code not in (0, None) and data == []
+    # the first refusal reconnects once, the second is final (a timeout under heavy
+    # load may add a reconnect, never a loop)
+    assert 2 <= connections <= 3
+    status = _status(tmp_path)
+    assert status["state"] == "failed" and status["reconnects"] == connections - 1
+    error = status["last_error"]
+    assert error.startswith("BoardError:") and "ACQ:TPOS?" in error
+    assert "-113,Undefined header" in error and "again right after a fresh configuration" in error
+    assert rp.OLDER_OS in error
+
+
+async def test_board_without_a_known_data_query_refused_at_start(tmp_path):
+    from mimocorb2.sim.redpitaya import RedPitayaSimulator
+
+    faults = Faults(unknown_headers=frozenset({"ACQ:SOUR1:DATA:STA:N?", "ACQ:SOUR1:DATA:STArt:N?"}))
+    sim = RedPitayaSimulator("127.0.0.1", 0, seed=1, faults=faults, os="2.00-15")
+    await sim.start()
+    try:
+        cfg = rp.parse_config(_config(sim.port), 400)
+        session = rp.RedPitayaSession(cfg, EVENT_DTYPE, status_path=tmp_path / "rp.json")
+        with pytest.raises(rp.BoardError, match=r"OS before 2\.00-18.*answers no positional data query"):
+            await session.next_event()
+        await session.close()
+        status = json.loads((tmp_path / "rp.json").read_text())
+        assert status["state"] == "failed" and "Undefined header" in status["last_error"]
     finally:
         await sim.stop()

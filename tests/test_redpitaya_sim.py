@@ -87,10 +87,28 @@ async def test_unknown_command_answers_nothing_and_queues_error(board):
     lines = [await reader.readuntil(b"\r\n") for _ in range(5)]
     assert lines == [b"2\r\n", b'-113,"Undefined header"\r\n', b'-113,"Undefined header"\r\n',
                      b'0,"No error"\r\n', b"0\r\n"]
-    writer.write(b"RP:RET_ON_ERROR ON\r\nACQ:BOGUS?\r\n*CLS\r\n*STB?\r\n")
-    assert await reader.readuntil(b"\r\n") == b"\r\n"  # the failed query's bare answer
-    assert await reader.readuntil(b"\r\n") == b"0\r\n"
+    # RP:RET_ON_ERROR exists only from OS 2.07-43: here it is unknown itself
+    writer.write(b"RP:RET_ON_ERROR ON\r\nACQ:SOUR3:GAIN?\r\n*STB?\r\n")
+    assert await reader.readuntil(b"\r\n") == b"4\r\n"
     writer.close()
+
+
+async def test_ret_on_error_is_board_wide_and_leaves_unknown_commands_silent():
+    s = RedPitayaSimulator("127.0.0.1", 0, seed=1, os="2.07-43")
+    await s.start()
+    try:
+        reader, writer = await _raw(s.port)
+        other_reader, other = await _raw(s.port)
+        writer.write(b"RP:RET_ON_ERROR ON\r\n*IDN?\r\n")
+        await reader.readuntil(b"\r\n")
+        # the other connection never asked for it, but the flag is the board's
+        other.write(b"ACQ:SOUR3:GAIN?\r\nACQ:BOGUS?\r\n*CLS\r\n*STB?\r\n")
+        assert await other_reader.readuntil(b"\r\n") == b"\r\n"  # known query, failed
+        assert await other_reader.readuntil(b"\r\n") == b"0\r\n"  # BOGUS? said nothing
+        writer.close()
+        other.close()
+    finally:
+        await s.stop()
 
 
 async def test_short_long_forms_and_case(board):
@@ -214,6 +232,53 @@ def test_pulse_config_validation():
     assert Faults().action(5) is None
 
 
+# ----------------------------------------------------------------------- older OS
+async def test_older_os_spelling_framing_and_crash_on_wrapping_read():
+    s = RedPitayaSimulator("127.0.0.1", 0, seed=1, os="1.04-18",
+                           pulses=PulseConfig(rate=1e5, spectrum="fixed", amplitude=0.5, noise=0.0))
+    await s.start()
+    try:
+        reader, writer = await _raw(s.port)
+        writer.write(b"ACQ:DATA:FORMAT BIN\r\nACQ:DATA:UNITS RAW\r\n"
+                     b"ACQ:SOUR1:DATA:STA:N? 0,2\r\nACQ:SOUR2:DATA:STA:N? 16382,2\r\n"
+                     b"ACQ:SOUR1:DATA:STArt:N? 0,2\r\nACQ:TRig:FILL?\r\nSYST:BRD:Name?\r\n*STB?\r\n")
+        # two blocks back to back, no \r\n after either; the unknown queries say nothing
+        assert await reader.readexactly(14) == b"#14\x00\x00\x00\x00#14\x00\x00\x00\x00"
+        assert await reader.readuntil(b"\r\n") == b"4\r\n"
+        writer.write(b"SYST:ERR:COUN?\r\n")
+        assert await reader.readuntil(b"\r\n") == b"3\r\n"
+        # a read past the buffer end: the older server crashes, every connection drops
+        writer.write(b"ACQ:SOUR1:DATA:STA:N? 16380,10\r\n")
+        assert await reader.read() == b""
+        assert s.stats["crashes"] == 1
+        writer.close()
+    finally:
+        await s.stop()
+
+
+def test_os_profiles():
+    assert [p for p in sim_mod.OS_PROFILES if sim_mod.OS_PROFILES[p].older] == ["1.04-18", "1.04-28", "2.00-15"]
+    assert not sim_mod.os_profile("1.04-18").fill_query and sim_mod.os_profile("1.04-28").fill_query
+    with pytest.raises(ValueError, match="unknown OS version '9.9'"):
+        RedPitayaSimulator(os="9.9")
+    with pytest.raises(ValueError, match="RP:RET_ON_ERROR needs OS 2.07-43"):
+        RedPitayaSimulator(ret_on_error=True)
+
+
+async def test_trigger_state_means_received_from_2_05_37():
+    s = RedPitayaSimulator("127.0.0.1", 0, seed=1, os="2.05-37")
+    await s.start()
+    try:
+        async with ScpiClient("127.0.0.1", s.port, timeout=1) as c:
+            await c.write("ACQ:RST", "ACQ:START")
+            # not armed yet: no trigger received (older OS said TD = disabled here)
+            assert await c.query("ACQ:TRig:STAT?") == "WAIT"
+            await c.write("ACQ:TRig NOW")
+            assert await c.query("ACQ:TRig:STAT?") == "TD"
+    finally:
+        await s.stop()
+
+
 # ----------------------------------------------------------------------- hooks
 def test_drop_and_stall_hooks_from_another_thread():
     async def scenario(port: int, sim: SimulatorThread) -> None:
@@ -242,7 +307,8 @@ def test_cli_serves_and_rejects_bad_arguments(capsys):
     assert sim_mod.main(["--rate", "-5", "--port", "0"]) == 2
     assert "rate must be > 0" in capsys.readouterr().err
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mimocorb2.sim.redpitaya", "--port", "0", "--seed", "1", "--no-lend"],
+        [sys.executable, "-m", "mimocorb2.sim.redpitaya", "--port", "0", "--seed", "1", "--no-lend",
+         "--older-os"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -251,12 +317,13 @@ def test_cli_serves_and_rejects_bad_arguments(capsys):
         assert line.startswith("listening on 127.0.0.1:")
         port = int(line.rsplit(":", 1)[1])
 
-        async def talk() -> list[tuple[int, str]]:
+        async def talk() -> tuple[list[tuple[int, str]], object]:
             async with ScpiClient("127.0.0.1", port, timeout=1) as c:
                 await c.write("ACQ:DATA:BYTE:ORDER LEND")
-                return await c.check_errors()
+                errors = await c.check_errors()
+                return errors, await c.probe("SYST:BRD:Name?")  # --older-os: unknown
 
-        assert asyncio.run(talk()) == [(-113, "Undefined header")]
+        assert asyncio.run(talk()) == ([(-113, "Undefined header")], None)
     finally:
         proc.terminate()
         proc.wait(10)

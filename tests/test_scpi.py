@@ -41,6 +41,21 @@ def test_block_roundtrip_and_incomplete_prefixes():
     assert parse_block(framed + b"#13abc\r\n") == (payload, len(framed))
 
 
+def test_block_with_and_without_terminator():
+    a, b = encode_block(b"abc"), encode_block(b"xy")
+    # older Red Pitaya OS: blocks back to back, no \r\n after either
+    assert parse_block(a + b, terminated=False) == (b"abc", len(a))
+    assert parse_block(a + b) == (b"abc", len(a))  # either framing: the '#' decides
+    assert parse_block(a + b"\r\n" + b) == (b"abc", len(a) + 2)
+    # the stream ends (or pauses) right after the payload
+    assert parse_block(a) is None and parse_block(a + b"\r") is None
+    assert parse_block(a, at_end=True) == (b"abc", len(a))
+    assert parse_block(a, terminated=False) == (b"abc", len(a))
+    with pytest.raises(BlockFormatError, match="not terminated"):
+        parse_block(a + b, terminated=True)
+    assert parse_block(a, terminated=True) is None
+
+
 @pytest.mark.parametrize("bad", [b"X12", b"#A", b"#0", b"#3a1", b"\r\n"])
 def test_block_malformed(bad):
     with pytest.raises(BlockFormatError):
@@ -151,6 +166,55 @@ async def test_coalesced_answers_in_one_segment():
     assert srv.lines == ["A?", "B?", "C?"]
 
 
+@pytest.mark.parametrize("mode", [None, False])
+async def test_unterminated_blocks_back_to_back(mode):
+    """Before OS 2.00-18 the board sends no \\r\\n after a block."""
+    a, b = np.arange(5, dtype=np.int16), -np.arange(7, dtype=np.int16)
+    blob = encode_block(a.astype(">i2").tobytes()) + encode_block(b.astype(">i2").tobytes()) + b"TD\r\n"
+
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        if line == "C?":
+            writer.write(blob)
+        elif line == "D?":
+            writer.write(encode_block(b"\x00\x01"))  # last answer of a batch: a block
+        elif line == "*IDN?":
+            writer.write(b"FAKE\r\n")
+
+    async with FakeServer(handler) as srv:
+        async with ScpiClient("127.0.0.1", srv.port, timeout=2, block_terminator=mode) as client:
+            x, y, state = await client.query_many(["A?", "B?", "C?"], ["block", "block", "line"])
+            np.testing.assert_array_equal(decode_block_payload(x, "int16"), a)  # type: ignore[arg-type]
+            np.testing.assert_array_equal(decode_block_payload(y, "int16"), b)  # type: ignore[arg-type]
+            assert state == "TD" and client.blocks_terminated is False
+            assert await client.query_block("D?") == b"\x00\x01"
+            assert await client.query("*IDN?") == "FAKE"
+
+
+async def test_framing_learned_per_connection_and_strict_mode():
+    block = encode_block(b"\x00\x01")
+
+    async def handler(line: str, writer: asyncio.StreamWriter) -> None:
+        if line == "D?":
+            writer.write(block + b"\r\n")
+        elif line == "*IDN?":
+            writer.write(b"FAKE\r\n")
+
+    async with FakeServer(handler) as srv:
+        async with ScpiClient("127.0.0.1", srv.port, timeout=2) as client:
+            assert await client.query_block("D?") == b"\x00\x01"
+            assert client.blocks_terminated is None  # nothing followed the block yet
+            assert await client.query("*IDN?") == "FAKE"
+            assert client.blocks_terminated is True
+            await client.connect()  # a new connection learns again
+            assert client.blocks_terminated is None
+        async with ScpiClient("127.0.0.1", srv.port, timeout=2, block_terminator=False) as client:
+            # told "no terminator" but one comes: the next answer is out of step
+            assert await client.query_block("D?") == b"\x00\x01"
+            with pytest.raises(ScpiConnectionError, match="out of step"):
+                await client.query("*IDN?")
+            assert not client.connected
+
+
 async def test_silence_without_error_is_a_timeout_and_closes():
     async def handler(line: str, writer: asyncio.StreamWriter) -> None:
         if line == "*STB?":
@@ -243,7 +307,9 @@ async def test_failed_query_reports_queued_error_and_stays_usable(sim):
         assert await client.check_errors() == []
 
 
-async def test_ret_on_error_answers_fast(sim):
+async def test_ret_on_error_answers_fast():
+    sim = RedPitayaSimulator("127.0.0.1", 0, seed=3, os="2.07-43")
+    await sim.start()
     async with ScpiClient("127.0.0.1", sim.port, timeout=3.0) as client:
         await client.write("RP:RET_ON_ERROR ON")
         t0 = time.monotonic()
@@ -252,6 +318,14 @@ async def test_ret_on_error_answers_fast(sim):
         assert time.monotonic() - t0 < 1.0  # no timeout was needed
         assert info.value.errors[0][0] == -114
         assert (await client.query("ACQ:DEC?")) == "1"
+        # probes: a failed known query answers a bare \r\n, an unknown one nothing
+        assert await client.probe("ACQ:SOUR3:GAIN?") is None
+        assert client.last_probe_errors[0][0] == -114
+        assert await client.probe("ACQ:BOGUS?") is None
+        assert client.last_probe_errors == [(-113, "Undefined header")]
+        assert await client.probe("SYST:BRD:Name?") is not None
+        assert time.monotonic() - t0 < 1.0  # none of them waited for a timeout
+    await sim.stop()
 
 
 async def test_pipelined_failure_without_ret_on_error(sim):
@@ -265,6 +339,34 @@ async def test_pipelined_failure_without_ret_on_error(sim):
         assert (await client.query("ACQ:DEC?")) == "1"  # back in step
 
 
+@pytest.mark.parametrize("os_version", ["1.04-28", "2.00-30"])
+async def test_probe_tells_known_from_unknown_queries_without_timeouts(os_version):
+    s = RedPitayaSimulator("127.0.0.1", 0, seed=3, os=os_version)
+    await s.start()
+    older = os_version.startswith("1.")
+    try:
+        async with ScpiClient("127.0.0.1", s.port, timeout=5.0) as client:
+            t0 = time.monotonic()
+            name = await client.probe("SYST:BRD:Name?")
+            assert (name is None) == older
+            if older:
+                assert client.last_probe_errors == [(-113, "Undefined header")]
+            await client.write("ACQ:DATA:FORMAT BIN", "ACQ:DATA:UNITS RAW")
+            one = await client.probe("ACQ:SOUR1:DATA:STA:N? 0,1", "block")  # both know STA
+            assert isinstance(one, bytes) and len(one) == 2
+            long_form = await client.probe("ACQ:SOUR1:DATA:STArt:N? 0,1", "block")
+            assert (long_form is None) == older
+            assert client.blocks_terminated is (not older)
+            # an answer that looks like a status byte with the error bit set
+            await client.write("ACQ:DEC 4")
+            assert await client.probe("ACQ:DEC?") == "4"
+            assert await client.probe("ACQ:BOGUS?") is None
+            assert await client.query("ACQ:DEC?") == "4"  # still in step
+            assert time.monotonic() - t0 < 2.0  # no probe waited for a timeout
+    finally:
+        await s.stop()
+
+
 # ----------------------------------------------------------------------- any TCP segmentation
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -274,10 +376,12 @@ from hypothesis import strategies as st  # noqa: E402
 @given(
     payloads=st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=4),
     cuts=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=200),
+    terminated=st.booleans(),
 )
-def test_block_reader_any_segmentation(payloads, cuts):
-    """Blocks and lines, coalesced and then cut into arbitrary segments, read back intact."""
-    stream = b"".join(encode_block(p) + b"\r\n" for p in payloads) + b"END\r\n"
+def test_block_reader_any_segmentation(payloads, cuts, terminated):
+    """Blocks (with or without \\r\\n) and lines, coalesced, then cut anywhere, read back intact."""
+    end = b"\r\n" if terminated else b""
+    stream = b"".join(encode_block(p) + end for p in payloads) + b"END\r\n"
     pieces, i = [], 0
     for cut in cuts:
         if i >= len(stream):

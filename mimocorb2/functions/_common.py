@@ -5,15 +5,24 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from ..errors import SetupError
 
-__all__ = ["ConfigChecker", "atomic_write_bytes", "atomic_save_npy", "copy_event", "resolve_path"]
+__all__ = [
+    "ConfigChecker",
+    "atomic_save_npy",
+    "atomic_write_bytes",
+    "copy_event",
+    "is_int",
+    "is_number",
+    "resolve_path",
+]
 
 _MISSING = object()
 
@@ -32,13 +41,13 @@ def _type_name(value: Any) -> str:
 
 
 def is_number(value: Any) -> bool:
-    """True for int/float (and numpy scalars), False for bool and NaN."""
+    """True for finite int/float (and numpy scalars); False for bool, NaN and infinities."""
     if isinstance(value, bool | np.bool_):
         return False
     if isinstance(value, int | np.integer):
         return True
     if isinstance(value, float | np.floating):
-        return not math.isnan(float(value))
+        return math.isfinite(float(value))
     return False
 
 
@@ -64,8 +73,23 @@ class ConfigChecker:
         self.name = str(getattr(io, "name", "?"))
         self.function = function
         config = getattr(io, "config", None)
-        self.config: dict[str, Any] = dict(config) if isinstance(config, dict) else {}
+        self.config: dict[str, Any] = dict(config) if isinstance(config, Mapping) else {}
         self.problems: list[str] = []
+
+    @classmethod
+    def for_config(cls, config: Mapping[str, Any], name: str, function: str) -> ConfigChecker:
+        """A checker for a bare ``config`` mapping of worker ``name`` (no BufferIO at hand)."""
+        return cls(SimpleNamespace(name=name, config=dict(config)), function)
+
+    def reject_unknown(self, known: Iterable[str]) -> None:
+        """Record a problem for every config key not in ``known`` (a misspelt key is never ignored)."""
+        allowed = sorted(known)
+        for key in sorted(set(self.config) - set(allowed), key=str):
+            self.problem(str(key), f"unknown key (got {self.config[key]!r}); allowed keys: {', '.join(allowed)}")
+
+    def expected(self, key: str, what: str, value: Any) -> None:
+        """Record the standard problem line ``<where>: expected <what>, got <value>``."""
+        self.problem(key, f"expected {what}, got {value!r}")
 
     # -- reporting -----------------------------------------------------------------
     def problem(self, key: str | None, message: str) -> None:

@@ -4,10 +4,14 @@ Protocol facts this client relies on (Red Pitaya SCPI server, and SCPI in genera
 
 * a command runs when its ``\\r\\n`` arrives; several commands may share one write;
 * set commands never answer; a query answers exactly one ``<text>\\r\\n`` line or one
-  IEEE 488.2 definite-length block ``#<n><len><payload>\\r\\n``;
+  IEEE 488.2 definite-length block ``#<n><len><payload>``. The Red Pitaya follows a
+  block with ``\\r\\n`` from OS 2.00-18 on, older releases send nothing after it;
+  ``block_terminator`` says which (``None``: find out from the stream, see below);
 * a failed query or an unknown command answers *nothing*; the error is queued
-  (``*STB?`` bit 0x04, then ``SYST:ERR:NEXT?`` until ``0,...``). Servers started with
-  ``RP:RET_ON_ERROR ON`` answer a bare ``\\r\\n`` instead of nothing.
+  (``*STB?`` bit 0x04, then ``SYST:ERR:NEXT?`` until ``0,...``). On OS 2.07-43 and
+  later, ``RP:RET_ON_ERROR ON`` (a flag of the whole board, not of one connection)
+  makes a failed query of a *known* command answer a bare ``\\r\\n``; unknown
+  commands still answer nothing.
 
 Invariant: answers arrive in the order the queries were sent. When a query gets no
 answer in time, the client asks ``*STB?``; if that is answered and the error bit is
@@ -15,6 +19,11 @@ set, the queued errors are read and a :class:`ScpiQueryError` is raised (the
 connection stays usable). In every other case (no answer to ``*STB?`` either, or no
 error queued) the client can no longer tell which answer belongs to which query, so it
 closes the connection and raises :class:`ScpiTimeout`; the caller reconnects.
+
+Block terminators when ``block_terminator`` is ``None``: after a block the client
+does not wait for ``\\r\\n`` (it may never come); the next read first skips a
+``\\r\\n`` if one is there, and the first block followed by another answer tells the
+client, for the rest of the connection, whether this instrument terminates blocks.
 """
 
 from __future__ import annotations
@@ -106,6 +115,7 @@ class ScpiClient:
         timeout: float = 2.0,
         connect_timeout: float | None = None,
         logger: logging.Logger | None = None,
+        block_terminator: bool | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -114,11 +124,22 @@ class ScpiClient:
         self.logger = logger or logging.getLogger("mimocorb2.scpi")
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        #: Whether blocks end with ``\\r\\n`` (None: learn it per connection).
+        self.block_terminator = block_terminator
+        self._terminated = block_terminator
+        self._terminator_pending = False
+        #: Errors the instrument queued for the last :meth:`probe` that got no answer.
+        self.last_probe_errors: list[tuple[int, str]] = []
         self.round_trips = 0
         self.commands_sent = 0
         self.bytes_received = 0
 
     # ------------------------------------------------------------------ connection
+    @property
+    def blocks_terminated(self) -> bool | None:
+        """Whether this connection's blocks end with ``\\r\\n`` (None: not known yet)."""
+        return self._terminated
+
     @property
     def connected(self) -> bool:
         """True while a connection is open and has not been found broken."""
@@ -143,6 +164,8 @@ class ScpiClient:
             except OSError:  # pragma: no cover - not a TCP socket
                 pass
         self._reader, self._writer = reader, writer
+        self._terminated = self.block_terminator
+        self._terminator_pending = False
 
     async def close(self) -> None:
         """Close the connection (idempotent, never raises)."""
@@ -198,26 +221,43 @@ class ScpiClient:
         self.commands_sent += len(commands)
 
     # ------------------------------------------------------------------ reading
-    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
-        line = await reader.readuntil(b"\r\n")
+    async def _answer_start(self, reader: asyncio.StreamReader) -> bytes:
+        """The first byte of the next answer, after the previous block's terminator.
+
+        Invariant: ``_terminator_pending`` is True exactly while the last thing read
+        was a block payload and this connection's framing is not known yet.
+        """
+        first = await reader.readexactly(1)
+        if not self._terminator_pending:
+            return first
+        self._terminator_pending = False
+        if first != b"\r":
+            self._terminated = False  # the next answer followed the block directly
+            return first
+        if await reader.readexactly(1) != b"\n":
+            raise BlockFormatError("lone '\\r' after a binary block")
+        self._terminated = True
+        self.bytes_received += 2
+        return await reader.readexactly(1)
+
+    async def _read_line(self, reader: asyncio.StreamReader, first: bytes | None = None) -> bytes:
+        if first is None:
+            first = await self._answer_start(reader)
+        if first == b"\r":  # the separator would be split between `first` and the stream
+            first += await reader.readexactly(1)
+            if first == b"\r\n":
+                self.bytes_received += 2
+                return b""
+        line = first + await reader.readuntil(b"\r\n")
         self.bytes_received += len(line)
         return line[:-2]
 
-    async def _read_block_or_empty(self, reader: asyncio.StreamReader) -> bytes | None:
-        """Read one block; ``None`` for a bare ``\\r\\n`` (RET_ON_ERROR answer).
+    async def _read_block_rest(self, reader: asyncio.StreamReader) -> bytes:
+        """The rest of a block whose ``#`` was read: header, payload and terminator.
 
         ``readexactly`` makes the framing independent of how TCP split or coalesced
         the bytes: header, payload and terminator may arrive in any pieces.
         """
-        first = await reader.readexactly(1)
-        if first == b"\r":
-            if await reader.readexactly(1) != b"\n":
-                raise BlockFormatError("lone '\\r' where a block was expected")
-            self.bytes_received += 2
-            return None
-        if first != b"#":
-            rest = await reader.readuntil(b"\r\n")
-            raise BlockFormatError(f"expected a binary block, got {(first + rest)[:40]!r}")
         digit = await reader.readexactly(1)
         if not digit.isdigit() or digit == b"0":
             raise BlockFormatError(f"bad block length digit {digit!r}")
@@ -226,11 +266,28 @@ class ScpiClient:
         assert parsed is not None  # the header is complete by construction
         _, length = parsed
         payload = await reader.readexactly(length)
-        terminator = await reader.readexactly(2)
-        if terminator != b"\r\n":
-            raise BlockFormatError(f"block not terminated by \\r\\n but {terminator!r}")
-        self.bytes_received += 4 + len(digits) + length
+        self.bytes_received += 2 + len(digits) + length
+        if self._terminated is None:
+            self._terminator_pending = True
+        elif self._terminated:
+            terminator = await reader.readexactly(2)
+            if terminator != b"\r\n":
+                raise BlockFormatError(f"block not terminated by \\r\\n but {terminator!r}")
+            self.bytes_received += 2
         return payload
+
+    async def _read_block_or_empty(self, reader: asyncio.StreamReader) -> bytes | None:
+        """Read one block; ``None`` for a bare ``\\r\\n`` (RET_ON_ERROR answer)."""
+        first = await self._answer_start(reader)
+        if first == b"\r":
+            if await reader.readexactly(1) != b"\n":
+                raise BlockFormatError("lone '\\r' where a block was expected")
+            self.bytes_received += 2
+            return None
+        if first != b"#":
+            rest = await reader.readuntil(b"\r\n")
+            raise BlockFormatError(f"expected a binary block, got {(first + rest)[:40]!r}")
+        return await self._read_block_rest(reader)
 
     async def query_many(
         self,
@@ -318,6 +375,67 @@ class ScpiClient:
         """Query an ASCII list ``{v,v,...}`` and decode it."""
         return decode_ascii_list(await self.query(command, timeout=timeout), dtype)
 
+    async def probe(
+        self, command: str, kind: AnswerKind = "line", *, timeout: float | None = None
+    ) -> str | bytes | None:
+        """Ask a query the instrument may not know, without waiting for a timeout.
+
+        Sends ``*CLS``, ``command`` and ``*STB?`` in one write. Returns the answer (a
+        ``str`` line or the ``bytes`` payload of a block), or ``None`` when the
+        instrument answered nothing (or a bare ``\\r\\n``) and queued an error; the
+        queued errors are then read, cleared and kept in :attr:`last_probe_errors`.
+        A line answer that looks like a status byte with the error bit set is told
+        apart from one by a second ``*STB?``. Raises :class:`ScpiConnectionError` when
+        the connection fails or nothing at all is answered in time.
+        """
+        await self.write("*CLS", command, "*STB?")
+        reader, _ = self._streams()
+        self.round_trips += 1
+        self.last_probe_errors = []
+        budget = self.timeout if timeout is None else float(timeout)
+        try:
+            async with asyncio.timeout(budget):
+                answer = await self._probe_answer(reader, kind)
+        except TimeoutError:
+            await self.close()
+            raise ScpiTimeout(
+                f"{self.host}:{self.port}: probe {command!r} (with *STB?) got no answer "
+                f"within {budget:g} s"
+            ) from None
+        except (asyncio.IncompleteReadError, ConnectionError, OSError,
+                asyncio.LimitOverrunError, BlockFormatError, ValueError) as exc:
+            raise await self._broken(f"probe {command!r} failed", exc) from exc
+        if answer is None:
+            self.last_probe_errors = await self._drain_errors()
+        return answer
+
+    async def _probe_answer(self, reader: asyncio.StreamReader, kind: AnswerKind) -> str | bytes | None:
+        """Read what ``*CLS; <command>; *STB?`` produced (see :meth:`probe`)."""
+        first = await self._answer_start(reader)
+        if first == b"#" and kind == "block":
+            payload = await self._read_block_rest(reader)
+            await self._read_line(reader)  # the *STB? answer
+            return payload
+        line = (await self._read_line(reader, first)).decode("ascii", errors="replace")
+        if line == "":  # RET_ON_ERROR: the failed query's bare answer
+            await self._read_line(reader)  # the *STB? answer
+            return None
+        if not _error_bit_set(line):
+            if kind == "block":
+                raise BlockFormatError(f"expected a binary block or a status byte, got {line[:40]!r}")
+            await self._read_line(reader)  # the *STB? answer
+            return line
+        if kind == "block":
+            return None  # the status byte came first: the block never will
+        # `line` is either the status byte (the query failed) or an answer that looks
+        # like one. A second *STB? decides: after a failure the error bit is still set,
+        # after a success the pending first *STB? answer (no error) comes first.
+        await self.write("*STB?")
+        if _error_bit_set((await self._read_line(reader)).decode("ascii", errors="replace")):
+            return None
+        await self._read_line(reader)  # the second *STB? answer
+        return line
+
     # ------------------------------------------------------------------ errors
     async def _errors_after_silence(self, command: str) -> list[tuple[int, str]]:
         """A query went unanswered: ask the status byte, drain errors, or give up.
@@ -350,15 +468,11 @@ class ScpiClient:
             async with asyncio.timeout(self.timeout):
                 for _ in range(pending):
                     # Their content is of no use once one query of the batch failed.
-                    first = await reader.readexactly(1)
+                    first = await self._answer_start(reader)
                     if first == b"#":
-                        digit = await reader.readexactly(1)
-                        length = int(await reader.readexactly(int(digit)))
-                        await reader.readexactly(length + 2)
-                    elif first != b"\r":
-                        await reader.readuntil(b"\r\n")
+                        await self._read_block_rest(reader)
                     else:
-                        await reader.readexactly(1)
+                        await self._read_line(reader, first)
         except Exception as exc:  # any trouble here: the stream is out of step
             raise await self._broken(f"lost step after failed query {command!r}", exc) from exc
         return await self._drain_errors()
@@ -381,6 +495,9 @@ class ScpiClient:
                 errors.append((code, message))
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             raise await self._broken("SYST:ERR:NEXT? did not answer", exc) from exc
+        except (ScpiConnectionError, ValueError, asyncio.LimitOverrunError) as exc:
+            # an answer that is no error line: the stream is out of step
+            raise await self._broken("SYST:ERR:NEXT? answered out of step", exc) from exc
         return errors
 
     async def errors(self) -> list[tuple[int, str]]:
@@ -394,6 +511,14 @@ class ScpiClient:
         if stb & STB_ERROR_QUEUE:
             return await self._drain_errors()
         return []
+
+
+def _error_bit_set(line: str) -> bool:
+    """Whether ``line`` is a status byte with the error-queue bit set."""
+    try:
+        return bool(int(line.strip()) & STB_ERROR_QUEUE)
+    except ValueError:
+        return False
 
 
 class _EmptyAnswer(Exception):

@@ -67,13 +67,21 @@ def parse_block_header(head: bytes) -> tuple[int, int] | None:
     return 2 + n, int(digits)
 
 
-def parse_block(data: bytes | bytearray | memoryview) -> tuple[bytes, int] | None:
-    """Parse one block (and its optional ``\\r\\n`` terminator) from the start of ``data``.
+def parse_block(
+    data: bytes | bytearray | memoryview,
+    *,
+    terminated: bool | None = None,
+    at_end: bool = False,
+) -> tuple[bytes, int] | None:
+    """Parse one block (and its ``\\r\\n`` terminator, if any) from the start of ``data``.
 
     Returns ``(payload, consumed)``, or ``None`` if ``data`` does not yet hold the whole
-    block. The terminator is consumed when present; if ``data`` ends right after the
-    payload we cannot know whether a terminator follows, so ``None`` is returned then
-    too (a stream parser must wait for two more bytes or for the end of the stream).
+    block. ``terminated``: True if the sender always follows a block with ``\\r\\n``
+    (Red Pitaya OS 2.00-18 and later; anything else there is a :class:`BlockFormatError`),
+    False if it never does (older OS releases), None if either may happen: then the
+    terminator is consumed when present, and when ``data`` ends right after the payload
+    we cannot know whether one follows, so ``None`` is returned unless ``at_end`` says
+    that no more data will come.
     """
     data = bytes(data)
     header = parse_block_header(data[:11])
@@ -81,11 +89,18 @@ def parse_block(data: bytes | bytearray | memoryview) -> tuple[bytes, int] | Non
         return None
     header_size, length = header
     end = header_size + length
-    if len(data) < end + 2:
+    if len(data) < end:
         return None
     payload = data[header_size:end]
-    if data[end : end + 2] == b"\r\n":
+    if terminated is False:
+        return payload, end
+    after = data[end : end + 2]
+    if after == b"\r\n":
         return payload, end + 2
+    if b"\r\n".startswith(after) and not at_end:
+        return None  # the terminator may still be on its way
+    if terminated:
+        raise BlockFormatError(f"block not terminated by \\r\\n but {after!r}")
     return payload, end
 
 
