@@ -7,7 +7,7 @@ listing every problem of the file at once.
 from __future__ import annotations
 
 from ._functions import resolve_function
-from ._load import check_setup, load_setup
+from ._load import check_setup, load_setup, validate_setup
 from ._model import BufferSpec, RunLimits, Setup, WorkerSpec
 from ._problems import did_you_mean
 from ._rundir import create_run_directory
@@ -22,4 +22,5 @@ __all__ = [
     "did_you_mean",
     "load_setup",
     "resolve_function",
+    "validate_setup",
 ]

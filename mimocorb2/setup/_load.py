@@ -177,6 +177,7 @@ class _Loader:
         setup = Setup(path=self.path, directory=self.directory, buffers=specs, workers=workers,
                       **options)
         setup.resolved = resolved_dict(setup, {n: v["raw_dtype"] for n, v in buffers.items()})
+        setup.warnings = list(self.problems.warnings)
         return setup
 
 
@@ -241,9 +242,15 @@ def to_plain(value: Any) -> Any:
 
 
 def _problems_of(path: str | os.PathLike[str]) -> tuple[Setup | None, list[str]]:
+    setup, problems, _ = validate_setup(path)
+    return setup, problems
+
+
+def validate_setup(path: str | os.PathLike[str]) -> tuple[Setup | None, list[str], list[str]]:
+    """``(setup or None, problems, warnings)`` of a setup file, without raising."""
     loader = _Loader(Path(path))
     setup = loader.run()
-    return setup, loader.problems.lines
+    return setup, loader.problems.lines, loader.problems.warnings
 
 
 def load_setup(path: str | os.PathLike[str]) -> Setup:

@@ -64,3 +64,5 @@ class Setup:
     drain_timeout: float = 30.0
     stats_interval: float = 1.0
     resolved: dict[str, Any] = field(default_factory=dict)
+    #: doubts found while validating that do not stop a run (one line each)
+    warnings: list[str] = field(default_factory=list)

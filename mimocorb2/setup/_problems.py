@@ -37,16 +37,27 @@ def describe(value: object) -> str:
 
 
 class Problems:
-    """An ordered list of problem lines, each prefixed with the setup file's name."""
+    """An ordered list of problem lines, each prefixed with the setup file's name.
+
+    ``warnings`` hold doubts that do not stop a run (same line format).
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: list[str] = []
+        self.warnings: list[str] = []
+
+    def _line(self, where: str, message: str) -> str:
+        parts = [self.source, where, message] if where else [self.source, message]
+        return ": ".join(parts)
 
     def add(self, where: str, message: str) -> None:
         """Record ``<source>: <where>: <message>`` (``where`` may be empty)."""
-        parts = [self.source, where, message] if where else [self.source, message]
-        self.lines.append(": ".join(parts))
+        self.lines.append(self._line(where, message))
+
+    def warn(self, where: str, message: str) -> None:
+        """Record a warning in the same format as a problem."""
+        self.warnings.append(self._line(where, message))
 
     def extend(self, lines: Iterable[str]) -> None:
         """Record lines that already carry their prefix."""

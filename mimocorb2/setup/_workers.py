@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._functions import FunctionProblem, find_function
+from ._functions import FunctionProblem, check_function
 from ._model import RESTART_POLICIES, WorkerSpec
 from ._problems import Problems, describe, did_you_mean
 from ._values import check_choice, check_int, check_keys, check_positive, is_misspelled
@@ -84,9 +84,12 @@ class WorkerChecker:
         if not self._lookup_possible(spec):
             return
         try:
-            find_function(spec)
+            warnings = check_function(spec)
         except FunctionProblem as err:
             self.problems.add(f"{where}.{err.key}", str(err))
+            return
+        for warning in warnings:
+            self.problems.warn(f"{where}.function", warning)
 
     # --- config --------------------------------------------------------------------------
     def config(self, where: str, value: object) -> dict[str, Any]:
