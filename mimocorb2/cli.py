@@ -1,7 +1,7 @@
 """``mimocorb2`` command line: run a setup in the foreground, check it, list functions.
 
     mimocorb2 run SETUP.yaml [--max-events N] [--max-seconds T]
-    mimocorb2 check SETUP.yaml
+    mimocorb2 check SETUP.yaml [--import [--import-timeout T]]
     mimocorb2 functions
 """
 
@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     check = sub.add_parser("check", help="validate a setup file and print every problem")
     check.add_argument("setup")
+    check.add_argument("--import", dest="live_import", action="store_true",
+                       help="also import each worker file, in a short-lived child process")
+    check.add_argument("--import-timeout", type=float, default=30.0, metavar="T",
+                       help="seconds one file may take to import (default 30)")
     sub.add_parser("functions", help="list the prebuilt functions and their config keys")
     return parser
 
@@ -34,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mimocorb2`` script and of ``python -m mimocorb2``."""
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return _check(args.setup)
+        return _check(args.setup, args.import_timeout if args.live_import else None)
     if args.command == "functions":
         from .functions import describe_all
 
@@ -46,10 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
-def _check(path: str) -> int:
-    from .setup import check_setup
+def _check(path: str, import_timeout: float | None = None) -> int:
+    """Validate statically; with ``import_timeout``, also import the worker files in children."""
+    from .setup import import_check, validate_setup
 
-    problems = check_setup(path)
+    setup, problems, warnings = validate_setup(path)
+    if setup is not None and import_timeout is not None:
+        problems = import_check(setup, import_timeout)
+    for warning in warnings:
+        print(f"warning: {warning}")
     if not problems:
         print(f"{path}: ok")
         return EXIT_OK
@@ -60,7 +69,7 @@ def _check(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import Runner
+    from .runtime import Runner, read_setup_failure
     from .setup import load_setup
 
     for flag, value in (("--max-events", args.max_events), ("--max-seconds", args.max_seconds)):
@@ -89,6 +98,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     for worker, codes in report.failed_workers.items():
         print(f"worker '{worker}' failed (exit codes {codes}); see {report.run_dir / 'logs' / (worker + '.log')}", file=sys.stderr)
+        reason = read_setup_failure(report.run_dir, worker)
+        if reason:
+            print(f"  it could not start: {reason}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -7,6 +7,7 @@ listing every problem of the file at once.
 from __future__ import annotations
 
 from ._functions import resolve_function
+from ._import_check import import_check
 from ._load import check_setup, load_setup, validate_setup
 from ._model import BufferSpec, RunLimits, Setup, WorkerSpec
 from ._problems import did_you_mean
@@ -20,6 +21,7 @@ __all__ = [
     "check_setup",
     "create_run_directory",
     "did_you_mean",
+    "import_check",
     "load_setup",
     "resolve_function",
     "validate_setup",

@@ -31,6 +31,7 @@ import structlog
 
 from mimocorb2 import logsetup
 from mimocorb2.control.server import CommandError
+from mimocorb2.runtime import EXIT_SETUP_FAILED, read_setup_failure
 from mimocorb2.supervisor import _runtime_bridge as bridge
 
 log = structlog.get_logger("mimocorb2.run")
@@ -291,11 +292,14 @@ class Run:
             f"killed by {_signame(-exitcode)}" if exitcode < 0 else f"exited with code {exitcode}")
         if rec.killed_for_stall:
             how += " (stalled)"
+        setup_failed = exitcode == EXIT_SETUP_FAILED and not rec.killed_for_stall
+        if setup_failed:  # it could not load its function: restarting cannot help
+            how = f"failed to start: {read_setup_failure(self.directory, name) or how}"
         worker.last_exit = how
         failed = exitcode != 0
         (log.warning if failed else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
 
-        restart = self._wants_restart(worker, failed)
+        restart = not setup_failed and self._wants_restart(worker, failed)
         if restart:
             now = time.monotonic()
             worker.crashes.append(now)

@@ -1,0 +1,163 @@
+"""The daemon never runs user code: worker files that exit, sleep or spin at import.
+
+Against a live ``mimocorb2d``: ``check`` and ``start`` answer promptly (validation
+only parses the file), the daemon stays up and answers, the run fails cleanly or
+can be aborted, a later good run works, and ``shutdown`` ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mimocorb2.control.client import Client, RequestFailed
+from mimocorb2.supervisor.testing import DaemonProcess, segments_of
+
+GOOD_FUNCS = '''
+import numpy as np
+from mimocorb2.worker_templates import Importer, Exporter
+
+def source(buffer_io):
+    imp = Importer(buffer_io)
+    def gen():
+        for i in range(200):
+            d = np.zeros(imp.data_example.shape, imp.data_example.dtype)
+            d["x"] = i
+            yield d
+        yield None
+    imp(gen)
+
+def sink(buffer_io):
+    for data, meta in Exporter(buffer_io):
+        pass
+'''
+
+#: worker files that misbehave when imported; each also defines the function statically
+BAD_IMPORTS = {
+    "exits": "import os\nos._exit(3)\n",
+    "sleeps": "import time\ntime.sleep(3600)\n",
+    "spins": "while True:\n    pass\n",
+    "raises": "raise RuntimeError('no hardware on this bench')\n",
+}
+#: a call that must come back well before anything wedged would let it
+PROMPT = 15.0
+
+
+def write_setup(directory: Path, bad: str | None = None) -> Path:
+    """A two-worker setup; with ``bad``, the sink's file misbehaves at import that way."""
+    (directory / "good.py").write_text(GOOD_FUNCS)
+    sink_file = "good.py"
+    if bad is not None:
+        sink_file = f"bad_{bad}.py"
+        (directory / sink_file).write_text(BAD_IMPORTS[bad] + "\ndef sink(buffer_io):\n    pass\n")
+    setup = directory / f"setup_{bad or 'good'}.yaml"
+    setup.write_text(textwrap.dedent(f"""\
+        Buffers:
+          raw: {{slot_count: 16, data_length: 4, data_dtype: {{x: float64}}}}
+        Workers:
+          src: {{file: good.py, function: source, sinks: [raw]}}
+          snk: {{file: {sink_file}, function: sink, sources: [raw], max_restarts: 1}}
+        drain_timeout: 5
+        stats_interval: 0.2
+        """))
+    return setup
+
+
+def call(daemon: DaemonProcess, cmd: str, args: dict | None = None) -> dict:
+    with Client(daemon.socket_path, timeout=PROMPT) as client:
+        return client.call(cmd, args)
+
+
+def ended(status: dict) -> bool:
+    return status["state"] in ("finished", "failed")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
+    yield d
+    d.stop()  # already gone in most tests; kill only if something went wrong
+    assert segments_of(d.pid) == [], "the daemon left shared memory behind"
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_IMPORTS))
+def test_worker_file_misbehaving_at_import_never_touches_the_daemon(daemon, tmp_path, bad):
+    setup = write_setup(tmp_path, bad)
+    # validation parses the file: it answers at once and does not execute it
+    assert call(daemon, "check", {"setup": str(setup)})["workers"] == ["src", "snk"]
+    result = call(daemon, "start", {"setup": str(setup)})
+    run_dir = Path(result["directory"])
+    assert call(daemon, "ping")["pid"] == daemon.pid
+
+    if bad in ("exits", "raises"):
+        status = daemon.wait_for(ended, 60, "the bad run ended")
+        assert status["state"] == "failed"
+        snk = status["workers"]["snk"]
+        assert snk["state"] == "failed"
+        if bad == "raises":  # a clean start failure: not restarted, the reason in status
+            assert snk["restarts"] == 0
+            assert "RuntimeError: no hardware on this bench (line 1)" in snk["last_exit"]
+            assert "no hardware on this bench" in status["run"]["error"]
+            log = (run_dir / "logs" / "snk.log").read_text()
+            assert "cannot load the worker's function" in log and "bad_raises.py" in log
+        else:
+            assert "exited with code 3" in snk["last_exit"]
+    else:  # sleeping or spinning in import: the run waits, the daemon answers, abort ends it
+        daemon.wait_for(lambda s: s["workers"]["snk"]["alive"] == 1, 30, "sink process up")
+        assert call(daemon, "status")["state"] == "running"
+        summary = call(daemon, "abort")
+        assert summary["state"] == "failed" or summary["state"] == "finished"
+
+    # the daemon is unharmed: a good run afterwards works
+    good = write_setup(tmp_path)
+    call(daemon, "start", {"setup": str(good)})
+    status = daemon.wait_for(ended, 60, "the good run ended")
+    assert status["state"] == "finished", status["run"]
+    assert status["buffers"]["raw"]["event_count"] == 200
+
+    # shutdown ends the process, promptly, and nothing of ours keeps a CPU busy
+    call(daemon, "shutdown")
+    assert daemon.wait_exit(30) == 0
+
+
+def test_check_and_start_refuse_a_fifo_and_dev_zero_promptly(daemon, tmp_path):
+    fifo = tmp_path / "setup.yaml"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        for cmd in ("check", "start"):
+            started = time.monotonic()
+            with pytest.raises(RequestFailed) as info:
+                call(daemon, cmd, {"setup": path})
+            assert "not a regular file" in str(info.value), str(info.value)
+            assert time.monotonic() - started < PROMPT
+    assert call(daemon, "ping")["pid"] == daemon.pid
+    call(daemon, "shutdown")
+    assert daemon.wait_exit(30) == 0
+
+
+def test_mimocorb2_check_import_runs_the_file_in_a_child_with_a_timeout(tmp_path):
+    setup = write_setup(tmp_path, "sleeps")
+    command = [sys.executable, "-m", "mimocorb2", "check", str(setup)]
+    static = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert static.returncode == 0, static.stdout + static.stderr
+    live = subprocess.run([*command, "--import", "--import-timeout", "2"], capture_output=True,
+                          text=True, timeout=60)
+    assert live.returncode == 1
+    assert "importing" in live.stdout and "took longer than 2 s" in live.stdout, live.stdout
+
+    for bad, expected in (("exits", "exited with code 3"),
+                          ("raises", "RuntimeError: no hardware on this bench (line 1)")):
+        setup = write_setup(tmp_path, bad)
+        live = subprocess.run([*command[:-1], str(setup), "--import"], capture_output=True,
+                              text=True, timeout=60)
+        assert live.returncode == 1
+        assert expected in live.stdout, live.stdout
+    good = subprocess.run([*command[:-1], str(write_setup(tmp_path)), "--import"],
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr
