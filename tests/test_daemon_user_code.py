@@ -161,3 +161,40 @@ def test_mimocorb2_check_import_runs_the_file_in_a_child_with_a_timeout(tmp_path
     good = subprocess.run([*command[:-1], str(write_setup(tmp_path)), "--import"],
                           capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr
+
+
+def _run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_blocking_call_that_hangs_is_abandoned_and_does_not_keep_the_process():
+    done = _run_script("""
+        import asyncio, threading
+        from mimocorb2.supervisor.blocking import BlockingTimeout, in_daemon_thread
+        never = threading.Event()
+        async def main():
+            try:
+                await in_daemon_thread(never.wait, timeout=0.2, what="waiting for nothing")
+            except BlockingTimeout as exc:
+                print("refused:", exc)
+            print("result:", await in_daemon_thread(sum, [1, 2], timeout=10, what="adding"))
+        asyncio.run(main())
+        """)
+    assert done.returncode == 0, done.stderr
+    assert "refused: waiting for nothing took longer than 0.2 s; gave up waiting" in done.stdout
+    assert "result: 3" in done.stdout
+
+
+def test_exit_guard_ends_a_process_whose_thread_is_wedged():
+    done = _run_script("""
+        import threading
+        from mimocorb2 import logsetup
+        from mimocorb2.supervisor.blocking import arm_exit_guard
+        logsetup.configure_daemon_logging("INFO")
+        threading.Thread(target=threading.Event().wait, name="wedged").start()  # not a daemon
+        arm_exit_guard(0, grace=0.5)
+        """)
+    assert done.returncode == 0
+    assert "process did not exit after shutdown: exiting anyway" in done.stderr
+    assert "wedged" in done.stderr

@@ -57,7 +57,7 @@ class Handlers:
 
         setup = await load_setup_async(_setup_arg(args))
         return {"ok": True, "setup": str(setup.path), "buffers": list(setup.buffers),
-                "workers": list(setup.workers)}
+                "workers": list(setup.workers), "warnings": list(setup.warnings)}
 
     async def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
         setup_path = _setup_arg(args)

@@ -127,6 +127,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     except OSError as exc:
         print(f"{args.setup}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    for warning in setup.warnings:
+        print(f"warning: {warning}", file=out)
     print(f"{setup.path}: ok ({len(setup.buffers)} buffers, {len(setup.workers)} workers)", file=out)
     return EXIT_OK
 

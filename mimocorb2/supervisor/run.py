@@ -33,6 +33,7 @@ from mimocorb2 import logsetup
 from mimocorb2.control.server import CommandError
 from mimocorb2.runtime import EXIT_SETUP_FAILED, read_setup_failure
 from mimocorb2.supervisor import _runtime_bridge as bridge
+from mimocorb2.supervisor.blocking import BlockingTimeout, in_daemon_thread
 
 log = structlog.get_logger("mimocorb2.run")
 
@@ -40,21 +41,33 @@ RESTART_WINDOW = 60.0
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 LIMIT_CHECK_INTERVAL = 0.1
+#: how long reading and validating a setup may take before the request is refused
+SETUP_LOAD_TIMEOUT = 30.0
 STATS_FIELDS = ("time", "buffer", "event_count", "rate", "filled_slots", "average_deadtime",
                 "paused_count", "paused", "lost", "redelivered", "pending", "ended")
 
 
 async def load_setup_async(path: Path) -> Any:
-    """Load and validate a setup in a thread; a SetupError becomes a refusal listing every problem."""
+    """Load and validate a setup in a thread, bounded by SETUP_LOAD_TIMEOUT.
+
+    Validation never runs user code (worker files are parsed, not imported). A
+    SetupError becomes a refusal listing every problem; warnings are logged.
+    """
     from mimocorb2.errors import SetupError
     from mimocorb2.setup import load_setup
 
     try:
-        return await asyncio.to_thread(load_setup, path)
+        setup = await in_daemon_thread(load_setup, path, timeout=SETUP_LOAD_TIMEOUT,
+                                       what=f"reading setup {path}")
     except SetupError as exc:
         raise CommandError(f"setup {path} has errors: {exc.message}", exc.problems) from None
+    except BlockingTimeout as exc:
+        raise CommandError(f"{exc}: is its file system responding?") from None
     except OSError as exc:
         raise CommandError(f"cannot read setup {path}: {exc}") from None
+    for warning in setup.warnings:
+        log.warning("setup warning", warning=warning)
+    return setup
 
 
 @dataclass
