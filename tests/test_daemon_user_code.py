@@ -126,6 +126,22 @@ def test_worker_file_misbehaving_at_import_never_touches_the_daemon(daemon, tmp_
     assert daemon.wait_exit(30) == 0
 
 
+def test_template_refusing_its_buffers_fails_the_start_without_restarts(daemon, tmp_path):
+    setup = write_setup(tmp_path)
+    (tmp_path / "filt.py").write_text(
+        "from mimocorb2.worker_templates import Filter\n"
+        "def no_sinks(buffer_io):\n    Filter(buffer_io)(lambda data: True)\n")
+    setup.write_text(setup.read_text().replace(
+        "  snk:", "  filt: {file: filt.py, function: no_sinks, sources: [raw]}\n  snk:"))
+    call(daemon, "start", {"setup": str(setup)})
+    status = daemon.wait_for(ended, 60, "the run ended")
+    assert status["state"] == "failed"
+    filt = status["workers"]["filt"]
+    assert filt["state"] == "failed" and filt["restarts"] == 0
+    assert "Filter must have at least 1 sinks, got 0" in filt["last_exit"]
+    assert "Filter must have at least 1 sinks" in status["run"]["error"]
+
+
 def test_check_and_start_refuse_a_fifo_and_dev_zero_promptly(daemon, tmp_path):
     fifo = tmp_path / "setup.yaml"
     os.mkfifo(fifo)

@@ -900,3 +900,20 @@ def test_modest_aliases_are_fine(tmp_path: Path) -> None:
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
     problem = one_problem(tmp_path, "x-loop: &loop [1, *loop]\n" + GOOD)
     assert problem == "line 1: an anchor (&name) is used inside itself (a recursive alias); refused"
+
+
+# --- buffer counts of prebuilt functions' templates ------------------------------------------
+
+
+def test_prebuilt_filter_without_sinks_fails_validation(tmp_path: Path) -> None:
+    text = GOOD + "  copy:\n    function: misc.copy\n    sources: [raw_data]\n    sinks: []\n"
+    problem = one_problem(tmp_path, text)
+    assert problem == "Workers.copy.sinks: misc.copy is a Filter worker: it takes at least 1 sinks, got 0"
+
+
+def test_prebuilt_observer_with_a_source_fails_validation(tmp_path: Path) -> None:
+    text = GOOD + ("  scope:\n    function: observers.oscilloscope\n    sources: [filtered]\n"
+                   "    observes: [raw_data]\n")
+    problem = one_problem(tmp_path, text)
+    assert problem == ("Workers.scope.sources: observers.oscilloscope is an Observer worker: "
+                       "it takes exactly 0 sources, got 1")
