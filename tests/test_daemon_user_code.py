@@ -214,3 +214,29 @@ def test_exit_guard_ends_a_process_whose_thread_is_wedged():
     assert done.returncode == 0
     assert "process did not exit after shutdown: exiting anyway" in done.stderr
     assert "wedged" in done.stderr
+
+
+def test_foreground_run_reports_a_worker_that_could_not_start(tmp_path):
+    setup = write_setup(tmp_path, "raises")
+    done = subprocess.run([sys.executable, "-m", "mimocorb2", "run", "-q", str(setup)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "worker 'snk' failed (exit codes [78])" in done.stderr, done.stderr
+    assert "it could not start: worker 'snk': cannot load function 'sink'" in done.stderr
+    assert "RuntimeError: no hardware on this bench (line 1)" in done.stderr
+
+
+def test_mimoctl_start_prints_setup_warnings(daemon, tmp_path):
+    setup = write_setup(tmp_path)
+    (tmp_path / "star.py").write_text("from good import *\n")
+    setup.write_text(setup.read_text().replace("file: good.py, function: sink",
+                                               "file: star.py, function: sink"))
+    done = subprocess.run([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket",
+                           str(daemon.socket_path), "start", str(setup)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "warning: " in done.stdout and "'from good import *' (line 1)" in done.stdout
+    status = daemon.wait_for(ended, 60, "the run ended")
+    assert status["state"] == "finished"  # the name was there after all
+    call(daemon, "shutdown")
+    assert daemon.wait_exit(30) == 0

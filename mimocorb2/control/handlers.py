@@ -67,7 +67,8 @@ class Handlers:
                 raise CommandError(f"{key} must be a positive number below {MAX_LIMIT:.0e}, "
                                    f"got {P.short_repr(value)}", code=P.E_BAD_REQUEST)
         run = await self.daemon.start_run(setup_path, limits["max_events"], limits["max_seconds"])
-        return {"directory": str(run.directory), "state": run.state}
+        return {"directory": str(run.directory), "state": run.state,
+                "warnings": list(run.setup.warnings)}
 
     async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
         run = self._active_run()

@@ -140,6 +140,8 @@ def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.max_seconds:
         request["max_seconds"] = args.max_seconds
     result = client.call("start", request)
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=out)
     print(f"run started: {result['directory']}", file=out)
     return EXIT_OK
 

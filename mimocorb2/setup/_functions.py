@@ -28,7 +28,7 @@ from ._source import SourceProblem, check_source_function
 PREBUILT_PACKAGE = "mimocorb2.functions"
 
 _user_modules: dict[tuple[str, int, int], ModuleType] = {}
-_user_modules_lock = threading.RLock()  # the daemon validates setups in threads
+_user_modules_lock = threading.RLock()  # a worker's own threads may resolve too
 
 
 class FunctionProblem(Exception):
