@@ -504,6 +504,29 @@ def test_function_defined_only_inside_a_function_is_missing(tmp_path: Path) -> N
                             f"{tmp_path / 'other.py'} (did you mean 'sorce'?)")
 
 
+def test_function_defined_only_under_a_main_guard_is_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: other.py\n    function: source"))
+    (tmp_path / "other.py").write_text("if __name__ == '__main__':\n    def source(io):\n"
+                                       "        pass\nelse:\n    other = 1\n")
+    (problem,) = check_setup(path)
+    assert problem.endswith(f"function 'source' not found in {tmp_path / 'other.py'}")
+
+
+@pytest.mark.parametrize("text", [
+    b"def source(io):\n    pass\n\x00\n",  # a null byte
+    b"x = " + b"(" * 5000 + b")" * 5000 + b"\n",  # nested too deeply for the parser
+    b"x = " + b"-" * 200_000 + b"1\n",  # deep enough to exhaust the compiler's recursion
+    b"\xff\xfe garbage \x80\n",  # not UTF-8
+])
+def test_unparsable_worker_files_are_problems_not_crashes(tmp_path: Path, text: bytes) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: odd.py\n    function: source"))
+    (tmp_path / "odd.py").write_bytes(text)
+    (problem,) = check_setup(path)
+    assert f"Workers.src.file: {tmp_path / 'odd.py'}" in problem
+
+
 @pytest.mark.parametrize("source, reason", [
     ("from numpy import *\n", "'from numpy import *' (line 1)"),
     ("globals()['source'] = print\n", "a call of globals() (line 1)"),

@@ -72,6 +72,8 @@ def run_worker(launch: WorkerLaunch) -> int:
     import structlog
 
     log = structlog.get_logger("mimocorb2.worker")
+    log.info("loading the worker's function", function=worker.function,
+             file=str(worker.file) if worker.file else None)
     try:
         function = resolve_function(worker)  # the user's file is imported here, never earlier
     except BaseException as err:  # noqa: B036 - user code at import may raise anything

@@ -56,8 +56,10 @@ def parse_source(path: Path) -> ast.Module:
     except SyntaxError as err:
         line = f":{err.lineno}" if err.lineno else ""
         raise SourceProblem("file", f"{path}{line}: {type(err).__name__}: {err.msg}") from None
-    except (ValueError, RecursionError, MemoryError) as err:
-        raise SourceProblem("file", f"{path}: cannot parse: {type(err).__name__}: {err}") from None
+    except (RecursionError, MemoryError):  # the parser gives up on extreme nesting
+        raise SourceProblem("file", f"{path}: cannot parse: nested too deeply") from None
+    except ValueError as err:
+        raise SourceProblem("file", f"{path}: cannot parse: {err}") from None
 
 
 def _targets(target: ast.expr) -> list[str]:
@@ -124,8 +126,20 @@ def _bind_statement(bindings: ModuleBindings, statement: ast.stmt) -> None:
             _bind_statement(bindings, inner)
 
 
+def _is_main_guard(test: ast.expr) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and \
+        any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
+
+
 def _nested_bodies(statement: ast.stmt) -> list[list[ast.stmt]]:
     """Statement lists run at module level inside ``statement`` (if/try/with/for/while)."""
+    if isinstance(statement, ast.If) and _is_main_guard(statement.test):
+        return [statement.orelse]  # the body never runs when the file is imported
     if isinstance(statement, ast.If | ast.For | ast.AsyncFor | ast.While):
         return [statement.body, statement.orelse]
     if isinstance(statement, ast.With | ast.AsyncWith):
