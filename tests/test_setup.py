@@ -880,7 +880,7 @@ def test_setup_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     with open(path, "a") as fh:  # a sparse tail: big on paper, nothing to read
         fh.truncate(5 * 1024 * 1024)
-    assert check_setup(path) == [f"{path}: file is 5.0 MiB, more than the 4.0 MiB limit; refused"]
+    assert check_setup(path) == [f"{path}: file is 5.0 MiB, more than the 1.0 MiB limit; refused"]
 
 
 def test_config_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A setup path comes from an operator or a socket client: it may name a FIFO (whose
 ``open`` waits for a writer), ``/dev/zero`` (endless), a directory or a huge file.
 :func:`read_small_file` reads only regular files, opens them with ``O_NONBLOCK`` and
-stops at :data:`MAX_FILE_BYTES`, so validating a setup always ends promptly.
+stops at a size limit (:data:`MAX_YAML_BYTES` for YAML, :data:`MAX_FILE_BYTES` for
+Python source), so validating a setup always ends promptly.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import os
 import stat
 from pathlib import Path
 
-#: the largest setup, config or worker source file read (4 MiB)
+#: the largest worker source file read (4 MiB)
 MAX_FILE_BYTES = 4 * 1024 * 1024
+#: the largest setup or config file read (1 MiB: parsing YAML costs about 5 s of CPU per MiB)
+MAX_YAML_BYTES = 1024 * 1024
 
 
 class FileProblem(Exception):

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ._files import FileProblem, read_small_file
+from ._files import MAX_YAML_BYTES, FileProblem, read_small_file
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 #: the most nodes a document may have once its aliases are expanded (an alias bomb has 10**9)
@@ -92,11 +92,11 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def read_yaml(path: Path) -> tuple[Any, list[str]]:
     """Parse ``path``; return ``(data, duplicate-key notes)``; raise YamlProblem on failure.
 
-    Only a regular file of at most ``MAX_FILE_BYTES`` is read, and a document whose
+    Only a regular file of at most ``MAX_YAML_BYTES`` is read, and a document whose
     aliases would expand past ``MAX_EXPANDED_NODES`` values is refused before it is built.
     """
     try:
-        text = read_small_file(path).decode("utf-8")
+        text = read_small_file(path, MAX_YAML_BYTES).decode("utf-8")
     except FileProblem as err:
         raise YamlProblem(str(err)) from None
     except UnicodeDecodeError as err:
