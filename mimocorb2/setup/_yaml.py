@@ -10,8 +10,9 @@ import yaml
 from ._files import MAX_YAML_BYTES, FileProblem, read_small_file
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
-#: the most nodes a document may have once its aliases are expanded (an alias bomb has 10**9)
-MAX_EXPANDED_NODES = 1_000_000
+#: the most nodes a document may have once its aliases are expanded (an alias bomb has 10**9;
+#: a legitimate setup a few thousand, and writing 250,000 into the run copy takes ~3 s)
+MAX_EXPANDED_NODES = 250_000
 
 
 class _Loader(yaml.SafeLoader):
