@@ -8,6 +8,7 @@ can be aborted, a later good run works, and ``shutdown`` ends the process.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -238,5 +239,32 @@ def test_mimoctl_start_prints_setup_warnings(daemon, tmp_path):
     assert "warning: " in done.stdout and "'from good import *' (line 1)" in done.stdout
     status = daemon.wait_for(ended, 60, "the run ended")
     assert status["state"] == "finished"  # the name was there after all
+    call(daemon, "shutdown")
+    assert daemon.wait_exit(30) == 0
+
+
+def test_logs_of_a_worker_whose_log_became_a_fifo_answer_promptly(daemon, tmp_path):
+    setup = write_setup(tmp_path)
+    (tmp_path / "fifo_log.py").write_text(
+        "import os, time\n"
+        "from mimocorb2.worker_templates import Exporter\n"
+        "def swap(buffer_io):\n"
+        "    log = buffer_io.run_dir / 'logs' / f'{buffer_io.name}.log'\n"
+        "    os.unlink(log)\n"
+        "    os.mkfifo(log)  # opening it for reading would wait for a writer forever\n"
+        "    for data, meta in Exporter(buffer_io):\n"
+        "        pass\n")
+    setup.write_text(setup.read_text().replace("file: good.py, function: sink",
+                                               "file: fifo_log.py, function: swap"))
+    run_dir = Path(call(daemon, "start", {"setup": str(setup)})["directory"])
+    fifo = run_dir / "logs" / "snk.log"
+    deadline = time.monotonic() + 60
+    while not (fifo.exists() and stat.S_ISFIFO(fifo.stat().st_mode)):
+        assert time.monotonic() < deadline, "the worker did not swap its log"
+        time.sleep(0.02)
+    files = {f["name"]: f for f in call(daemon, "logs")["files"]}
+    assert files["snk"]["text"] == ""  # skipped, not waited for
+    assert "worker process started" in files["src"]["text"]
+    daemon.wait_for(ended, 60, "the run ended")
     call(daemon, "shutdown")
     assert daemon.wait_exit(30) == 0

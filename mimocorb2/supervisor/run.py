@@ -20,6 +20,7 @@ import contextlib
 import csv
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -164,8 +165,12 @@ class Run:
         try:
             from mimocorb2.setup import create_run_directory
 
-            self.directory = await asyncio.to_thread(create_run_directory, setup)
-            await asyncio.to_thread((self.directory / "logs").mkdir, exist_ok=True)
+            self.directory = await in_daemon_thread(
+                create_run_directory, setup, timeout=SETUP_LOAD_TIMEOUT,
+                what=f"creating the run directory in {setup.target_directory}")
+            logs = self.directory / "logs"
+            await in_daemon_thread(lambda: logs.mkdir(exist_ok=True), timeout=SETUP_LOAD_TIMEOUT,
+                                   what=f"creating {logs}")
             logsetup.attach_run_log(self.directory / "daemon.log")
             log.info("run starting", directory=str(self.directory), setup=str(setup.path),
                      max_events=self.max_events, max_seconds=self.max_seconds)
@@ -797,8 +802,10 @@ class Run:
                 path = logs_dir / f"{name}.log"
                 offset = int(offsets.get(name, 0) or 0)
                 text = ""
-                try:
-                    with open(path, "rb") as fh:
+                try:  # non-blocking open, regular files only: a FIFO put there never wedges us
+                    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+                        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                            raise OSError(f"{path} is not a regular file")
                         fh.seek(offset)
                         data = fh.read(max_bytes)
                     # do not cut a line (or a UTF-8 sequence) in half
@@ -808,10 +815,16 @@ class Run:
                     text = data.decode("utf-8", "replace")
                 except FileNotFoundError:
                     pass
+                except OSError as exc:
+                    log.warning("cannot read a worker log", path=str(path), error=str(exc))
                 chunks.append({"name": name, "path": str(path), "offset": offset, "text": text})
             return chunks
 
-        return {"files": await asyncio.to_thread(read_all), "run_done": self.done}
+        try:
+            files = await in_daemon_thread(read_all, timeout=SETUP_LOAD_TIMEOUT, what="reading logs")
+        except BlockingTimeout as exc:
+            raise CommandError(str(exc)) from None
+        return {"files": files, "run_done": self.done}
 
 
 def _signame(num: int) -> str:
