@@ -1,7 +1,7 @@
 """``mimocorb2`` command line: run a setup in the foreground, check it, list functions.
 
     mimocorb2 run SETUP.yaml [--max-events N] [--max-seconds T] [--quiet]
-    mimocorb2 check SETUP.yaml
+    mimocorb2 check SETUP.yaml [--import [--import-timeout T]]
     mimocorb2 functions
 """
 
@@ -27,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary (no worker output, no progress)")
     check = sub.add_parser("check", help="validate a setup file and print every problem")
     check.add_argument("setup")
+    check.add_argument("--import", dest="live_import", action="store_true",
+                       help="also import each worker file, in a short-lived child process")
+    check.add_argument("--import-timeout", type=float, default=30.0, metavar="T",
+                       help="seconds one file may take to import (default 30)")
     sub.add_parser("functions", help="list the prebuilt functions and their config keys")
     return parser
 
@@ -35,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mimocorb2`` script and of ``python -m mimocorb2``."""
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return _check(args.setup)
+        return _check(args.setup, args.import_timeout if args.live_import else None)
     if args.command == "functions":
         from .functions import describe_all
 
@@ -47,18 +51,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
-def _check(path: str) -> int:
-    from .setup import inspect_setup
+def _check(path: str, import_timeout: float | None = None) -> int:
+    """Validate statically; with ``import_timeout``, also import the worker files in children."""
+    from .setup import import_check
+    from .setup._load import _check as check_file
 
-    found = inspect_setup(path)
-    if found.ok:
+    setup, found = check_file(path)
+    problems = found.problems
+    if setup is not None and import_timeout is not None:
+        problems = import_check(setup, import_timeout)
+    if not problems:
         print(f"{path}: ok")
     else:
-        print(f"{path}: {len(found.problems)} problem(s)")
-        for problem in found.problems:
+        print(f"{path}: {len(problems)} problem(s)")
+        for problem in problems:
             print(f"  - {problem}")
     print_warnings(found.warnings, found.notes, sys.stdout)
-    return EXIT_OK if found.ok else EXIT_FAILED
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def print_warnings(warnings: Sequence[str], notes: Sequence[str], out: TextIO) -> None:
@@ -70,7 +79,7 @@ def print_warnings(warnings: Sequence[str], notes: Sequence[str], out: TextIO) -
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import LogEcho, Runner
+    from .runtime import LogEcho, Runner, read_setup_failure
     from .setup import load_setup
 
     for flag, value in (("--max-events", args.max_events), ("--max-seconds", args.max_seconds)):
@@ -103,6 +112,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     for worker, codes in report.failed_workers.items():
         print(f"worker '{worker}' failed (exit codes {codes}); see {report.run_dir / 'logs' / (worker + '.log')}", file=sys.stderr)
+        reason = read_setup_failure(report.run_dir, worker)
+        if reason:
+            print(f"  it could not start: {reason}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -37,12 +37,36 @@ __all__ = [
 
 _TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
+
+def _capture_exception(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``exc_info=True`` now, in the logging thread, and add ``error="Type: message"``.
+
+    The daemon's records are formatted in a writer thread, where ``sys.exc_info()``
+    is empty: without this, ``log.exception`` lost the type, message and traceback.
+    """
+    exc_info = event_dict.get("exc_info")
+    if not exc_info:
+        event_dict.pop("exc_info", None)
+        return event_dict
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    if exc_info[0] is None:
+        event_dict.pop("exc_info", None)
+        return event_dict
+    event_dict["exc_info"] = exc_info
+    event_dict.setdefault("error", f"{exc_info[0].__name__}: {exc_info[1]}")
+    return event_dict
+
+
 # processors applied to structlog events before they are handed to logging
 _PRE_CHAIN: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     _TIMESTAMPER,
+    _capture_exception,
 ]
 
 _listener: logging.handlers.QueueListener | None = None

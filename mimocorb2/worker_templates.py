@@ -28,7 +28,37 @@ from .errors import SetupError, UfuncError
 from .mimo_buffer import BufferReader, BufferWriter
 from .mimo_worker import BufferIO
 
-__all__ = ["Importer", "Exporter", "Filter", "Processor", "Observer", "IsAlive", "SetupError", "UfuncError"]
+__all__ = ["BUFFER_COUNTS", "Importer", "Exporter", "Filter", "Processor", "Observer", "IsAlive",
+           "SetupError", "UfuncError"]
+
+
+#: the buffers each template takes: kind -> buffer list -> (at least, at most or None).
+#: Templates check these when built; setup validation checks prebuilt functions against them.
+BUFFER_COUNTS: dict[str, dict[str, tuple[int, int | None]]] = {
+    "Importer": {"sources": (0, 0), "sinks": (1, 1), "observes": (0, 0)},
+    "Exporter": {"sources": (1, 1), "sinks": (0, None), "observes": (0, 0)},
+    "Filter": {"sources": (1, 1), "sinks": (1, None), "observes": (0, 0)},
+    "Processor": {"sources": (1, 1), "sinks": (1, None), "observes": (0, 0)},
+    "Observer": {"sources": (0, 0), "sinks": (0, 0), "observes": (1, 1)},
+    "IsAlive": {"sources": (0, 0), "sinks": (0, 0), "observes": (1, 1)},
+}
+
+
+def count_rule(low: int, high: int | None) -> str:
+    """``low..high`` in words: 'exactly 1', 'at least 1', '1 to 3'."""
+    if high is None:
+        return f"at least {low}"
+    return f"exactly {low}" if low == high else f"{low} to {high}"
+
+
+def buffer_count_problems(kind: str, counts: dict[str, int]) -> list[tuple[str, str]]:
+    """``(buffer list, rule)`` for each count of ``counts`` the template ``kind`` refuses."""
+    found = []
+    for what, (low, high) in BUFFER_COUNTS.get(kind, {}).items():
+        count = counts.get(what, 0)
+        if count < low or (high is not None and count > high):
+            found.append((what, f"{count_rule(low, high)} {what}"))
+    return found
 
 
 def _supervised() -> bool:
@@ -58,14 +88,15 @@ class Base:
         count = len(buffers)
         if count >= low and (high is None or count <= high):
             return
-        if high is None:
-            rule = f"at least {low}"
-        elif low == high:
-            rule = f"exactly {low}"
-        else:
-            rule = f"{low} to {high}"
         names = [b.name for b in buffers]
-        self._setup_failed(f"{self.kind} must have {rule} {what}, got {count} {names}")
+        self._setup_failed(f"{self.kind} must have {count_rule(low, high)} {what}, "
+                           f"got {count} {names}")
+
+    def _require_buffers(self) -> None:
+        """Check the worker's sources, sinks and observes against BUFFER_COUNTS[kind]."""
+        lists = {"sources": self.read, "sinks": self.write, "observes": self.observe}
+        for what, (low, high) in BUFFER_COUNTS[self.kind].items():
+            self._require(what, lists[what], low, high)
 
     def _require_same_layout(self, source: Any, sinks: list[BufferWriter]) -> None:
         for sink in sinks:
@@ -138,9 +169,7 @@ class Importer(Base):
     def __init__(self, io: BufferIO) -> None:
         """Checks the setup: 0 sources, 1 sink, 0 observes."""
         super().__init__(io)
-        self._require("sources", self.read, 0, 0)
-        self._require("sinks", self.write, 1, 1)
-        self._require("observes", self.observe, 0, 0)
+        self._require_buffers()
         self.data_example = io.data_out_examples[0]
         self.metadata_example = io.metadata_out_examples[0]
         self.counter = 0
@@ -214,8 +243,7 @@ class Exporter(Base):
     def __init__(self, io: BufferIO) -> None:
         """Checks the setup: 1 source, any sinks of the source's layout, 0 observes."""
         super().__init__(io)
-        self._require("sources", self.read, 1, 1)
-        self._require("observes", self.observe, 0, 0)
+        self._require_buffers()
         self._require_same_layout(self.read[0], self.write)
         self.data_example = io.data_in_examples[0]
         self.metadata_example = io.metadata_in_examples[0]
@@ -255,9 +283,7 @@ class Filter(Base):
     def __init__(self, io: BufferIO) -> None:
         """Checks the setup: 1 source, at least 1 sink of the source's layout, 0 observes."""
         super().__init__(io)
-        self._require("sources", self.read, 1, 1)
-        self._require("sinks", self.write, 1, None)
-        self._require("observes", self.observe, 0, 0)
+        self._require_buffers()
         self._require_same_layout(self.read[0], self.write)
         self.data_example = io.data_in_examples[0]
 
@@ -311,9 +337,7 @@ class Processor(Base):
     def __init__(self, io: BufferIO) -> None:
         """Checks the setup: 1 source, at least 1 sink, 0 observes."""
         super().__init__(io)
-        self._require("sources", self.read, 1, 1)
-        self._require("sinks", self.write, 1, None)
-        self._require("observes", self.observe, 0, 0)
+        self._require_buffers()
         self.data_example = io.data_in_examples[0]
 
     def __call__(self, ufunc: Callable[[np.ndarray], Any]) -> None:
@@ -365,9 +389,7 @@ class Observer(Base):
     def __init__(self, io: BufferIO) -> None:
         """Checks the setup: 0 sources, 0 sinks, 1 observed buffer."""
         super().__init__(io)
-        self._require("sources", self.read, 0, 0)
-        self._require("sinks", self.write, 0, 0)
-        self._require("observes", self.observe, 1, 1)
+        self._require_buffers()
         self.data_example = io.data_observe_examples[0]
         self.metadata_example = io.metadata_observe_examples[0]
 
@@ -397,9 +419,7 @@ class IsAlive(Base):
     def __init__(self, io: BufferIO) -> None:
         """Checks the setup: 0 sources, 0 sinks, 1 observed buffer."""
         super().__init__(io)
-        self._require("sources", self.read, 0, 0)
-        self._require("sinks", self.write, 0, 0)
-        self._require("observes", self.observe, 1, 1)
+        self._require_buffers()
 
     def __call__(self) -> bool:
         """True while the observed buffer has not ended."""

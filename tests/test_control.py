@@ -10,12 +10,15 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from mimocorb2.control import protocol as P
-from mimocorb2.control.client import Client, RequestFailed, acall
+from mimocorb2.control import server as control_server
+from mimocorb2.control.client import Client, DaemonUnreachable, RequestFailed, acall
 from mimocorb2.supervisor.testing import DaemonProcess
 
 
@@ -59,6 +62,14 @@ def test_parse_request_rules():
         (b'{"v": 1, "cmd": "fly"}\n', P.E_UNKNOWN_COMMAND),
         (b"\xff\xfe\n", P.E_BAD_REQUEST),
         (b"x" * (P.MAX_REQUEST_BYTES + 1), P.E_TOO_LARGE),
+        (b'{"v": true, "cmd": "status"}\n', P.E_VERSION),  # a bool is not the version 1
+        (b'{"v": 1.0, "cmd": "status"}\n', P.E_VERSION),
+        (b'{"v": 1, "cmd": "status", "id": ' + b"1" + b"0" * 400 + b"}\n", P.E_BAD_REQUEST),
+        (b'{"v": 1, "cmd": "status", "id": ' + b"9" * 5000 + b"}\n", P.E_BAD_REQUEST),
+        (b'{"v": 1, "cmd": "status", "id": [1]}\n', P.E_BAD_REQUEST),
+        (b'{"v": 1, "cmd": "status", "id": true}\n', P.E_BAD_REQUEST),
+        (b'{"v": 1, "cmd": "status", "args": {"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}\n",
+         P.E_BAD_REQUEST),
     ]:
         with pytest.raises(P.ProtocolError) as err:
             P.parse_request(line)
@@ -183,6 +194,157 @@ def test_start_of_a_broken_setup_lists_every_problem(daemon, tmp_path):
         daemon.call("start", {"setup": "relative.yaml"})
     assert err3.value.code == P.E_BAD_REQUEST
     assert daemon.status()["state"] == "idle"
+
+
+def test_hostile_requests_answer_bad_request_not_internal(daemon):
+    nested = b"[" * 10_000 + b"]" * 10_000
+    requests = [
+        b'{"v": 1, "cmd": "status", "id": ' + b"1" + b"0" * 400 + b"}\n",  # 10**400
+        b'{"v": 1, "cmd": "status", "args": {"deep": ' + nested + b"}}\n",
+        b'{"v": true, "cmd": "status"}\n',
+        b'{"v": 1, "cmd": "logs", "args": {"offsets": {"src": -1}}}\n',
+        b'{"v": 1, "cmd": "logs", "args": {"offsets": {"src": "0"}}}\n',
+        b'{"v": 1, "cmd": "logs", "args": {"offsets": {"src": ' + b"9" * 40 + b"}}}\n",
+        b'{"v": 1, "cmd": "logs", "args": {"offsets": {"src": true}}}\n',
+        b'{"v": 1, "cmd": "logs", "args": {"max_bytes": -5}}\n',
+        b'{"v": 1, "cmd": "start", "args": {"setup": "/x.yaml", "max_seconds": 1e400}}\n',
+        b'{"v": 1, "cmd": "start", "args": {"setup": "/x.yaml", "max_seconds": NaN}}\n',
+        b'{"v": 1, "cmd": "start", "args": {"setup": "/x.yaml", "max_events": ' + b"9" * 30 + b"}}\n",
+        b'{"v": 1, "cmd": "ping", "id": 8}\n',
+    ]
+    replies = raw_exchange(daemon.socket_path, b"".join(requests), read_lines=len(requests))
+    codes = [r.get("error", {}).get("code") for r in replies]
+    assert codes == [P.E_BAD_REQUEST, P.E_BAD_REQUEST, P.E_VERSION] + [P.E_BAD_REQUEST] * 8 + [None]
+    assert replies[-1]["id"] == 8  # the connection survived every one of them
+    assert daemon.status()["state"] == "idle"
+
+
+def test_client_retries_while_the_accept_queue_is_full(tmp_path):
+    path = tmp_path / "busy.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(0)  # queue of one: the next connect fails with EAGAIN until we accept
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.connect(str(path))
+    client = Client(path, timeout=20)
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(_connect_or_error(client)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while client.connect_attempts < 2:  # it was turned away and is retrying
+            assert thread.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.005)
+        server.accept()[0].close()  # make room: the retry gets in
+        thread.join(20)
+        assert outcome == [True]
+    finally:
+        client.close()
+        held.close()
+        server.close()
+
+
+def _connect_or_error(client: Client) -> object:
+    try:
+        client.connect()
+        return True
+    except Exception as exc:  # reported to the test thread
+        return exc
+
+
+def test_client_gives_up_on_a_queue_that_stays_full(tmp_path, monkeypatch):
+    path = tmp_path / "full.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(0)
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.connect(str(path))
+    try:
+        client = Client(path, timeout=0.5)  # the retry budget never exceeds the timeout
+        with pytest.raises(DaemonUnreachable) as err:
+            client.connect()
+        assert "accept queue stayed full" in str(err.value)
+        assert client.connect_attempts >= 2
+    finally:
+        held.close()
+        server.close()
+
+
+def test_connect_storm_every_client_gets_its_answer(daemon):
+    results: list[object] = []
+
+    def one() -> None:
+        try:
+            results.append(Client(daemon.socket_path, timeout=60).call("status")["state"])
+        except Exception as exc:  # collected and shown by the assertion
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(1000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert results == ["idle"] * 1000
+
+
+def test_connections_over_the_cap_are_told_busy(daemon):
+    limit = control_server.MAX_CONNECTIONS
+    held: list[socket.socket] = []
+    try:
+        for _ in range(limit):  # each answered once, so each is being served
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(20)
+            s.connect(str(daemon.socket_path))
+            held.append(s)
+            s.sendall(P.encode(P.make_request("ping")))
+            assert s.makefile("rb").readline()
+        reply = raw_exchange(daemon.socket_path, P.encode(P.make_request("ping")))[0]
+        assert reply["error"]["code"] == P.E_BUSY
+        assert f"already serves {limit} connections" in reply["error"]["message"]
+        held.pop().close()
+        # a client retries a busy answer: it gets in once a slot is free
+        assert daemon.call("ping")["pong"] is True
+    finally:
+        for s in held:
+            s.close()
+
+
+async def test_idle_connection_is_told_and_closed(tmp_path):
+    async def dispatch(cmd, args, peer):
+        return {"cmd": cmd}
+
+    server = control_server.ControlServer(tmp_path / "idle.sock", dispatch, idle_timeout=0.3)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "idle.sock"))
+        writer.write(P.encode(P.make_request("ping")))
+        assert json.loads(await reader.readline())["result"] == {"cmd": "ping"}
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 20))  # then silence
+        assert reply["error"] == {"code": P.E_IDLE,
+                                  "message": "no request for 0.3 s: closing the connection"}
+        assert await asyncio.wait_for(reader.read(), 20) == b""  # closed
+        writer.close()
+    finally:
+        await server.close()
+
+
+def test_exceptions_are_logged_with_type_message_and_traceback():
+    code = (
+        "import structlog\n"
+        "from mimocorb2 import logsetup\n"
+        "logsetup.configure_daemon_logging('INFO')\n"
+        "try:\n"
+        "    {}['missing']\n"
+        "except KeyError:\n"
+        "    structlog.get_logger('mimocorb2.test').exception('handler failed')\n"
+        "logsetup.shutdown_logging()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    record = json.loads(out.stderr.strip().splitlines()[-1])
+    assert record["event"] == "handler failed"
+    assert record["error"] == "KeyError: 'missing'"
+    assert "Traceback (most recent call last)" in record["exception"]
+    assert 'line 5, in <module>' in record["exception"]
 
 
 # ------------------------------------------------------------------------ peer credentials

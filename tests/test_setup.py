@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import time
 import textwrap
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from mimocorb2.errors import SetupError
 from mimocorb2.setup import (Setup, WorkerSpec, check_setup, create_run_directory, did_you_mean,
-                             load_setup, resolve_function)
+                             load_setup, resolve_function, validate_setup)
 
 FUNCS = """\
 def source(io):
@@ -452,14 +454,19 @@ def test_function_not_callable(tmp_path: Path) -> None:
                        f"is not callable")
 
 
-def test_file_that_fails_to_import(tmp_path: Path) -> None:
+def test_file_that_fails_to_import_is_not_run_by_validation(tmp_path: Path) -> None:
     path = write(tmp_path, edit("file: funcs.py\n    function: source",
                                 "file: broken.py\n    function: source"))
-    (tmp_path / "broken.py").write_text("x = 1\nraise RuntimeError('no hardware')\n")
-    found = check_setup(path)
-    assert len(found) == 1
-    assert found[0].endswith(f"Workers.src.file: importing {tmp_path / 'broken.py'} failed: "
-                             "RuntimeError: no hardware (line 2)")
+    marker = tmp_path / "ran"
+    (tmp_path / "broken.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('no hardware')\n"
+        "def source(io):\n    pass\n")
+    assert check_setup(path) == []
+    assert not marker.exists()  # validation never executes the user's file
+    with pytest.raises(SetupError) as info:  # importing it (in a worker) reports the failure
+        resolve_function(load_setup(path).workers["src"])
+    assert info.value.problems == [f"Workers.src.file: importing {tmp_path / 'broken.py'} "
+                                   "failed: RuntimeError: no hardware (line 2)"]
 
 
 def test_file_with_syntax_error(tmp_path: Path) -> None:
@@ -467,8 +474,85 @@ def test_file_with_syntax_error(tmp_path: Path) -> None:
                                 "file: broken.py\n    function: source"))
     (tmp_path / "broken.py").write_text("def source(io):\n    return (\n")
     (problem,) = check_setup(path)
-    assert "Workers.src.file: importing" in problem and "SyntaxError" in problem
-    assert "(line 2)" in problem
+    assert f"Workers.src.file: {tmp_path / 'broken.py'}:2: SyntaxError: " in problem
+
+
+@pytest.mark.parametrize("source", [
+    "import numpy as source\n",
+    "from os import path as source\n",
+    "class source:\n    pass\n",
+    "source = print\n",
+    "source: object = print\n",
+    "a, (b, source) = 1, (2, print)\n",
+    "try:\n    from fast import source\nexcept ImportError:\n    def source(io):\n        pass\n",
+    "if True:\n    async def source(io):\n        pass\n",
+    "with open('x') as source:\n    pass\n",
+])
+def test_function_bound_at_top_level_in_any_way(tmp_path: Path, source: str) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: other.py\n    function: source"))
+    (tmp_path / "other.py").write_text(source)
+    assert check_setup(path) == []
+
+
+def test_function_defined_only_inside_a_function_is_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: other.py\n    function: source"))
+    (tmp_path / "other.py").write_text("def make():\n    def source(io):\n        pass\n"
+                                       "def sorce(io):\n    pass\n")
+    (problem,) = check_setup(path)
+    assert problem.endswith(f"Workers.src.function: function 'source' not found in "
+                            f"{tmp_path / 'other.py'} (did you mean 'sorce'?)")
+
+
+def test_function_defined_only_under_a_main_guard_is_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: other.py\n    function: source"))
+    (tmp_path / "other.py").write_text("if __name__ == '__main__':\n    def source(io):\n"
+                                       "        pass\nelse:\n    other = 1\n")
+    (problem,) = check_setup(path)
+    assert problem.endswith(f"function 'source' not found in {tmp_path / 'other.py'}")
+
+
+@pytest.mark.parametrize("text", [
+    b"def source(io):\n    pass\n\x00\n",  # a null byte
+    b"x = " + b"(" * 5000 + b")" * 5000 + b"\n",  # nested too deeply for the parser
+    b"x = " + b"-" * 200_000 + b"1\n",  # deep enough to exhaust the compiler's recursion
+    b"\xff\xfe garbage \x80\n",  # not UTF-8
+])
+def test_unparsable_worker_files_are_problems_not_crashes(tmp_path: Path, text: bytes) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: odd.py\n    function: source"))
+    (tmp_path / "odd.py").write_bytes(text)
+    (problem,) = check_setup(path)
+    assert f"Workers.src.file: {tmp_path / 'odd.py'}" in problem
+
+
+@pytest.mark.parametrize("source, reason", [
+    ("from numpy import *\n", "'from numpy import *' (line 1)"),
+    ("globals()['source'] = print\n", "a call of globals() (line 1)"),
+    ("import sys\nsetattr(sys.modules[__name__], 'source', print)\n", "a call of setattr() (line 2)"),
+    ("def __getattr__(name):\n    return print\n", "a module __getattr__ (line 1)"),
+])
+def test_dynamic_module_without_the_name_is_a_warning(tmp_path: Path, source: str,
+                                                      reason: str) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: other.py\n    function: source"))
+    (tmp_path / "other.py").write_text(source)
+    setup, problems, warnings = validate_setup(path)
+    assert problems == [] and setup is not None
+    assert setup.warnings == warnings
+    assert warnings == [f"{path}: Workers.src.function: function 'source' is not visibly "
+                        f"defined in {tmp_path / 'other.py'}, which binds names dynamically "
+                        f"({reason}); it is looked up when the worker starts"]
+
+
+def test_worker_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    path = write(tmp_path, edit("file: funcs.py\n    function: source",
+                                "file: pipe.py\n    function: source"))
+    os.mkfifo(tmp_path / "pipe.py")
+    (problem,) = check_setup(path)
+    assert "Workers.src.file" in problem and "pipe.py" in problem
 
 
 def test_unknown_prebuilt_module(tmp_path: Path) -> None:
@@ -777,3 +861,83 @@ def test_cycle_is_reported(tmp_path: Path) -> None:
     problem = one_problem(tmp_path, text)
     assert problem == ("Workers.src.sinks: the workers form a cycle (src -[raw_data]-> filter "
                        "-[back]-> src), so end of stream could never propagate through it")
+
+
+# --- bounded reading of setup and config files ---------------------------------------------
+
+
+def test_setup_path_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "setup.yaml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    assert check_setup(fifo) == [f"{fifo}: is a FIFO (named pipe), not a regular file; refused"]
+
+
+def test_setup_path_that_is_a_device_is_refused() -> None:
+    assert check_setup("/dev/zero") == [
+        "/dev/zero: is a character device, not a regular file; refused"]
+
+
+def test_setup_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    with open(path, "a") as fh:  # a sparse tail: big on paper, nothing to read
+        fh.truncate(5 * 1024 * 1024)
+    assert check_setup(path) == [f"{path}: file is 5.0 MiB, more than the 1.0 MiB limit; refused"]
+
+
+def test_config_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "cfg.yaml")
+    problem = one_problem(tmp_path, edit("function: drain\n    sources: [filtered]",
+                                         "function: drain\n    sources: [filtered]\n"
+                                         "    config: cfg.yaml"))
+    assert problem == ("Workers.drain.config: config file 'cfg.yaml': is a FIFO (named pipe), "
+                       "not a regular file; refused")
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ['x-a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    names = "abcdefghijklmnop"
+    for prev, name in zip(names, names[1:levels]):
+        lines.append(f"x-{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    bomb = _alias_bomb()  # 9**9 = 387 million strings once expanded
+    text = edit("function: drain\n    sources: [filtered]",
+                "function: drain\n    sources: [filtered]\n    config: {table: *i}", bomb + GOOD)
+    path = write(tmp_path, text)
+    cpu = time.process_time()
+    (problem,) = check_setup(path)
+    assert time.process_time() - cpu < 1.0
+    assert problem == (f"{path}: line 6: the document grows past 250,000 values when its "
+                       "aliases (*name) are expanded; refused (an alias bomb?)")
+
+
+def test_modest_aliases_are_fine(tmp_path: Path) -> None:
+    text = edit("function: drain\n    sources: [filtered]",
+                "function: drain\n    sources: [filtered]\n    config: {table: *c}",
+                _alias_bomb(3) + GOOD)
+    setup = load_setup(write(tmp_path, text))
+    assert len(setup.workers["drain"].config["table"]) == 9
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    problem = one_problem(tmp_path, "x-loop: &loop [1, *loop]\n" + GOOD)
+    assert problem == "line 1: an anchor (&name) is used inside itself (a recursive alias); refused"
+
+
+# --- buffer counts of prebuilt functions' templates ------------------------------------------
+
+
+def test_prebuilt_filter_without_sinks_fails_validation(tmp_path: Path) -> None:
+    text = GOOD + "  copy:\n    function: misc.copy\n    sources: [raw_data]\n    sinks: []\n"
+    problem = one_problem(tmp_path, text)
+    assert problem == "Workers.copy.sinks: misc.copy is a Filter worker: it takes at least 1 sinks, got 0"
+
+
+def test_prebuilt_observer_with_a_source_fails_validation(tmp_path: Path) -> None:
+    text = GOOD + ("  scope:\n    function: observers.oscilloscope\n    sources: [filtered]\n"
+                   "    observes: [raw_data]\n")
+    problem = one_problem(tmp_path, text)
+    assert problem == ("Workers.scope.sources: observers.oscilloscope is an Observer worker: "
+                       "it takes exactly 0 sources, got 1")

@@ -9,10 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from mimocorb2.control import protocol as P
+
+
+#: how long connect() keeps retrying a full accept queue (EAGAIN) / a refusal (ECONNREFUSED)
+CONNECT_BUSY_SECONDS = 30.0
+CONNECT_REFUSED_SECONDS = 2.0
+CONNECT_FIRST_DELAY = 0.01
+CONNECT_MAX_DELAY = 0.2
 
 
 class DaemonUnreachable(ConnectionError):
@@ -54,28 +62,49 @@ class Client:
         self._sock: socket.socket | None = None
         self._buf = b""
         self._next_id = 1
+        self.connect_attempts = 0  # connect() calls made, retries included
 
     def connect(self) -> "Client":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.path))
-        except FileNotFoundError:
-            sock.close()
-            raise DaemonUnreachable(self.path, "no socket there") from None
-        except ConnectionRefusedError:
-            sock.close()
-            raise DaemonUnreachable(self.path, "socket exists but nobody listens (stale)") from None
-        except PermissionError:
-            sock.close()
-            raise DaemonUnreachable(
-                self.path, "permission denied (are you in the daemon's group?)"
-            ) from None
-        except OSError as exc:
-            sock.close()
-            raise DaemonUnreachable(self.path, str(exc)) from None
-        self._sock = sock
-        return self
+        """Connect, retrying briefly while the daemon's socket exists but does not accept.
+
+        A full accept queue (EAGAIN, a connect storm) is retried for up to
+        CONNECT_BUSY_SECONDS, a refusal (a daemon restarting) for CONNECT_REFUSED_SECONDS,
+        with backoff from 10 ms to 200 ms, never longer than the client's timeout.
+        """
+        started = time.monotonic()
+        delay = CONNECT_FIRST_DELAY
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            self.connect_attempts += 1
+            try:
+                sock.connect(str(self.path))
+            except FileNotFoundError:
+                sock.close()
+                raise DaemonUnreachable(self.path, "no socket there") from None
+            except (BlockingIOError, InterruptedError, ConnectionRefusedError) as exc:
+                sock.close()
+                busy = not isinstance(exc, ConnectionRefusedError)
+                budget = CONNECT_BUSY_SECONDS if busy else CONNECT_REFUSED_SECONDS
+                if self.timeout is not None:
+                    budget = min(budget, self.timeout)
+                if not self.path.exists() or time.monotonic() - started + delay > budget:
+                    reason = ("the daemon's accept queue stayed full (it is overloaded)" if busy
+                              else "socket exists but nobody listens (stale)")
+                    raise DaemonUnreachable(self.path, reason) from None
+                time.sleep(delay)  # backoff before the next attempt, not synchronisation
+                delay = min(delay * 2, CONNECT_MAX_DELAY)
+                continue
+            except PermissionError:
+                sock.close()
+                raise DaemonUnreachable(
+                    self.path, "permission denied (are you in the daemon's group?)"
+                ) from None
+            except OSError as exc:
+                sock.close()
+                raise DaemonUnreachable(self.path, str(exc)) from None
+            self._sock = sock
+            return self
 
     def close(self) -> None:
         if self._sock is not None:
@@ -103,7 +132,24 @@ class Client:
         return line
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = -1.0) -> Any:
-        """Send one request and return its result; raise :class:`RequestFailed` on an error reply."""
+        """Send one request and return its result; raise :class:`RequestFailed` on an error reply.
+
+        A daemon at its connection limit answers ``busy`` without reading the request;
+        the call then reconnects and retries with backoff for up to CONNECT_BUSY_SECONDS.
+        """
+        started = time.monotonic()
+        delay = CONNECT_FIRST_DELAY
+        while True:
+            try:
+                return self._call_once(cmd, args, timeout)
+            except RequestFailed as exc:
+                if exc.code != P.E_BUSY or time.monotonic() - started + delay > CONNECT_BUSY_SECONDS:
+                    raise
+            self.close()
+            time.sleep(delay)  # backoff before reconnecting, not synchronisation
+            delay = min(delay * 2, CONNECT_MAX_DELAY)
+
+    def _call_once(self, cmd: str, args: dict[str, Any] | None, timeout: float | None) -> Any:
         if self._sock is None:
             self.connect()
         assert self._sock is not None
@@ -134,11 +180,46 @@ def call(cmd: str, args: dict[str, Any] | None = None, path: str | Path | None =
 
 async def acall(cmd: str, args: dict[str, Any] | None = None, path: str | Path | None = None,
                 timeout: float = 30.0) -> Any:
-    """One request from asyncio code (tests, tools with their own loop)."""
+    """One request from asyncio code (tests, tools with their own loop).
+
+    Retries like :meth:`Client.call` while the daemon is too busy to take the connection.
+    """
     sock_path = P.resolve_socket_path(path)
+    started = time.monotonic()
+    delay = CONNECT_FIRST_DELAY
+    while True:
+        try:
+            return await _acall_once(sock_path, cmd, args, timeout)
+        except (_Busy, RequestFailed) as exc:
+            if isinstance(exc, RequestFailed) and exc.code != P.E_BUSY:
+                raise
+            refused = isinstance(exc, _Busy) and exc.refused
+            budget = CONNECT_REFUSED_SECONDS if refused else CONNECT_BUSY_SECONDS
+            if time.monotonic() - started + delay > min(budget, timeout):
+                if isinstance(exc, RequestFailed):
+                    raise
+                raise DaemonUnreachable(sock_path, str(exc)) from None
+        await asyncio.sleep(delay)  # backoff before the next attempt, not synchronisation
+        delay = min(delay * 2, CONNECT_MAX_DELAY)
+
+
+class _Busy(Exception):
+    """The socket exists but the connection was not accepted (yet)."""
+
+    def __init__(self, message: str, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+async def _acall_once(sock_path: Path, cmd: str, args: dict[str, Any] | None,
+                      timeout: float) -> Any:
     try:
         reader, writer = await asyncio.open_unix_connection(str(sock_path), limit=P.MAX_REPLY_BYTES)
-    except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+    except (BlockingIOError, ConnectionRefusedError) as exc:
+        if not sock_path.exists():
+            raise DaemonUnreachable(sock_path, "no socket there") from None
+        raise _Busy(str(exc), isinstance(exc, ConnectionRefusedError)) from None
+    except (FileNotFoundError, PermissionError) as exc:
         raise DaemonUnreachable(sock_path, str(exc)) from None
     try:
         writer.write(P.encode(P.make_request(cmd, args, 1)))

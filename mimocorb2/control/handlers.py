@@ -63,8 +63,9 @@ class Handlers:
         setup_path = _setup_arg(args)
         limits = {k: args.get(k) for k in ("max_events", "max_seconds")}
         for key, value in limits.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise CommandError(f"{key} must be a positive number, got {value!r}", code=P.E_BAD_REQUEST)
+            if value is not None and not _positive_number(value):
+                raise CommandError(f"{key} must be a positive number below {MAX_LIMIT:.0e}, "
+                                   f"got {P.short_repr(value)}", code=P.E_BAD_REQUEST)
         run = await self.daemon.start_run(setup_path, limits["max_events"], limits["max_seconds"])
         return {"directory": str(run.directory), "state": run.state, **_setup_remarks(run.setup)}
 
@@ -88,18 +89,19 @@ class Handlers:
         return {"resumed": await self._active_run().resume(_names_arg(args))}
 
     async def cmd_logs(self, args: dict[str, Any]) -> dict[str, Any]:
-        run = self.daemon.run_obj
-        if run is None:
-            raise CommandError("no run yet: there are no logs")
         worker = args.get("worker")
         offsets = args.get("offsets") or {}
         max_bytes = args.get("max_bytes", 256 * 1024)
         if worker is not None and not isinstance(worker, str):
             raise CommandError("'worker' must be a string", code=P.E_BAD_REQUEST)
-        if not isinstance(offsets, dict) or not all(isinstance(v, int) for v in offsets.values()):
-            raise CommandError("'offsets' must map worker names to byte offsets", code=P.E_BAD_REQUEST)
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-            raise CommandError("'max_bytes' must be an integer", code=P.E_BAD_REQUEST)
+        if not isinstance(offsets, dict) or not all(_offset(v) for v in offsets.values()):
+            raise CommandError(f"'offsets' must map worker names to byte offsets "
+                               f"(integers from 0 to {MAX_OFFSET})", code=P.E_BAD_REQUEST)
+        if type(max_bytes) is not int or max_bytes < 0:
+            raise CommandError("'max_bytes' must be a non-negative integer", code=P.E_BAD_REQUEST)
+        run = self.daemon.run_obj
+        if run is None:
+            raise CommandError("no run yet: there are no logs")
         return await run.read_logs(worker, offsets, max_bytes)
 
     async def cmd_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +110,23 @@ class Handlers:
 
         asyncio.get_running_loop().call_soon(self.daemon.request_exit, "shutdown command")
         return {"shutting_down": True, "state": self.daemon.state}
+
+
+#: largest run limit accepted (events or seconds); more is a typo or an attack
+MAX_LIMIT = 1e15
+#: largest log offset accepted (a file offset must fit a signed 64-bit seek)
+MAX_OFFSET = 2**62
+
+
+def _positive_number(value: object) -> bool:
+    """A real, finite number in (0, MAX_LIMIT]; booleans are not numbers here."""
+    if type(value) not in (int, float):
+        return False
+    return 0 < value <= MAX_LIMIT  # NaN fails both comparisons, inf the second
+
+
+def _offset(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_OFFSET
 
 
 def _setup_remarks(setup: Any) -> dict[str, list[str]]:

@@ -127,6 +127,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     except OSError as exc:
         print(f"{args.setup}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    for warning in setup.warnings:
+        print(f"warning: {warning}", file=out)
     print(f"{setup.path}: ok ({len(setup.buffers)} buffers, {len(setup.workers)} workers)", file=out)
     _print_remarks(setup.warnings, setup.notes, out)
     return EXIT_OK
@@ -147,6 +149,8 @@ def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.max_seconds:
         request["max_seconds"] = args.max_seconds
     result = client.call("start", request)
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=out)
     print(f"run started: {result['directory']}", file=out)
     _print_remarks(result.get("warnings", []), result.get("notes", []), out)
     return EXIT_OK

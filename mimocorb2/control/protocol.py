@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 PROTOCOL_VERSION = 1
+#: the longest string accepted as a request id
+MAX_ID_CHARS = 200
 MAX_REQUEST_BYTES = 1024 * 1024  # 1 MiB, including the newline
 #: replies may be larger than requests (status of a big graph, log chunks)
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -46,6 +48,8 @@ E_VERSION = "version"
 E_UNKNOWN_COMMAND = "unknown_command"
 E_REFUSED = "refused"  # valid request the daemon will not carry out now
 E_PERMISSION = "permission"
+E_BUSY = "busy"  # the daemon has too many connections; the request was not read, retry
+E_IDLE = "idle_timeout"  # no request for too long; the daemon closes the connection
 E_INTERNAL = "internal"
 
 #: the states a daemon reports in ``status.state``
@@ -112,13 +116,22 @@ def parse_request(line: bytes) -> dict[str, Any]:
         raise ProtocolError(E_BAD_REQUEST, f"request is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(E_BAD_REQUEST, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(E_BAD_REQUEST, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ProtocolError(E_BAD_REQUEST, f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(E_BAD_REQUEST, "request must be a JSON object")
     version = obj.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # true == 1 is not a version
         raise ProtocolError(
-            E_VERSION, f"unsupported protocol version {version!r}, this daemon speaks {PROTOCOL_VERSION}"
+            E_VERSION, f"unsupported protocol version {short_repr(version)}, "
+            f"this daemon speaks {PROTOCOL_VERSION}"
         )
+    if not is_request_id(obj.get("id")):
+        obj.pop("id", None)  # not echoed back
+        raise ProtocolError(E_BAD_REQUEST, "'id' must be null, a string of at most "
+                            f"{MAX_ID_CHARS} characters or an integer below 2**63")
     cmd = obj.get("cmd")
     if not isinstance(cmd, str):
         raise ProtocolError(E_BAD_REQUEST, "request needs a string 'cmd'")
@@ -133,6 +146,24 @@ def parse_request(line: bytes) -> dict[str, Any]:
             E_UNKNOWN_COMMAND, f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}"
         )
     return obj
+
+
+def is_request_id(value: Any) -> bool:
+    """Whether ``value`` may serve as a request id (echoed back in the reply)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return len(value) <= MAX_ID_CHARS
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a readable length for an error message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def default_socket_path(environ: dict[str, str] | None = None) -> Path:

@@ -31,6 +31,12 @@ SOCKET_MODE = 0o660
 DIRECTORY_MODE = 0o750
 #: how long a connection may keep sending the rest of an over-long request before it is cut
 DISCARD_TIMEOUT = 10.0
+#: pending connections the kernel queues before connect() fails with EAGAIN (capped by somaxconn)
+LISTEN_BACKLOG = 1024
+#: connections served at once; one more is answered ``busy`` and closed
+MAX_CONNECTIONS = 256
+#: seconds a connection may stay open without sending a request
+IDLE_TIMEOUT = 120.0
 
 
 class CommandError(Exception):
@@ -135,7 +141,7 @@ def bind_control_socket(path: Path) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, SOCKET_MODE)
-    sock.listen(64)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -143,9 +149,12 @@ def bind_control_socket(path: Path) -> socket.socket:
 class ControlServer:
     """Serves the control protocol on a Unix socket; each connection is its own task."""
 
-    def __init__(self, path: Path, dispatch: Dispatch) -> None:
+    def __init__(self, path: Path, dispatch: Dispatch, *, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.path = Path(path)
         self._dispatch = dispatch
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._inode: tuple[int, int] | None = None
@@ -155,7 +164,7 @@ class ControlServer:
         st = self.path.stat()
         self._inode = (st.st_dev, st.st_ino)
         self._server = await asyncio.start_unix_server(
-            self._on_connection, sock=sock, limit=P.MAX_REQUEST_BYTES
+            self._on_connection, sock=sock, limit=P.MAX_REQUEST_BYTES, backlog=LISTEN_BACKLOG
         )
         log.info("control socket listening", socket=str(self.path))
 
@@ -186,6 +195,9 @@ class ControlServer:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self.max_connections:
+            await self._refuse_busy(reader, writer)
+            return
         self._connections.add(task)
         try:
             await self._serve_connection(reader, writer)
@@ -199,6 +211,20 @@ class ControlServer:
             self._connections.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _refuse_busy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer ``busy`` (the request is not carried out, so retrying is safe) and hang up."""
+        log.warning("control connection refused: too many connections",
+                    limit=self.max_connections)
+        message = (f"the daemon already serves {self.max_connections} connections; "
+                   "retry in a moment")
+        with contextlib.suppress(Exception):
+            writer.write(P.encode(P.error_reply(None, P.E_BUSY, message)))
+            await asyncio.wait_for(writer.drain(), 1.0)
+            # take the request the client is sending, so that it reads our reply, not a reset
+            await asyncio.wait_for(reader.readline(), 1.0)
+        with contextlib.suppress(Exception):
+            writer.close()
 
     async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         writer.write(P.encode(reply))
@@ -228,7 +254,11 @@ class ControlServer:
             return
         while True:
             try:
-                line = await reader.readuntil(b"\n")
+                line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
+            except asyncio.TimeoutError:
+                await self._send(writer, P.error_reply(
+                    None, P.E_IDLE, f"no request for {self.idle_timeout:g} s: closing the connection"))
+                return
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
                     # last request without newline: answer it anyway

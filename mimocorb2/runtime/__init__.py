@@ -16,15 +16,18 @@ from ._echo import LogEcho
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
 from ._runner import Runner, RunReport
+from ._setup_failure import EXIT_SETUP_FAILED, read_setup_failure
 
 __all__ = [
     "LogEcho",
+    "EXIT_SETUP_FAILED",
     "RunReport",
     "Runner",
     "WorkerLaunch",
     "build_buffers",
     "child_main",
     "launches_for",
+    "read_setup_failure",
     "root_buffers",
     "run_worker",
     "set_parent_death_signal",

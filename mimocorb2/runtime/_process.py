@@ -11,8 +11,10 @@ from typing import Any
 
 from ..datapath import heartbeat
 from ._launch import WorkerLaunch
+from ._setup_failure import EXIT_SETUP_FAILED, describe_setup_failure, write_setup_failure
 
-__all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal"]
+__all__ = ["EXIT_SETUP_FAILED", "spawn_worker", "child_main", "run_worker",
+           "set_parent_death_signal"]
 
 PR_SET_PDEATHSIG = 1
 EXIT_PARENT_GONE = 70
@@ -55,9 +57,12 @@ def run_worker(launch: WorkerLaunch) -> int:
 
     A normal return flushes the worker's sinks (counted once per process). A
     failure does not: the parent decides whether the process is restarted or
-    retired, and retiring counts its end of stream.
+    retired, and retiring counts its end of stream. A function that cannot be
+    loaded, or a SetupError (a template refusing its buffers or config), returns
+    EXIT_SETUP_FAILED: restarting would not help.
     """
     from .. import logsetup
+    from ..errors import SetupError
     from ..setup import resolve_function
 
     worker = launch.worker
@@ -67,11 +72,18 @@ def run_worker(launch: WorkerLaunch) -> int:
     import structlog
 
     log = structlog.get_logger("mimocorb2.worker")
+    log.info("loading the worker's function", function=worker.function,
+             file=str(worker.file) if worker.file else None)
     try:
-        function = resolve_function(worker)
+        function = resolve_function(worker)  # the user's file is imported here, never earlier
+    except BaseException as err:  # noqa: B036 - user code at import may raise anything
+        return _setup_failed(launch, log, "cannot load the worker's function", err)
+    try:
         buffer_io = make_buffer_io(launch)
         log.info("worker process started", function=worker.function, index=launch.index)
         function(buffer_io)
+    except SetupError as err:
+        return _setup_failed(launch, log, "the worker refused its setup", err)
     except BaseException:
         log.exception("worker function failed")
         return 1
@@ -79,6 +91,16 @@ def run_worker(launch: WorkerLaunch) -> int:
         launch.buffers[name].send_flush_event()
     log.info("worker process finished")
     return 0
+
+
+def _setup_failed(launch: WorkerLaunch, log: Any, what: str, err: BaseException) -> int:
+    """Log and record one clear line about a failed start; the exit code saying so."""
+    worker = launch.worker
+    reason = describe_setup_failure(err)
+    write_setup_failure(launch.run_dir, worker.name, reason)
+    log.error(what, file=str(worker.file) if worker.file else None, function=worker.function,
+              error=reason)
+    return EXIT_SETUP_FAILED
 
 
 def make_buffer_io(launch: WorkerLaunch) -> Any:

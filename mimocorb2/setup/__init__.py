@@ -8,7 +8,8 @@ warning or a note (``Setup.warnings``, ``Setup.notes``, :func:`inspect_setup`).
 from __future__ import annotations
 
 from ._functions import resolve_function
-from ._load import check_setup, inspect_setup, load_setup
+from ._import_check import import_check
+from ._load import check_setup, inspect_setup, load_setup, validate_setup
 from ._model import BufferSpec, RunLimits, Setup, SetupCheck, WorkerSpec
 from ._problems import did_you_mean
 from ._rundir import create_run_directory
@@ -23,6 +24,8 @@ __all__ = [
     "create_run_directory",
     "did_you_mean",
     "inspect_setup",
+    "import_check",
     "load_setup",
     "resolve_function",
+    "validate_setup",
 ]

@@ -1,4 +1,9 @@
-"""Finding a worker's function: in a user file or in the prebuilt ``mimocorb2.functions``."""
+"""Finding a worker's function: in a user file or in the prebuilt ``mimocorb2.functions``.
+
+:func:`check_function` is what validation uses: it checks a user file statically
+(never running it) and imports only our own prebuilt modules. :func:`find_function`
+imports the user's file and is called only inside a worker process.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +23,12 @@ from typing import Any
 from ..errors import SetupError
 from ._model import WorkerSpec
 from ._problems import did_you_mean
+from ._source import SourceProblem, check_source_function
 
 PREBUILT_PACKAGE = "mimocorb2.functions"
 
 _user_modules: dict[tuple[str, int, int], ModuleType] = {}
-_user_modules_lock = threading.RLock()  # the daemon validates setups in threads
+_user_modules_lock = threading.RLock()  # a worker's own threads may resolve too
 
 
 class FunctionProblem(Exception):
@@ -149,8 +155,31 @@ def _prebuilt(function: str) -> Callable[..., Any]:
         raise FunctionProblem("function", f"unknown prebuilt function '{function}': {err}") from None
 
 
+def check_function(worker: WorkerSpec) -> list[str]:
+    """Check, without running user code, that ``worker``'s function can be found.
+
+    A prebuilt function is imported (our own code); a user file is parsed and must
+    bind the name at top level. Returns warnings; raises FunctionProblem.
+    """
+    if worker.file is None:
+        _prebuilt(worker.function)
+        return []
+    try:
+        return check_source_function(Path(worker.file), worker.function)
+    except SourceProblem as err:
+        raise FunctionProblem(err.key, str(err)) from None
+
+
+def prebuilt_function(name: str) -> Callable[..., Any]:
+    """The prebuilt function ``module.function``; raises FunctionProblem when unknown."""
+    return _prebuilt(name)
+
+
 def find_function(worker: WorkerSpec) -> Callable[..., Any]:
-    """The callable named by ``worker``; raises FunctionProblem when it cannot be found."""
+    """The callable named by ``worker``, importing its file: only in a worker process.
+
+    Raises FunctionProblem when it cannot be found.
+    """
     if worker.file is None:
         return _prebuilt(worker.function)
     module = load_user_module(Path(worker.file))

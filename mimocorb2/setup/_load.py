@@ -261,6 +261,12 @@ def _check(path: str | os.PathLike[str]) -> tuple[Setup | None, SetupCheck]:
     return setup, SetupCheck(found.lines, found.warnings, found.notes)
 
 
+def validate_setup(path: str | os.PathLike[str]) -> tuple[Setup | None, list[str], list[str]]:
+    """``(setup or None, problems, warnings)`` of a setup file, without raising."""
+    setup, found = _check(path)
+    return setup, found.problems, found.warnings
+
+
 def load_setup(path: str | os.PathLike[str]) -> Setup:
     """Read and completely validate a setup file; raise SetupError listing every problem."""
     setup, found = _check(path)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._functions import FunctionProblem, find_function
+from ._functions import FunctionProblem, check_function, prebuilt_function
 from ._model import RESTART_POLICIES, WorkerSpec
 from ._problems import Problems, describe, did_you_mean
 from ._values import check_choice, check_int, check_keys, check_positive, is_misspelled
@@ -85,9 +85,33 @@ class WorkerChecker:
         if not self._lookup_possible(spec):
             return
         try:
-            find_function(spec)
+            warnings = check_function(spec)
         except FunctionProblem as err:
             self.problems.add(f"{where}.{err.key}", str(err))
+            return
+        for warning in warnings:
+            self.problems.warn(f"{where}.function", warning)
+        if spec.file is None:
+            self._check_template_buffers(where, spec)
+
+    def _check_template_buffers(self, where: str, spec: WorkerSpec) -> None:
+        """A prebuilt function's template must accept the worker's buffer counts.
+
+        (A user file's template is only known when it runs: the template then
+        refuses at construction, and the worker fails to start with that reason.)
+        """
+        from ..functions import parse_docstring
+        from ..worker_templates import buffer_count_problems
+
+        function = prebuilt_function(spec.function)
+        doc = parse_docstring(spec.function, getattr(function, "__doc__", None))
+        if doc is None:
+            return
+        counts = {key: len(getattr(spec, key)) for key in BUFFER_LISTS}
+        article = "an" if doc.type[:1] in tuple("AEIOU") else "a"
+        for key, rule in buffer_count_problems(doc.type, counts):
+            self.problems.add(f"{where}.{key}", f"{spec.function} is {article} {doc.type} "
+                              f"worker: it takes {rule}, got {counts[key]}")
 
     # --- config --------------------------------------------------------------------------
     def _worker_config(self, where: str, value: object) -> dict[str, Any]:

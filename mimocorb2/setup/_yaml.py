@@ -7,7 +7,12 @@ from typing import Any
 
 import yaml
 
+from ._files import MAX_YAML_BYTES, FileProblem, read_small_file
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
+#: the most nodes a document may have once its aliases are expanded (an alias bomb has 10**9;
+#: a legitimate setup a few thousand, and writing 250,000 into the run copy takes ~3 s)
+MAX_EXPANDED_NODES = 250_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -43,21 +48,72 @@ def _syntax_message(err: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {reason}"
 
 
+def expanded_size(root: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> int:
+    """How many nodes ``root`` has with every alias expanded; YamlProblem past ``limit``.
+
+    Aliases make the composed graph share nodes, so the count is memoised per node
+    (linear in the distinct nodes) while the expanded total may be astronomical. A
+    node that contains itself (``&a [*a]``) is refused too: it cannot be expanded.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            if total > limit:
+                line = node.start_mark.line + 1 if node.start_mark else "?"
+                raise YamlProblem(f"line {line}: the document grows past {limit:,} values "
+                                  "when its aliases (*name) are expanded; refused (an alias bomb?)")
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            line = node.start_mark.line + 1 if node.start_mark else "?"
+            raise YamlProblem(f"line {line}: an anchor (&name) is used inside itself "
+                              "(a recursive alias); refused")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
 def read_yaml(path: Path) -> tuple[Any, list[str]]:
-    """Parse ``path``; return ``(data, duplicate-key notes)``; raise YamlProblem on failure."""
+    """Parse ``path``; return ``(data, duplicate-key notes)``; raise YamlProblem on failure.
+
+    Only a regular file of at most ``MAX_YAML_BYTES`` is read, and a document whose
+    aliases would expand past ``MAX_EXPANDED_NODES`` values is refused before it is built.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise YamlProblem("file not found") from None
-    except IsADirectoryError:
-        raise YamlProblem("is a directory, not a file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise YamlProblem(f"cannot read file: {err}") from None
+        text = read_small_file(path, MAX_YAML_BYTES).decode("utf-8")
+    except FileProblem as err:
+        raise YamlProblem(str(err)) from None
+    except UnicodeDecodeError as err:
+        raise YamlProblem(f"cannot read file: not UTF-8 text ({err.reason} at byte "
+                          f"{err.start})") from None
     loader = _Loader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None, loader.duplicates
+        expanded_size(node)
+        data = loader.construct_document(node)
     except yaml.YAMLError as err:
         raise YamlProblem(_syntax_message(err)) from None
+    except RecursionError:
+        raise YamlProblem("the document is nested too deeply to read") from None
     finally:
         loader.dispose()
     return data, loader.duplicates

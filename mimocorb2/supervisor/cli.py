@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier.from_environment()
     logsetup.configure_daemon_logging(args.log_level)
     socket_path = resolve_socket_path(args.socket)
+    from mimocorb2.supervisor.blocking import arm_exit_guard
+
+    daemon = Daemon(socket_path, notifier)
+    daemon.after_shutdown = arm_exit_guard  # a wedged thread never keeps the process alive
     try:
-        code = Daemon(socket_path, notifier).run()
+        code = daemon.run()
     finally:
         logsetup.shutdown_logging()
     return code

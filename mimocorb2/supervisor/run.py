@@ -20,6 +20,7 @@ import contextlib
 import csv
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,9 @@ import structlog
 
 from mimocorb2 import logsetup
 from mimocorb2.control.server import CommandError
+from mimocorb2.runtime import EXIT_SETUP_FAILED, read_setup_failure
 from mimocorb2.supervisor import _runtime_bridge as bridge
+from mimocorb2.supervisor.blocking import BlockingTimeout, in_daemon_thread
 
 log = structlog.get_logger("mimocorb2.run")
 
@@ -39,21 +42,33 @@ RESTART_WINDOW = 60.0
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 LIMIT_CHECK_INTERVAL = 0.1
+#: how long reading and validating a setup may take before the request is refused
+SETUP_LOAD_TIMEOUT = 30.0
 STATS_FIELDS = ("time", "buffer", "event_count", "rate", "filled_slots", "average_deadtime",
                 "paused_count", "paused", "lost", "redelivered", "pending", "ended")
 
 
 async def load_setup_async(path: Path) -> Any:
-    """Load and validate a setup in a thread; a SetupError becomes a refusal listing every problem."""
+    """Load and validate a setup in a thread, bounded by SETUP_LOAD_TIMEOUT.
+
+    Validation never runs user code (worker files are parsed, not imported). A
+    SetupError becomes a refusal listing every problem; warnings are logged.
+    """
     from mimocorb2.errors import SetupError
     from mimocorb2.setup import load_setup
 
     try:
-        return await asyncio.to_thread(load_setup, path)
+        setup = await in_daemon_thread(load_setup, path, timeout=SETUP_LOAD_TIMEOUT,
+                                       what=f"reading setup {path}")
     except SetupError as exc:
         raise CommandError(f"setup {path} has errors: {exc.message}", exc.problems) from None
+    except BlockingTimeout as exc:
+        raise CommandError(f"{exc}: is its file system responding?") from None
     except OSError as exc:
         raise CommandError(f"cannot read setup {path}: {exc}") from None
+    for warning in setup.warnings:
+        log.warning("setup warning", warning=warning)
+    return setup
 
 
 @dataclass
@@ -150,8 +165,12 @@ class Run:
         try:
             from mimocorb2.setup import create_run_directory
 
-            self.directory = await asyncio.to_thread(create_run_directory, setup)
-            await asyncio.to_thread((self.directory / "logs").mkdir, exist_ok=True)
+            self.directory = await in_daemon_thread(
+                create_run_directory, setup, timeout=SETUP_LOAD_TIMEOUT,
+                what=f"creating the run directory in {setup.target_directory}")
+            logs = self.directory / "logs"
+            await in_daemon_thread(lambda: logs.mkdir(exist_ok=True), timeout=SETUP_LOAD_TIMEOUT,
+                                   what=f"creating {logs}")
             logsetup.attach_run_log(self.directory / "daemon.log")
             log.info("run starting", directory=str(self.directory), setup=str(setup.path),
                      max_events=self.max_events, max_seconds=self.max_seconds)
@@ -295,11 +314,14 @@ class Run:
             f"killed by {_signame(-exitcode)}" if exitcode < 0 else f"exited with code {exitcode}")
         if rec.killed_for_stall:
             how += " (stalled)"
+        setup_failed = exitcode == EXIT_SETUP_FAILED and not rec.killed_for_stall
+        if setup_failed:  # it could not load its function: restarting cannot help
+            how = f"failed to start: {read_setup_failure(self.directory, name) or how}"
         worker.last_exit = how
         failed = exitcode != 0
         (log.warning if failed else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
 
-        restart = self._wants_restart(worker, failed)
+        restart = not setup_failed and self._wants_restart(worker, failed)
         if restart:
             now = time.monotonic()
             worker.crashes.append(now)
@@ -784,8 +806,10 @@ class Run:
                 path = logs_dir / f"{name}.log"
                 offset = int(offsets.get(name, 0) or 0)
                 text = ""
-                try:
-                    with open(path, "rb") as fh:
+                try:  # non-blocking open, regular files only: a FIFO put there never wedges us
+                    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+                        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                            raise OSError(f"{path} is not a regular file")
                         fh.seek(offset)
                         data = fh.read(max_bytes)
                     # do not cut a line (or a UTF-8 sequence) in half
@@ -795,10 +819,16 @@ class Run:
                     text = data.decode("utf-8", "replace")
                 except FileNotFoundError:
                     pass
+                except OSError as exc:
+                    log.warning("cannot read a worker log", path=str(path), error=str(exc))
                 chunks.append({"name": name, "path": str(path), "offset": offset, "text": text})
             return chunks
 
-        return {"files": await asyncio.to_thread(read_all), "run_done": self.done}
+        try:
+            files = await in_daemon_thread(read_all, timeout=SETUP_LOAD_TIMEOUT, what="reading logs")
+        except BlockingTimeout as exc:
+            raise CommandError(str(exc)) from None
+        return {"files": files, "run_done": self.done}
 
 
 def _signame(num: int) -> str:

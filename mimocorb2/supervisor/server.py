@@ -21,6 +21,7 @@ import collections
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class Daemon:
         self.loop_lag_max = 0.0
         self.loop_lag_last = 0.0
         self._lag_buckets: collections.deque[tuple[int, float]] = collections.deque(maxlen=6)
+        #: called with the exit code once shutdown is complete (the CLI arms its exit guard)
+        self.after_shutdown: Callable[[int], Any] | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -117,6 +120,8 @@ class Daemon:
             loop.remove_signal_handler(sig)
         log.info("mimocorb2d exited", exit_code=self.exit_code)
         self.notifier.close()
+        if self.after_shutdown is not None:
+            self.after_shutdown(self.exit_code)
 
     async def _close_server(self) -> None:
         await self.control.close()
