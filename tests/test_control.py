@@ -16,7 +16,7 @@ import pytest
 
 from mimocorb2.control import protocol as P
 from mimocorb2.control.client import Client, RequestFailed, acall
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,18 @@
   what runs inside it.
 * :func:`build_buffers` creates a setup's buffers with their reader groups and
   writer counts.
-* :class:`Runner` is ``mimocorb2 run``: start everything, wait for the end of
-  stream to propagate, report.
+* :class:`Runner` is ``mimocorb2 run`` as an object; it drives the
+  supervisor's Run (the daemon's engine) in the foreground.
 """
 
+from typing import Any
+
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
-from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
-from ._runner import Runner, RunReport
+from ._process import EXIT_SETUP_FAILED, child_main, run_worker, set_parent_death_signal, spawn_worker
+from ._runner import Runner
 
 __all__ = [
+    "EXIT_SETUP_FAILED",
     "RunReport",
     "Runner",
     "WorkerLaunch",
@@ -26,3 +29,11 @@ __all__ = [
     "set_parent_death_signal",
     "spawn_worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunReport":  # lives with the foreground runner; loaded on demand
+        from mimocorb2.supervisor.foreground import RunReport
+
+        return RunReport
+    raise AttributeError(name)

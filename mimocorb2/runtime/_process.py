@@ -12,10 +12,13 @@ from typing import Any
 from ..datapath import heartbeat
 from ._launch import WorkerLaunch
 
-__all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal"]
+__all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal", "EXIT_SETUP_FAILED"]
 
 PR_SET_PDEATHSIG = 1
 EXIT_PARENT_GONE = 70
+#: a worker process that cannot load its function exits with this code (EX_CONFIG);
+#: the supervisor does not restart it: the worker fails its start with the message of its log
+EXIT_SETUP_FAILED = 78
 _CTX = multiprocessing.get_context("spawn")
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from ._functions import resolve_function
 from ._load import check_setup, load_setup
-from ._model import BufferSpec, RunLimits, Setup, WorkerSpec
+from ._model import BufferSpec, DiskFloor, RunLimits, Setup, WorkerSpec
 from ._problems import did_you_mean
 from ._rundir import create_run_directory
 
 __all__ = [
+    "DiskFloor",
     "BufferSpec",
     "RunLimits",
     "Setup",
