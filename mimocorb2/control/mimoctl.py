@@ -295,6 +295,10 @@ def format_status(status: dict[str, Any]) -> str:
             extra.append(f"error: {run['error']}")
         if extra:
             lines.append("       " + "   ".join(extra))
+        disk = run.get("disk")
+        if disk:
+            lines.append(f"disk:  {_fmt_bytes(disk.get('free_bytes'))} free of {_fmt_bytes(disk.get('total_bytes'))}"
+                         f" (the run stops below {_fmt_bytes(disk.get('min_free_bytes'))})")
     buffers = status.get("buffers") or {}
     if buffers:
         lines.append("")
@@ -322,7 +326,26 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{name:<20} {counts:>7} {w.get('state', '?'):<11} "
                 f"{w.get('restarts', 0):>8} {_fmt_age(max(ages) if ages else None):>9} {cpu:>5.0f}%"
             )
+        notes = []
+        for name, w in workers.items():
+            if w.get("error"):
+                notes.append(f"  {name}: failed: {w['error']}")
+            for p in w.get("processes") or []:
+                if p.get("stuck"):
+                    notes.append(f"  {name}#{p.get('index')} (pid {p.get('pid')}): {p['stuck']}")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
+
+
+def _fmt_bytes(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "?"
+    number = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if number < 1000 or unit == "PB":
+            return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
+        number /= 1000
+    return f"{value} B"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 
 from typing import Any
 
-from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
+from ._launch import WorkerLaunch, build_buffers, root_buffers
 from ._process import EXIT_SETUP_FAILED, child_main, run_worker, set_parent_death_signal, spawn_worker
 from ._runner import Runner
 
@@ -23,7 +23,6 @@ __all__ = [
     "WorkerLaunch",
     "build_buffers",
     "child_main",
-    "launches_for",
     "root_buffers",
     "run_worker",
     "set_parent_death_signal",

@@ -7,10 +7,13 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..datapath import heartbeat
 from ._launch import WorkerLaunch
+
+if TYPE_CHECKING:
+    from ..mimo_worker import BufferIO
 
 __all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal", "EXIT_SETUP_FAILED"]
 
@@ -84,7 +87,7 @@ def run_worker(launch: WorkerLaunch) -> int:
     return 0
 
 
-def make_buffer_io(launch: WorkerLaunch) -> Any:
+def make_buffer_io(launch: WorkerLaunch) -> "BufferIO":
     """The BufferIO of one process: readers join the group named after the worker."""
     from ..mimo_buffer import BufferObserver, BufferReader, BufferWriter
     from ..mimo_worker import BufferIO

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mimocorb2.setup import Setup
     from mimocorb2.supervisor.foreground import RunReport
 
 __all__ = ["Runner"]
@@ -21,7 +22,7 @@ __all__ = ["Runner"]
 class Runner:
     """Run one validated setup in the foreground: ``Runner(setup).run() -> RunReport``."""
 
-    def __init__(self, setup: Any, *, max_events: int | None = None, max_seconds: float | None = None,
+    def __init__(self, setup: "Setup", *, max_events: int | None = None, max_seconds: float | None = None,
                  run_dir: Path | None = None, echo: Callable[[str], None] | None = None,
                  quiet: bool = True) -> None:
         self.setup = setup

@@ -28,14 +28,14 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mimocorb2 import logsetup
 from mimocorb2.setup import Setup
 from mimocorb2.supervisor.errors import RunError
 from mimocorb2.supervisor.run import Ending, Phase, Run
 
-__all__ = ["RunReport", "run_in_foreground"]
+__all__ = ["RunError", "RunReport", "run_in_foreground"]
 
 
 @dataclass
@@ -110,7 +110,11 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
     return _report(run)
 
 
-def _start_log_echo(run: Run, quiet: bool) -> Any:
+class _Echo(Protocol):
+    def stop(self) -> None: ...
+
+
+def _start_log_echo(run: Run, quiet: bool) -> _Echo | None:
     """HOOK (issue 8): echo the workers' own output (RUN_DIR/logs/*.log) to the terminal.
 
     ``mimocorb2.runtime._echo.LogEcho`` tails the run's worker logs; it is
@@ -162,6 +166,3 @@ def _restore_logging(saved: tuple[list[logging.Handler], int]) -> None:
         root.addHandler(handler)
     root.setLevel(level)
 
-
-# RunError is what a failed start raises; re-exported for the CLI
-__all__ += ["RunError"]

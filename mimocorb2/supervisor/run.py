@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,7 @@ class Run:
         if n:
             self.lost_by_buffer[buffer] = self.lost_by_buffer.get(buffer, 0) + n
 
-    def _later(self, coro: Any, name: str) -> None:
+    def _later(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run ``coro`` as a task the run keeps a reference to."""
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
