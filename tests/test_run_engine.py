@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,10 @@ def count(io):
         n += 1
     (io.run_dir / "count.txt").write_text(str(n))  # written only at a normal end of stream
 
+def stubborn(io):
+    while True:  # never reads, never ends by itself
+        time.sleep(0.05)
+
 def cannot_load(io):
     logging.getLogger("user").error("cannot load function 'analyse' from analysis.py: no such file")
     sys.stderr.flush()
@@ -106,6 +111,21 @@ def test_max_events_is_exact_under_the_daemon(daemon, tmp_path):
     assert st["buffers"]["raw"]["event_count"] == 1000
     assert sorted(sinked(run_dir)) == list(range(1000))
     assert st["run"]["lost"] == 0
+
+
+def test_max_events_with_two_roots_gives_each_root_exactly_n(daemon, tmp_path):
+    setup = write_setup(tmp_path, """\
+        snk: {file: funcs.py, function: sink, sources: [raw]}
+        src2: {file: funcs.py, function: source, sinks: [raw2], config: {rate: 0}}
+        snk2: {file: funcs.py, function: sink, sources: [raw2]}
+        """, rate=0)
+    setup.write_text(setup.read_text().replace(
+        "Workers:", "  raw2: {slot_count: 32, data_length: 4, data_dtype: {x: float64}}\nWorkers:"))
+    daemon.call("start", {"setup": str(setup), "max_events": 600})
+    st = daemon.wait_for(ended, 90, "run ended")
+    assert st["state"] == "finished" and st["run"]["stop_reason"] == "max_events=600 reached"
+    assert st["run"]["roots"] == ["raw", "raw2"]
+    assert st["buffers"]["raw"]["event_count"] == st["buffers"]["raw2"]["event_count"] == 600
 
 
 def test_foreground_run_is_the_same_engine(tmp_path):
@@ -187,3 +207,31 @@ def test_disk_guard_stops_the_run_with_readable_files(daemon, tmp_path):
     assert len(sinked(run_dir)) == st["buffers"]["raw"]["event_count"]  # closed and complete
     rows = list(csv.DictReader((run_dir / "stats.csv").open()))
     assert rows and all(r["buffer"] == "raw" for r in rows)
+
+
+def test_foreground_first_ctrl_c_drains_second_aborts(tmp_path):
+    setup = write_setup(tmp_path, """\
+        snk: {file: funcs.py, function: sink, sources: [raw]}
+        slow: {file: funcs.py, function: stubborn, sources: [raw]}
+        """, "drain_timeout: 120\n")
+    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = 0
+        for line in proc.stdout:
+            started += line.startswith("started ")
+            if started == 3:
+                break
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            if line.startswith("stopping (interrupted)"):
+                break
+        proc.send_signal(signal.SIGINT)  # 'slow' never ends: without the abort this waits 120 s
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "run aborted" in err
+    assert "stopped: interrupted" in out

@@ -430,7 +430,9 @@ class Run:
         return await self._set_paused(names, False)
 
     async def _set_paused(self, names: list[str] | None, paused: bool) -> list[str]:
-        if self.stopping or self.done or self.gateway is None:
+        if self.phase is Phase.STARTING or self.gateway is None:
+            raise RunError("the run is starting; try again when it runs")
+        if self.stopping or self.done:
             raise RunError("the run is stopping")
         names = self._buffer_names(names)
         await self.gateway.set_paused(names, paused)
