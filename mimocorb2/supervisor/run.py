@@ -24,8 +24,9 @@ End of a run, in one place:
   block the drain are killed (:func:`.policy.drain_victims`: holding one event
   too long, or a stale heartbeat); they are retired, the groups they leave
   without readers are detached (what they drop is counted lost, per buffer),
-  and everyone else gets its end of stream and finishes normally. If the run
-  has still not ended after a grace period, everything left is killed.
+  and everyone else gets its end of stream and finishes normally. The check is
+  repeated after a grace period (an event a killed process held goes to
+  another reader of its group); in the third round everything left is killed.
 * **A writer is retired** (counted as flushed in its sinks) when its process
   exits and will not be restarted; a normal return has flushed already.
 """
@@ -70,6 +71,8 @@ __all__ = ["Run", "Phase", "Ending", "load_setup_async", "TICK"]
 TICK = 0.1
 #: how long a process may take to exit after SIGKILL at the start before it is given up
 START_KILL_WAIT = 5.0
+#: rounds of "kill what blocks the drain" before everything left is killed
+DRAIN_ROUNDS = 3
 
 Echo = Callable[[str], None]
 
@@ -466,8 +469,13 @@ class Run:
         if self._drain_timer is None and not self.done:
             self._drain_timer = self._loop.call_later(float(self.setup.drain_timeout), self._on_drain_timeout)
 
-    def _on_drain_timeout(self) -> None:
-        """Kill only what blocks the drain (policy.drain_victims); the rest finishes normally."""
+    def _on_drain_timeout(self, round_: int = 1) -> None:
+        """Kill only what blocks the drain (policy.drain_victims); the rest finishes normally.
+
+        Repeated every grace period: an event a killed process held is handed to
+        another reader of its group, which may get stuck on it in turn. After
+        DRAIN_ROUNDS rounds everything left is killed.
+        """
         if self.done:
             return
         self.ending = max(self.ending, Ending.OVERDUE)
@@ -476,26 +484,25 @@ class Run:
         self._cancel_restarts()
         live = [rec for rec in self.processes() if rec.alive]
         held = [self._held_event(rec) for rec in live]
-        victims = set(policy.drain_victims(held, self.stuck_after))
+        victims = set(policy.drain_victims(held, self.stuck_after)) if round_ < DRAIN_ROUNDS else {
+            h.key for h in held}
         for rec, h in zip(live, held):
-            if (rec.worker, rec.index) in victims:
-                what = (f"stuck on event {h.held_counter} for {h.held_seconds:.0f} s"
-                        if h.held_counter is not None else f"no heartbeat for {h.heartbeat_age:.0f} s")
-                log.error("drain timeout: killing a process that blocks the drain", worker=rec.worker,
-                          index=rec.index, pid=rec.pid, why=what)
-                self.echo(f"drain timeout: killing {rec.name} (pid {rec.pid}): {what}")
-                kill(rec, "killed at the drain timeout: " + what)
-        grace = max(1.0, min(float(self.setup.drain_timeout), 10.0))
-        self._timers.append(self._loop.call_later(grace, self._kill_everything_left))
+            if (rec.worker, rec.index) not in victims:
+                continue
+            if h.held_counter is not None and h.held_seconds >= self.stuck_after:
+                what = f"stuck on event {h.held_counter} for {h.held_seconds:.0f} s"
+            elif h.heartbeat_age >= self.stuck_after:
+                what = f"no heartbeat for {h.heartbeat_age:.0f} s"
+            else:
+                what = "still running"
+            log.error("drain timeout: killing a process that blocks the drain", worker=rec.worker,
+                      index=rec.index, pid=rec.pid, why=what, round=round_)
+            self.echo(f"drain timeout: killing {rec.name} (pid {rec.pid}): {what}")
+            kill(rec, "killed at the drain timeout: " + what)
+        if live and round_ < DRAIN_ROUNDS:
+            grace = max(1.0, min(float(self.setup.drain_timeout), 10.0))
+            self._timers.append(self._loop.call_later(grace, self._on_drain_timeout, round_ + 1))
         self._check_done()
-
-    def _kill_everything_left(self) -> None:
-        left = [rec for rec in self.processes() if rec.alive]
-        if left and not self.done:
-            log.error("drain timeout: killing every process left", processes=[r.name for r in left])
-            self.echo(f"drain timeout: killing {', '.join(r.name for r in left)}")
-            for rec in left:
-                kill(rec, "killed after the drain timeout")
 
     def _held_event(self, rec: ProcessRecord) -> HeldEvent:
         assert self.heartbeats is not None
