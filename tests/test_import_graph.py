@@ -57,3 +57,10 @@ def test_every_command_has_one_handler():
     assert COMMANDS == tuple(COMMAND_HELP)
     handlers = {name[4:] for name in dir(Handlers) if name.startswith("cmd_")}
     assert handlers == set(COMMANDS)
+
+
+def test_protocol_states_are_the_run_phases():
+    from mimocorb2.control.protocol import STATES
+    from mimocorb2.supervisor.run import Phase
+
+    assert STATES == tuple(p.value for p in Phase)

@@ -35,7 +35,7 @@ from mimocorb2.control import protocol as P
 from mimocorb2.control.server import ControlServer, Peer
 from mimocorb2.supervisor.errors import RunError
 from mimocorb2.supervisor.handlers import Handlers
-from mimocorb2.supervisor.run import Run, load_setup_async
+from mimocorb2.supervisor.run import Phase, Run, load_setup_async
 from mimocorb2.supervisor.sdnotify import Notifier
 from mimocorb2.supervisor.status import build_status, summary_line
 
@@ -197,7 +197,7 @@ class Daemon:
 
     @property
     def state(self) -> str:
-        return "idle" if self.current_run is None else self.current_run.state
+        return Phase.IDLE.value if self.current_run is None else self.current_run.state
 
     # ---------------------------------------------------------------- runs (for the handlers)
     @property
