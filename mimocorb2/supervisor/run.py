@@ -465,6 +465,14 @@ class Run:
             await self.gateway.end(self.roots)
         self._check_done()
 
+    def drain_grace(self) -> float:
+        """Seconds between the rounds of the drain timeout."""
+        return max(1.0, min(float(self.setup.drain_timeout), 10.0))
+
+    def longest_stop(self) -> float:
+        """The longest a graceful stop can take until every process is gone."""
+        return float(self.setup.drain_timeout) + (DRAIN_ROUNDS - 1) * self.drain_grace()
+
     def _arm_drain_timer(self) -> None:
         if self._drain_timer is None and not self.done:
             self._drain_timer = self._loop.call_later(float(self.setup.drain_timeout), self._on_drain_timeout)
@@ -500,8 +508,7 @@ class Run:
             self.echo(f"drain timeout: killing {rec.name} (pid {rec.pid}): {what}")
             kill(rec, "killed at the drain timeout: " + what)
         if live and round_ < DRAIN_ROUNDS:
-            grace = max(1.0, min(float(self.setup.drain_timeout), 10.0))
-            self._timers.append(self._loop.call_later(grace, self._on_drain_timeout, round_ + 1))
+            self._timers.append(self._loop.call_later(self.drain_grace(), self._on_drain_timeout, round_ + 1))
         self._check_done()
 
     def _held_event(self, rec: ProcessRecord) -> HeldEvent:

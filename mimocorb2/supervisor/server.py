@@ -118,9 +118,8 @@ class Daemon:
         log.info("mimocorb2d shutting down")
         run = self.current_run
         if run is not None and not run.done:
-            # tell systemd the drain may take drain_timeout (TimeoutStopSec is only a default)
-            drain = float(run.setup.drain_timeout)
-            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((drain + 15.0) * 1e6)}")
+            # tell systemd how long the drain may take (TimeoutStopSec is only a default)
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((run.longest_stop() + 15.0) * 1e6)}")
             if self._signals >= 2:
                 await run.abort("daemon aborted")
             else:
