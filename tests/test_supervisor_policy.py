@@ -133,3 +133,27 @@ def test_min_free_disk_errors_name_the_key(tmp_path, value):
 
 def test_default_min_free_disk_is_100_MB():
     assert DiskFloor().bytes_for(10**12) == 100_000_000
+
+
+def test_cpu_of_a_slot_without_a_live_process_is_zero():
+    from mimocorb2.supervisor.processes import ProcessRecord
+    from mimocorb2.supervisor.sampler import Sampler
+
+    dead = ProcessRecord("w", 0, 0, pid=12345, cpu_percent=293.0, cpu_last=(1.0, 5.0))  # its process is gone
+    Sampler.sample_cpu([dead])
+    assert dead.cpu_percent == 0.0 and dead.cpu_last is None
+
+
+def test_last_error_line_of_a_worker_log(tmp_path):
+    from mimocorb2.supervisor.logs import last_error_line
+
+    log = tmp_path / "w.log"
+    log.write_text(
+        "2026-11-27T10:00:00Z [info     ] worker process started pid=7 worker=w\n"
+        "2026-11-27T10:00:01Z [error    ] worker function failed pid=7 worker=w\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'analysis'\n"
+    )
+    assert last_error_line(log) == "ModuleNotFoundError: No module named 'analysis'"
+    assert last_error_line(tmp_path / "missing.log") is None
