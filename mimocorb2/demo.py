@@ -25,12 +25,11 @@ from mimocorb2.testing import DaemonProcess
 
 
 def bundled_example() -> Path:
-    """The directory of the bundled example (the core's demo, else examples/simple)."""
-    package = Path(mimocorb2.__file__).parent
-    for candidate in (package / "demo", package.parent / "examples" / "simple"):
-        if (candidate / "setup.yaml").exists():
-            return candidate
-    raise SystemExit("no bundled example found (mimocorb2/demo/setup.yaml)")
+    """The directory of the bundled example (examples/simple of the source tree)."""
+    candidate = Path(mimocorb2.__file__).parent.parent / "examples" / "simple"
+    if (candidate / "setup.yaml").exists():
+        return candidate
+    raise SystemExit(f"no bundled example found ({candidate / 'setup.yaml'})")
 
 
 def main(argv: list[str] | None = None) -> int:
