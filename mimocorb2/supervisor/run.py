@@ -288,29 +288,11 @@ class Run:
             self._check_done()
 
     async def _handle_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
+        """Reclaim, record, then restart / retire / fail as the policy decides."""
         assert self.gateway is not None
         name = worker.spec.name
-        # give back what the dead process held, in every buffer it touched (in a thread:
-        # if it died holding a buffer's lock, reclaim waits for and repairs that lock)
-        reclaimed = await self.gateway.reclaim(worker.touched, pid)
-        for bname, got in reclaimed.items():
-            if got.get("lost") or got.get("redelivered") or got.get("repaired"):
-                log.warning("slots reclaimed from dead process", worker=name, pid=pid, buffer=bname, **got)
-            self.lost_in_crashes += int(got.get("lost", 0))
-            self._count_lost(bname, int(got.get("lost", 0)))
-            self.redelivered += int(got.get("redelivered", 0))
-        how = policy.describe_exit(exitcode, signame(-exitcode) if exitcode < 0 else None)
-        if rec.killed_for:
-            how += f" ({rec.killed_for})"
-        worker.last_exit = how
-        worker.exit_codes.append(exitcode)
-        (log.warning if exitcode else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
-        if exitcode:
-            self.echo(f"{rec.name} (pid {pid}) {how}; see {self._log_path(name)}")
-        if exitcode == policy.EXIT_SETUP_FAILED:
-            message = await asyncio.to_thread(last_error_line, self._log_path(name))
-            if message:
-                how = f"{how}: {message}"
+        await self._reclaim(worker, pid)
+        how = await self._record_exit(worker, rec, pid, exitcode)
         decision = policy.decide_exit(self._exit_context(worker, exitcode, how), worker.budget, rec.backoff,
                                       time.monotonic())
         if decision.verdict is Verdict.RESTART:
@@ -328,6 +310,38 @@ class Run:
         elif not worker.failed and not worker.any_alive:
             worker.state = WorkerState.FINISHED
         await self._detach_if_abandoned(worker)
+
+    async def _reclaim(self, worker: WorkerRecord, pid: int) -> None:
+        """Give back what a dead process held, in every buffer it touched.
+
+        In a thread: if it died holding a buffer's lock, reclaim waits for and
+        repairs that lock. Read slots are redelivered, write slots counted lost.
+        """
+        assert self.gateway is not None
+        reclaimed = await self.gateway.reclaim(worker.touched, pid)
+        for bname, got in reclaimed.items():
+            if got.get("lost") or got.get("redelivered") or got.get("repaired"):
+                log.warning("slots reclaimed from dead process", worker=worker.spec.name, pid=pid, buffer=bname, **got)
+            self.lost_in_crashes += int(got.get("lost", 0))
+            self._count_lost(bname, int(got.get("lost", 0)))
+            self.redelivered += int(got.get("redelivered", 0))
+
+    async def _record_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> str:
+        """Log and remember an exit; return it in words (with the log's message if it could not load)."""
+        name = worker.spec.name
+        how = policy.describe_exit(exitcode, signame(-exitcode) if exitcode < 0 else None)
+        if rec.killed_for:
+            how += f" ({rec.killed_for})"
+        worker.last_exit = how
+        worker.exit_codes.append(exitcode)
+        (log.warning if exitcode else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
+        if exitcode:
+            self.echo(f"{rec.name} (pid {pid}) {how}; see {self._log_path(name)}")
+        if exitcode == policy.EXIT_SETUP_FAILED:
+            message = await asyncio.to_thread(last_error_line, self._log_path(name))
+            if message:
+                how = f"{how}: {message}"
+        return how
 
     def _exit_context(self, worker: WorkerRecord, exitcode: int, how: str) -> ExitContext:
         sources = worker.spec.sources
