@@ -223,7 +223,7 @@ class Run:
                 self.gateway.set_event_limit_now(self.roots, int(self.max_events))
             rows = sum(w.number_of_processes for w in setup.workers.values())
             self.heartbeats = HeartbeatTable(rows)
-            self.sampler = Sampler(self.gateway, self.directory)
+            self.sampler = await asyncio.to_thread(Sampler, self.gateway, self.directory)  # opens stats.csv
             row = 0
             for name, spec in setup.workers.items():
                 procs = []
@@ -501,7 +501,7 @@ class Run:
         if self.done:
             return
         self.ending = max(self.ending, Ending.OVERDUE)
-        if not self.phase.terminal:
+        if self.phase in (Phase.RUNNING, Phase.PAUSED):
             self.phase = Phase.STOPPING
         self._cancel_restarts()
         live = [rec for rec in self.processes() if rec.alive]
