@@ -19,7 +19,7 @@ test: $(STAMP)
 
 # the daemon in the foreground, a run started through its socket, live status ~20 s, stop, outputs
 demo: $(STAMP)
-	$(PY) -m mimocorb2.supervisor.demo --seconds $${DEMO_SECONDS:-20}
+	$(PY) -m mimocorb2.demo --seconds $${DEMO_SECONDS:-20}
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

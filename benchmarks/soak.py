@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 FUNCS = '''
 import numpy as np

@@ -79,8 +79,10 @@ def print_warnings(warnings: Sequence[str], notes: Sequence[str], out: TextIO) -
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import LogEcho, Runner, read_setup_failure
+    """The daemon's run engine in this process (``mimocorb2.supervisor.foreground``)."""
+    from .runtime import LogEcho, read_setup_failure
     from .setup import load_setup
+    from .supervisor.foreground import RunError, run_in_foreground
 
     for flag, value in (("--max-events", args.max_events), ("--max-seconds", args.max_seconds)):
         if value is not None and value <= 0:
@@ -95,26 +97,36 @@ def _run(args: argparse.Namespace) -> int:
     echo = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     log_echo = None if args.quiet else LogEcho(
         {name: w.number_of_processes for name, w in setup.workers.items()})
-    runner = Runner(setup, max_events=args.max_events, max_seconds=args.max_seconds, echo=echo,
-                    log_echo=log_echo)
-    report = runner.run()
+    try:
+        report = run_in_foreground(setup, max_events=args.max_events, max_seconds=args.max_seconds,
+                                   echo=echo, quiet=args.quiet, log_echo=log_echo)
+    except RunError as exc:
+        print(f"mimocorb2 run: {exc.message}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"run directory: {report.run_dir}")
     if report.stop_reason:
         print(f"stopped: {report.stop_reason}")
     width = max((len(name) for name in report.event_counts), default=0)
+    lost_by_buffer = report.summary.get("lost_by_buffer", {})
     for name, stats in report.stats.items():
         extra = ""
-        if stats["lost"] or stats["paused_count"]:
-            extra = f"  (lost {stats['lost']}, discarded while paused {stats['paused_count']})"
-        print(f"  {name:<{width}}  {stats['event_count']:>10} events{extra}")
+        lost = lost_by_buffer.get(name, 0)
+        if lost or stats.get("paused_count"):
+            extra = f"  (lost {lost}, discarded while paused {stats.get('paused_count', 0)})"
+        print(f"  {name:<{width}}  {stats.get('event_count', 0):>10} events{extra}")
     if report.aborted:
         print("run aborted", file=sys.stderr)
         return EXIT_FAILED
     for worker, codes in report.failed_workers.items():
-        print(f"worker '{worker}' failed (exit codes {codes}); see {report.run_dir / 'logs' / (worker + '.log')}", file=sys.stderr)
+        print(f"worker '{worker}' failed (exit codes {codes}); see {report.run_dir / 'logs' / (worker + '.log')}",
+              file=sys.stderr)
         reason = read_setup_failure(report.run_dir, worker)
         if reason:
             print(f"  it could not start: {reason}", file=sys.stderr)
+    if report.error and not report.failed_workers:
+        print(f"run failed: {report.error}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -21,6 +21,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import threading
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -114,8 +115,12 @@ def _level(level: int | str) -> int:
 
 
 def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = None,
-                             console: bool | None = None) -> None:
-    """stderr sink for the daemon; call once at startup."""
+                             console: bool | None = None, stderr_level: int | str | None = None) -> None:
+    """stderr sink for the daemon (and the foreground runner); call once at startup.
+
+    ``stderr_level`` keeps the terminal quieter than the run's ``daemon.log``
+    (the foreground runner shows warnings and errors only).
+    """
     global _listener, _queue_handler, _run_handler
     shutdown_logging()
     _configure_structlog()
@@ -126,12 +131,14 @@ def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = 
     stderr_handler = logging.StreamHandler(stream)
     stderr_handler.setFormatter(_formatter(renderer))
     stderr_handler.addFilter(lambda record: not hasattr(record, _SWITCH))
+    if stderr_level is not None:
+        stderr_handler.setLevel(_level(stderr_level))
     _run_handler = _RunLogHandler()
     _run_handler.setFormatter(_formatter(_json_renderer()))
     _sinks[:] = [stderr_handler, _run_handler]
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     _queue_handler = _PassThroughQueueHandler(q)
-    _listener = logging.handlers.QueueListener(q, stderr_handler, _run_handler)
+    _listener = logging.handlers.QueueListener(q, stderr_handler, _run_handler, respect_handler_level=True)
     _listener.start()
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -163,6 +170,9 @@ class _RunLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, _SWITCH):
             self._switch(getattr(record, _SWITCH))
+            done = getattr(record, "_mimocorb2_switched", None)
+            if done is not None:
+                done.set()
             return
         if self._stream is None:
             return
@@ -190,11 +200,15 @@ class _RunLogHandler(logging.Handler):
         super().close()
 
 
-def _send_switch(path: str | None) -> None:
+def _send_switch(path: str | None, wait: float = 0.0) -> None:
     record = logging.LogRecord("mimocorb2.logsetup", logging.CRITICAL, __file__, 0, "switch", None, None)
     setattr(record, _SWITCH, path)
+    switched = threading.Event()
+    setattr(record, "_mimocorb2_switched", switched)
     if _queue_handler is not None:
         _queue_handler.enqueue(record)
+        if wait > 0:
+            switched.wait(wait)
     elif _run_handler is not None:
         _run_handler.handle(record)
 
@@ -204,9 +218,13 @@ def attach_run_log(path: str | os.PathLike[str]) -> None:
     _send_switch(os.fspath(path))
 
 
-def detach_run_log() -> None:
-    """Stop writing into the run's daemon.log (after everything logged so far is written)."""
-    _send_switch(None)
+def detach_run_log(wait: float = 0.0) -> None:
+    """Stop writing into the run's daemon.log (after everything logged so far is written).
+
+    With ``wait`` > 0, block up to that many seconds until the file is complete
+    and closed (call it in a thread from an event loop).
+    """
+    _send_switch(None, wait)
 
 
 def shutdown_logging() -> None:

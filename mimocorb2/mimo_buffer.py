@@ -437,6 +437,7 @@ class BufferReader(Interface):
         self._ring = buffer._ring
         self._views = buffer._slot_views
         self._bytes = buffer._byte_views
+        self._meta_words = buffer._meta_words
         self.token: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -456,6 +457,7 @@ class BufferReader(Interface):
             self.token = None
             return (None, None)
         self.token = slot
+        _heartbeat.holding(self._meta_words[slot][0][0])
         return self._views[slot]
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
@@ -463,6 +465,7 @@ class BufferReader(Interface):
         if slot is not None:
             self.token = None
             self._ring.finish(self._group_index, slot)
+            _heartbeat.released()
 
 
 class BufferWriter(Interface):

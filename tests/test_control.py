@@ -19,7 +19,7 @@ import pytest
 from mimocorb2.control import protocol as P
 from mimocorb2.control import server as control_server
 from mimocorb2.control.client import Client, DaemonUnreachable, RequestFailed, acall
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mimocorb2.control.client import RequestFailed
-from mimocorb2.supervisor.testing import DaemonProcess, segments_of
+from mimocorb2.testing import DaemonProcess, segments_of
 
 FUNCS = '''
 import time

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mimocorb2.supervisor.testing import DaemonProcess, segments_of
+from mimocorb2.testing import DaemonProcess, segments_of
 
 FUNCS = '''
 import os, time

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mimocorb2.control import mimoctl
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 
 def run_ctl(*args: str, socket: Path | None = None, env: dict | None = None, timeout: float = 60):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mimocorb2.supervisor.sdnotify import Notifier
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 
 def _receiver(address: str | bytes) -> socket.socket:

@@ -17,7 +17,7 @@ import yaml
 from mimocorb2 import cli
 from mimocorb2.errors import SetupError
 from mimocorb2.setup import check_setup, inspect_setup, load_setup
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 FUNCS = """\
 import numpy as np

@@ -36,29 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("start", help="start a run of SETUP.yaml")
+    p = sub.add_parser("start", help=P.COMMAND_HELP["start"])
     p.add_argument("setup", metavar="SETUP.yaml")
     p.add_argument("--max-events", type=_positive_int, help="stop gracefully after N root events")
     p.add_argument("--max-seconds", type=_positive_float, help="stop gracefully after T seconds")
 
-    p = sub.add_parser("stop", help="stop the run gracefully (flush, drain) and wait for it")
+    p = sub.add_parser("stop", help=P.COMMAND_HELP["stop"])
     p.add_argument("--no-wait", action="store_true", help="return once stopping has begun")
-    sub.add_parser("abort", help="kill the run's processes now; events in buffers are counted lost")
-    p = sub.add_parser("pause", help="pause buffers (default: the root buffers)")
+    sub.add_parser("abort", help=P.COMMAND_HELP["abort"])
+    p = sub.add_parser("pause", help=P.COMMAND_HELP["pause"])
     p.add_argument("buffers", nargs="*", metavar="BUFFER")
-    p = sub.add_parser("resume", help="resume buffers (default: the root buffers)")
+    p = sub.add_parser("resume", help=P.COMMAND_HELP["resume"])
     p.add_argument("buffers", nargs="*", metavar="BUFFER")
-    p = sub.add_parser("status", help="run state, buffers and workers")
+    p = sub.add_parser("status", help=P.COMMAND_HELP["status"])
     p.add_argument("--json", action="store_true", help="one JSON object (stable schema)")
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument("--interval", type=_positive_float, default=1.0, help="--watch refresh period")
-    p = sub.add_parser("logs", help="show worker logs of the current run")
+    p = sub.add_parser("logs", help=P.COMMAND_HELP["logs"])
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("worker", nargs="?", metavar="WORKER")
-    p = sub.add_parser("check", help="validate a setup file without starting anything")
+    p = sub.add_parser("check", help=P.COMMAND_HELP["check"])
     p.add_argument("setup", metavar="SETUP.yaml")
-    sub.add_parser("shutdown", help="stop the run gracefully, then the daemon exits")
-    sub.add_parser("ping", help="check that the daemon answers")
+    sub.add_parser("shutdown", help=P.COMMAND_HELP["shutdown"])
+    sub.add_parser("ping", help=P.COMMAND_HELP["ping"])
     return parser
 
 
@@ -309,6 +309,10 @@ def format_status(status: dict[str, Any]) -> str:
             extra.append(f"error: {run['error']}")
         if extra:
             lines.append("       " + "   ".join(extra))
+        disk = run.get("disk")
+        if disk:
+            lines.append(f"disk:  {_fmt_bytes(disk.get('free_bytes'))} free of {_fmt_bytes(disk.get('total_bytes'))}"
+                         f" (the run stops below {_fmt_bytes(disk.get('min_free_bytes'))})")
     buffers = status.get("buffers") or {}
     if buffers:
         lines.append("")
@@ -336,7 +340,26 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{name:<20} {counts:>7} {w.get('state', '?'):<11} "
                 f"{w.get('restarts', 0):>8} {_fmt_age(max(ages) if ages else None):>9} {cpu:>5.0f}%"
             )
+        notes = []
+        for name, w in workers.items():
+            if w.get("error"):
+                notes.append(f"  {name}: failed: {w['error']}")
+            for p in w.get("processes") or []:
+                if p.get("stuck"):
+                    notes.append(f"  {name}#{p.get('index')} (pid {p.get('pid')}): {p['stuck']}")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
+
+
+def _fmt_bytes(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "?"
+    number = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if number < 1000 or unit == "PB":
+            return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
+        number /= 1000
+    return f"{value} B"
 
 
 if __name__ == "__main__":

@@ -28,18 +28,21 @@ MAX_REQUEST_BYTES = 1024 * 1024  # 1 MiB, including the newline
 #: replies may be larger than requests (status of a big graph, log chunks)
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 
-COMMANDS = (
-    "ping",
-    "start",
-    "check",
-    "stop",
-    "abort",
-    "pause",
-    "resume",
-    "status",
-    "logs",
-    "shutdown",
-)
+#: every command of the protocol with its one-line help: the one list that the server
+#: (unknown commands), the daemon's handlers (one per command) and mimoctl's help use
+COMMAND_HELP: dict[str, str] = {
+    "ping": "check that the daemon answers",
+    "start": "start a run of SETUP.yaml",
+    "check": "validate a setup file without starting anything",
+    "stop": "stop the run gracefully (flush, drain) and wait for it",
+    "abort": "kill the run's processes now; events in buffers are counted lost",
+    "pause": "pause buffers (default: the root buffers)",
+    "resume": "resume buffers (default: the root buffers)",
+    "status": "run state, buffers and workers",
+    "logs": "show worker logs of the current run",
+    "shutdown": "stop the run gracefully, then the daemon exits",
+}
+COMMANDS = tuple(COMMAND_HELP)
 
 #: error codes carried in ``error.code``
 E_BAD_REQUEST = "bad_request"  # malformed JSON, not an object, wrong field types

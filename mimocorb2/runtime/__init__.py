@@ -6,30 +6,39 @@
   what runs inside it.
 * :func:`build_buffers` creates a setup's buffers with their reader groups and
   writer counts.
-* :class:`Runner` is ``mimocorb2 run``: start everything, wait for the end of
-  stream to propagate, report.
+* :class:`Runner` is ``mimocorb2 run`` as an object; it drives the
+  supervisor's Run (the daemon's engine) in the foreground.
 * :class:`LogEcho` follows the run's worker log files and prints the workers' own
   output on the terminal, prefixed with the worker's name.
 """
 
+from typing import Any
+
 from ._echo import LogEcho
-from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
+from ._launch import WorkerLaunch, build_buffers, root_buffers
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
-from ._runner import Runner, RunReport
+from ._runner import Runner
 from ._setup_failure import EXIT_SETUP_FAILED, read_setup_failure
 
 __all__ = [
-    "LogEcho",
     "EXIT_SETUP_FAILED",
+    "LogEcho",
     "RunReport",
     "Runner",
     "WorkerLaunch",
     "build_buffers",
     "child_main",
-    "launches_for",
     "read_setup_failure",
     "root_buffers",
     "run_worker",
     "set_parent_death_signal",
     "spawn_worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunReport":  # lives with the foreground runner; loaded on demand
+        from mimocorb2.supervisor.foreground import RunReport
+
+        return RunReport
+    raise AttributeError(name)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..datapath.heartbeat import HeartbeatTable
 from ..mimo_buffer import mimoBuffer
 
-__all__ = ["WorkerLaunch", "build_buffers", "launches_for", "root_buffers"]
+if TYPE_CHECKING:
+    from ..setup import Setup, WorkerSpec
+
+__all__ = ["WorkerLaunch", "build_buffers", "root_buffers"]
 
 
 @dataclass
@@ -22,7 +25,7 @@ class WorkerLaunch:
     that its parent died before the parent-death signal was armed.
     """
 
-    worker: Any  # mimocorb2.setup.WorkerSpec
+    worker: WorkerSpec
     setup_dir: Path
     run_dir: Path
     index: int
@@ -37,7 +40,7 @@ class WorkerLaunch:
         return f"{self.worker.name}#{self.index}"
 
 
-def build_buffers(setup: Any) -> dict[str, mimoBuffer]:
+def build_buffers(setup: Setup) -> dict[str, mimoBuffer]:
     """Create every buffer of ``setup`` with its reader groups and writer count.
 
     If creating one fails, those already created are closed again.
@@ -60,32 +63,10 @@ def build_buffers(setup: Any) -> dict[str, mimoBuffer]:
     return buffers
 
 
-def root_buffers(setup: Any) -> list[str]:
+def root_buffers(setup: Setup) -> list[str]:
     """Buffers written by workers without sources (importers): where a stop begins."""
     roots = []
     for worker in setup.workers.values():
         if not worker.sources:
             roots.extend(name for name in worker.sinks if name not in roots)
     return roots
-
-
-def launches_for(
-    setup: Any, buffers: dict[str, mimoBuffer], run_dir: Path, heartbeats: HeartbeatTable | None = None
-) -> list[WorkerLaunch]:
-    """One launch per process of every worker, heartbeat rows numbered in order."""
-    launches = []
-    for worker in setup.workers.values():
-        used = dict.fromkeys([*worker.sources, *worker.sinks, *worker.observes])
-        for index in range(worker.number_of_processes):
-            launches.append(
-                WorkerLaunch(
-                    worker=worker,
-                    setup_dir=setup.directory,
-                    run_dir=run_dir,
-                    index=index,
-                    buffers={name: buffers[name] for name in used},
-                    heartbeats=heartbeats,
-                    row=len(launches),
-                )
-            )
-    return launches

@@ -7,11 +7,14 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..datapath import heartbeat
 from ._launch import WorkerLaunch
 from ._setup_failure import EXIT_SETUP_FAILED, describe_setup_failure, write_setup_failure
+
+if TYPE_CHECKING:
+    from ..mimo_worker import BufferIO
 
 __all__ = ["EXIT_SETUP_FAILED", "spawn_worker", "child_main", "run_worker",
            "set_parent_death_signal"]
@@ -103,7 +106,7 @@ def _setup_failed(launch: WorkerLaunch, log: Any, what: str, err: BaseException)
     return EXIT_SETUP_FAILED
 
 
-def make_buffer_io(launch: WorkerLaunch) -> Any:
+def make_buffer_io(launch: WorkerLaunch) -> "BufferIO":
     """The BufferIO of one process: readers join the group named after the worker."""
     from ..mimo_buffer import BufferObserver, BufferReader, BufferWriter
     from ..mimo_worker import BufferIO

@@ -10,11 +10,12 @@ from __future__ import annotations
 from ._functions import resolve_function
 from ._import_check import import_check
 from ._load import check_setup, inspect_setup, load_setup, validate_setup
-from ._model import BufferSpec, RunLimits, Setup, SetupCheck, WorkerSpec
+from ._model import BufferSpec, DiskFloor, RunLimits, Setup, SetupCheck, WorkerSpec
 from ._problems import did_you_mean
 from ._rundir import create_run_directory
 
 __all__ = [
+    "DiskFloor",
     "BufferSpec",
     "RunLimits",
     "Setup",

@@ -10,15 +10,15 @@ import numpy as np
 
 from ..errors import SetupError
 from ._graph import check_graph
-from ._model import FAILURE_POLICIES, BufferSpec, RunLimits, Setup, SetupCheck, WorkerSpec
+from ._model import FAILURE_POLICIES, BufferSpec, DiskFloor, RunLimits, Setup, SetupCheck, WorkerSpec
 from ._problems import Problems, describe
-from ._values import (check_choice, check_dtype, check_int, check_keys, check_mapping,
+from ._values import (check_choice, check_disk_floor, check_dtype, check_int, check_keys, check_mapping,
                       check_name, check_positive, is_misspelled)
 from ._workers import WorkerChecker
 from ._yaml import YamlProblem, read_yaml
 
 TOP_KEYS = ("Buffers", "Workers", "base_config", "target_directory", "run_limits",
-            "on_worker_failure", "drain_timeout", "stats_interval")
+            "on_worker_failure", "drain_timeout", "stats_interval", "min_free_disk")
 BUFFER_KEYS = ("slot_count", "data_length", "data_dtype")
 RUN_LIMIT_KEYS = ("max_events", "max_seconds")
 ANCHOR_PREFIX = "x-"  # top-level keys like 'x-defaults' only hold YAML anchors, silently
@@ -158,6 +158,10 @@ class _Loader:
         for key in ("drain_timeout", "stats_interval"):
             if key in data:
                 options[key] = check_positive(self.problems, key, data[key])
+        if "min_free_disk" in data:
+            floor = check_disk_floor(self.problems, "min_free_disk", data["min_free_disk"])
+            if floor is not None:
+                options["min_free_disk"] = DiskFloor(*floor)
         return options
 
     def _target(self, value: object) -> Path:
@@ -234,6 +238,7 @@ def resolved_dict(setup: Setup, dtypes: dict[str, Any]) -> dict[str, Any]:
         "on_worker_failure": setup.on_worker_failure,
         "drain_timeout": setup.drain_timeout,
         "stats_interval": setup.stats_interval,
+        "min_free_disk": str(setup.min_free_disk),
     })
 
 

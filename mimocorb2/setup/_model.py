@@ -20,6 +20,26 @@ class RunLimits:
     max_seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class DiskFloor:
+    """``min_free_disk``: the run stops gracefully when less than this is free on its filesystem.
+
+    Either an absolute number of bytes or a percentage of the filesystem's size.
+    """
+
+    bytes: int | None = 100_000_000
+    percent: float | None = None
+
+    def bytes_for(self, total_bytes: int) -> int:
+        """The floor in bytes for a filesystem of ``total_bytes``."""
+        if self.percent is not None:
+            return int(total_bytes * self.percent / 100.0)
+        return int(self.bytes or 0)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} B"
+
+
 @dataclass
 class BufferSpec:
     """One entry of the ``Buffers`` section, with the workers attached to it."""
@@ -63,6 +83,7 @@ class Setup:
     on_worker_failure: str = "stop"
     drain_timeout: float = 30.0
     stats_interval: float = 1.0
+    min_free_disk: DiskFloor = field(default_factory=DiskFloor)
     resolved: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # ignored keys that may matter
     notes: list[str] = field(default_factory=list)  # ignored on purpose (anchor holders)

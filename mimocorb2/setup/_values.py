@@ -157,3 +157,25 @@ def check_dtype(problems: Problems, where: str, value: object) -> np.dtype | Non
     except (TypeError, ValueError) as err:
         problems.add(where, f"cannot build a structured dtype: {err}")
         return None
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*|%)\s*$")
+
+
+def check_disk_floor(problems: Problems, where: str, value: object) -> tuple[int | None, float | None] | None:
+    """``"500 MB"``, ``"2%"``, ``"1.5 GiB"`` or a number of bytes -> (bytes, percent)."""
+    if is_int(value) and int(value) >= 0:  # type: ignore[arg-type]
+        return int(value), None  # type: ignore[arg-type]
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if match:
+        number, unit = float(match.group(1)), match.group(2).lower()
+        if unit == "%":
+            if number <= 100:
+                return None, number
+        elif unit in _SIZE_UNITS:
+            return int(number * _SIZE_UNITS[unit]), None
+    problems.add(where, f"must be a size like \"500 MB\", \"2 GiB\", a percentage like \"2%\" "
+                        f"(at most 100) or a number of bytes, got {describe(value)}")
+    return None

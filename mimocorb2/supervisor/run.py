@@ -1,58 +1,90 @@
-"""One run under the daemon: its buffers, its worker processes and their policies.
+"""One run: its buffers, its worker processes, and how it starts, stops and ends.
 
-Everything here runs on the daemon's event loop and never blocks it: process
-exits arrive through each process's sentinel (``loop.add_reader``), timers
-drive restarts with backoff, the stats / liveness tick and run limits, and file
-work (setup loading, run directory, log reading) goes to a thread.
+The same :class:`Run` is driven by the daemon (``mimoctl start``) and by the
+foreground runner (``mimocorb2 run``, :mod:`mimocorb2.supervisor.foreground`),
+each on its own uvloop event loop, so limits, end of run, drain, accounting,
+``stats.csv``, ``daemon.log`` and status mean the same everywhere.
 
-Every call into a buffer that takes its process-shared lock (counters, stats,
-reclaim, pause, shutdown, retire) runs in a worker thread, never on the loop: a
-process killed inside the buffer's critical section leaves the lock taken until
-``reclaim`` repairs it, and the loop must stay free to notice that death.
-Status replies are built from the latest samples (every 0.1 s).
+Everything here runs on the event loop and never blocks it: process exits
+arrive through each process's sentinel (:mod:`.processes`), every buffer call
+goes through the :class:`~.gateway.BufferGateway` (threads), file work goes to
+threads. Decisions are made by the pure functions of :mod:`.policy`; samples
+are kept by the :class:`~.sampler.Sampler`; status is built by :mod:`.status`.
+
+End of a run, in one place:
+
+* **Run limits** are exact: ``max_events`` is set on every root buffer in the
+  data path (writes beyond it are rejected), so each root takes exactly N
+  events; once every root has ended with some root at the limit, the run stops
+  with reason ``max_events=N reached``. ``max_seconds`` is a timer.
+* **Stop** (command, signal, limit, failed worker with ``on_worker_failure:
+  stop``, disk guard) ends the root buffers; the graph drains.
+* **The drain timer** (``drain_timeout``) starts when the run stops, or when
+  every buffer has ended by itself. When it fires, only the processes that
+  block the drain are killed (:func:`.policy.drain_victims`: holding one event
+  too long, or a stale heartbeat); they are retired, the groups they leave
+  without readers are detached (what they drop is counted lost, per buffer),
+  and everyone else gets its end of stream and finishes normally. The check is
+  repeated after a grace period (an event a killed process held goes to
+  another reader of its group); in the third round everything left is killed.
+* **A writer is retired** (counted as flushed in its sinks) when its process
+  exits and will not be restarted; a normal return has flushed already.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import csv
-import os
-import signal
-import stat
-import threading
+import enum
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from mimocorb2 import logsetup
-from mimocorb2.control.server import CommandError
-from mimocorb2.runtime import EXIT_SETUP_FAILED, read_setup_failure
-from mimocorb2.supervisor import _runtime_bridge as bridge
+from mimocorb2.datapath.heartbeat import HeartbeatTable
+from mimocorb2.runtime import build_buffers, read_setup_failure, root_buffers
+from mimocorb2.setup import Setup
+from mimocorb2.supervisor import policy
 from mimocorb2.supervisor.blocking import BlockingTimeout, in_daemon_thread
+from mimocorb2.supervisor.errors import RunError
+from mimocorb2.supervisor.gateway import BufferGateway
+from mimocorb2.supervisor.logs import last_error_line, read_logs
+from mimocorb2.supervisor.policy import ExitContext, HeldEvent, Verdict
+from mimocorb2.supervisor.processes import (
+    ProcessRecord,
+    WorkerRecord,
+    WorkerState,
+    kill,
+    make_launch,
+    signame,
+    spawn,
+)
+from mimocorb2.supervisor.sampler import Sampler
 
 log = structlog.get_logger("mimocorb2.run")
 
-RESTART_WINDOW = 60.0
-BACKOFF_MIN = 0.5
-BACKOFF_MAX = 30.0
-LIMIT_CHECK_INTERVAL = 0.1
-#: how long reading and validating a setup may take before the request is refused
+__all__ = ["Run", "Phase", "Ending", "load_setup_async", "TICK"]
+
+#: how often counters, limits, stalls and the end of the stream are checked
+TICK = 0.1
+#: how long a process may take to exit after SIGKILL at the start before it is given up
+START_KILL_WAIT = 5.0
+#: rounds of "kill what blocks the drain" before everything left is killed
+DRAIN_ROUNDS = 3
+#: how long reading and validating a setup (or making a run directory) may take
 SETUP_LOAD_TIMEOUT = 30.0
-STATS_FIELDS = ("time", "buffer", "event_count", "rate", "filled_slots", "average_deadtime",
-                "paused_count", "paused", "lost", "redelivered", "pending", "ended")
+
+Echo = Callable[[str], None]
 
 
-async def load_setup_async(path: Path) -> Any:
+async def load_setup_async(path: Path) -> Setup:
     """Load and validate a setup in a thread, bounded by SETUP_LOAD_TIMEOUT.
 
     Validation never runs user code (worker files are parsed, not imported). A
-    SetupError becomes a refusal listing every problem; warnings are logged.
+    SetupError becomes a RunError listing every problem; warnings are logged.
     """
     from mimocorb2.errors import SetupError
     from mimocorb2.setup import load_setup
@@ -61,94 +93,104 @@ async def load_setup_async(path: Path) -> Any:
         setup = await in_daemon_thread(load_setup, path, timeout=SETUP_LOAD_TIMEOUT,
                                        what=f"reading setup {path}")
     except SetupError as exc:
-        raise CommandError(f"setup {path} has errors: {exc.message}", exc.problems) from None
+        raise RunError(f"setup {path} has errors: {exc.message}", exc.problems) from None
     except BlockingTimeout as exc:
-        raise CommandError(f"{exc}: is its file system responding?") from None
+        raise RunError(f"{exc}: is its file system responding?") from None
     except OSError as exc:
-        raise CommandError(f"cannot read setup {path}: {exc}") from None
+        raise RunError(f"cannot read setup {path}: {exc}") from None
     for warning in setup.warnings:
         log.warning("setup warning", warning=warning)
     return setup
 
 
-@dataclass
-class ProcessRecord:
-    """One process slot of a worker (index i of number_of_processes); survives restarts."""
+class Phase(str, enum.Enum):
+    """The state of a run as the status shows it (``idle``: the daemon has no run yet)."""
 
-    worker: str
-    index: int
-    row: int  # heartbeat table row
-    proc: Any = None
-    pid: int | None = None
-    alive: bool = False
-    exitcode: int | None = None
-    started: float = 0.0
-    done: bool = False  # finished or given up: will not be started again
-    restart_handle: asyncio.TimerHandle | None = None
-    cpu_last: tuple[float, float] | None = None  # (monotonic, cpu seconds)
-    cpu_percent: float = 0.0
-    killed_for_stall: bool = False
-
-
-@dataclass
-class WorkerRecord:
-    spec: Any
-    processes: list[ProcessRecord]
-    restarts: int = 0
-    crashes: collections.deque[float] = field(default_factory=collections.deque)
-    failed: bool = False
-    state: str = "starting"
-    last_exit: str | None = None
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
 
     @property
-    def touched(self) -> list[str]:
-        s = self.spec
-        return list(dict.fromkeys([*s.sources, *s.sinks, *s.observes]))
+    def terminal(self) -> bool:
+        return self in (Phase.FINISHED, Phase.FAILED)
+
+
+class Ending(enum.IntEnum):
+    """How far the run has gone towards its end; only ever increases."""
+
+    NONE = 0  # nobody asked the run to end
+    DRAINING = 1  # the roots were ended (stop, limit, failure): the graph drains, restarts still allowed
+    OVERDUE = 2  # the drain timeout passed: stuck processes were killed, nothing is restarted
+    ABORTED = 3  # abort: every process was killed, nothing is restarted
 
 
 class Run:
-    def __init__(self, setup: Any, *, max_events: int | None = None, max_seconds: float | None = None,
+    """One run of a setup (see the module docstring).
+
+    Invariants:
+
+    * ``phase`` is STARTING until :meth:`start` returns; then RUNNING or
+      PAUSED while ``ending`` is NONE (PAUSED exactly when a root buffer is
+      paused), STOPPING while ``ending`` > NONE, and FINISHED or FAILED once
+      :meth:`wait` returns. FAILED exactly when ``error`` is set.
+    * ``ending`` only increases; ``stop_reason`` is set by the first stop or abort.
+    * In a terminal phase the buffers and the heartbeat table are closed,
+      ``final`` holds the summary and no process of the run is alive.
+    * ``lost_by_buffer`` counts every event the run could not deliver, per
+      buffer: slots a killed writer held, groups detached with unread events,
+      events left unread at the end.
+    """
+
+    def __init__(self, setup: Setup, *, max_events: int | None = None, max_seconds: float | None = None,
+                 directory: Path | None = None, echo: Echo | None = None, restarts: bool = True,
+                 on_worker_failure: str | None = None,
                  on_finished: Callable[["Run"], None] | None = None) -> None:
         self.setup = setup
+        self.restarts = restarts  # False: a process that exits is never started again (foreground)
+        self.on_worker_failure = on_worker_failure or setup.on_worker_failure
         limits = setup.run_limits
         self.max_events = max_events if max_events is not None else limits.max_events
         self.max_seconds = max_seconds if max_seconds is not None else limits.max_seconds
+        self.echo: Echo = echo or (lambda line: None)
         self.on_finished = on_finished
-        self.state = "starting"
-        self.directory: Path | None = None
+        self.phase = Phase.STARTING
+        self.ending = Ending.NONE
+        self.directory: Path | None = directory
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.stop_reason: str | None = None
         self.error: str | None = None
-        self.buffers: dict[str, Any] = {}
-        self.roots: list[str] = bridge.root_buffers(setup)
+        self.roots: list[str] = root_buffers(setup)
         self.workers: dict[str, WorkerRecord] = {}
-        self.heartbeats: Any = None
-        self.reclaimed = {"lost": 0, "redelivered": 0}
-        self.lost_at_end = 0
+        self.gateway: BufferGateway | None = None
+        self.heartbeats: HeartbeatTable | None = None
+        self.sampler: Sampler | None = None
+        self.stuck_after = policy.stuck_after(setup.drain_timeout)
+        self.redelivered = 0
+        self.lost_in_crashes = 0  # slots killed writers held, events of failed groups dropped
+        self.lost_at_end = 0  # events still unread when the run ended, or dropped at the drain timeout
+        self.lost_by_buffer: dict[str, int] = {}
         self.final: dict[str, Any] | None = None
-        self._stats: dict[str, dict[str, Any]] = {}
-        self._counters: dict[str, dict[str, Any]] = {}
-        self._pending_rows: list[list[Any]] = []
         self._paused: set[str] = set()
-        self._pause_generation = 0
         self._exits_in_progress = 0
-        self._exit_tasks: set[asyncio.Task[Any]] = set()
-        self._finishing = False
-        self._buffer_calls = threading.Condition()
-        self._buffers_closed = False
-        self._inflight = 0
-        self._stats_file: Any = None
-        self._stats_writer: Any = None
-        self._done = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._periodic: list[asyncio.Task[Any]] = []
         self._timers: list[asyncio.TimerHandle] = []
-        self._drain_handle: asyncio.TimerHandle | None = None
-        self._aborting = False
-        self._stopping = False
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._finishing: asyncio.Task[None] | None = None  # set once, when the last process is gone
+        self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ properties
+    @property
+    def state(self) -> str:
+        """The phase as the status shows it."""
+        return self.phase.value
+
     @property
     def done(self) -> bool:
         return self._done.is_set()
@@ -156,21 +198,40 @@ class Run:
     async def wait(self) -> None:
         await self._done.wait()
 
-    def _all_processes(self) -> list[ProcessRecord]:
+    @property
+    def stopping(self) -> bool:
+        return self.ending > Ending.NONE
+
+    def processes(self) -> list[ProcessRecord]:
         return [p for w in self.workers.values() for p in w.processes]
+
+    def total_lost(self) -> int:
+        return self.lost_in_crashes + self.lost_at_end
+
+    def _count_lost(self, buffer: str, n: int) -> None:
+        if n:
+            self.lost_by_buffer[buffer] = self.lost_by_buffer.get(buffer, 0) + n
+
+    def _later(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``coro`` as a task the run keeps a reference to."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
+        """Run directory, buffers, heartbeat table, stats.csv, every worker's processes."""
         setup = self.setup
         try:
             from mimocorb2.setup import create_run_directory
 
-            self.directory = await in_daemon_thread(
-                create_run_directory, setup, timeout=SETUP_LOAD_TIMEOUT,
-                what=f"creating the run directory in {setup.target_directory}")
+            if self.directory is None:
+                self.directory = await in_daemon_thread(
+                    create_run_directory, setup, timeout=SETUP_LOAD_TIMEOUT,
+                    what=f"creating the run directory in {setup.target_directory}")
             logs = self.directory / "logs"
-            await in_daemon_thread(lambda: logs.mkdir(exist_ok=True), timeout=SETUP_LOAD_TIMEOUT,
-                                   what=f"creating {logs}")
+            await in_daemon_thread(lambda: logs.mkdir(parents=True, exist_ok=True),
+                                   timeout=SETUP_LOAD_TIMEOUT, what=f"creating {logs}")
             logsetup.attach_run_log(self.directory / "daemon.log")
             log.info("run starting", directory=str(self.directory), setup=str(setup.path),
                      max_events=self.max_events, max_seconds=self.max_seconds)
@@ -178,12 +239,12 @@ class Run:
                 log.warning("setup warning", warning=warning)
             for note in setup.notes:
                 log.info("setup note", note=note)
-            self.buffers = bridge.build_buffers(setup)
+            self.gateway = BufferGateway(build_buffers(setup))
+            if self.max_events:  # exact: the data path rejects writes past the limit
+                self.gateway.set_event_limit_now(self.roots, int(self.max_events))
             rows = sum(w.number_of_processes for w in setup.workers.values())
-            self.heartbeats = bridge.make_heartbeat_table(rows)
-            self._stats_file = open(self.directory / "stats.csv", "w", newline="", encoding="utf-8")
-            self._stats_writer = csv.writer(self._stats_file)
-            self._stats_writer.writerow(STATS_FIELDS)
+            self.heartbeats = HeartbeatTable(rows)
+            self.sampler = await asyncio.to_thread(Sampler, self.gateway, self.directory)  # opens stats.csv
             row = 0
             for name, spec in setup.workers.items():
                 procs = []
@@ -192,203 +253,161 @@ class Run:
                     row += 1
                 self.workers[name] = WorkerRecord(spec, procs)
             # readers first, so that every group is consuming before the sources produce
-            order = sorted(self.workers.values(), key=lambda w: 0 if w.spec.sources else 1)
-            for worker in order:
+            for worker in sorted(self.workers.values(), key=lambda w: 0 if w.spec.sources else 1):
                 for rec in worker.processes:
                     self._spawn(worker, rec)
-                worker.state = "running"
-        except CommandError:
-            await self._fail_start("start failed")
+                worker.state = WorkerState.RUNNING
+        except RunError as exc:
+            await self._fail_start(exc.message)
             raise
         except Exception as exc:
             log.exception("run failed to start")
-            await self._fail_start(str(exc))
-            raise CommandError(f"run failed to start: {type(exc).__name__}: {exc}") from None
-        if not self._stopping:
-            self.state = "running"
-        else:  # a stop arrived while the processes were starting: end the roots now they exist
-            await self._in_thread(self._end_buffers_blocking, self.roots)
-        self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
-        self._tasks.append(asyncio.create_task(self._limit_loop(), name="limits"))
+            await self._fail_start(f"{type(exc).__name__}: {exc}")
+            raise RunError(f"run failed to start: {type(exc).__name__}: {exc}") from None
+        if self.stopping:  # a stop arrived while the processes were starting: end the roots now they exist
+            self.phase = Phase.STOPPING
+            await self.gateway.end(self.roots)
+        else:
+            self.phase = Phase.RUNNING
+        self._periodic.append(asyncio.create_task(self._tick_loop(), name="tick"))
+        self._periodic.append(asyncio.create_task(self._stats_loop(), name="stats"))
         if self.max_seconds:
-            self._timers.append(self._loop.call_later(self.max_seconds, self._limit_reached,
-                                                      f"max_seconds={self.max_seconds} reached"))
+            self._timers.append(self._loop.call_later(
+                self.max_seconds, self._limit_reached, f"max_seconds={self.max_seconds} reached"))
         log.info("run started", directory=str(self.directory), roots=self.roots)
+        self._check_done()
 
     async def _fail_start(self, reason: str) -> None:
         self.error = reason
-        for rec in self._all_processes():
-            if rec.alive and rec.proc is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(rec.proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while any(r.alive for r in self._all_processes()) and time.monotonic() < deadline:
+        for rec in self.processes():
+            kill(rec)
+        deadline = time.monotonic() + START_KILL_WAIT
+        while any(r.alive for r in self.processes()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await self._finish("failed")
+        await self._finish()
 
     # ------------------------------------------------------------------ processes
     def _spawn(self, worker: WorkerRecord, rec: ProcessRecord) -> None:
+        assert self.gateway is not None and self.heartbeats is not None and self.directory is not None
         rec.restart_handle = None
-        if self._aborting or self.done:
-            rec.done = True
-            return
-        self.heartbeats.reset(rec.row, 0)
-        runtime_launch = bridge.make_launch(
-            setup=self.setup, worker=worker.spec, buffers=self.buffers, run_dir=self.directory,
-            index=rec.index, heartbeats=self.heartbeats, row=rec.row,
-        )
-        t0 = time.monotonic()
-        proc = bridge.spawn(runtime_launch)
-        took = time.monotonic() - t0
-        if took > 0.05:
-            log.warning("spawning a process held the event loop", worker=worker.spec.name, seconds=round(took, 3))
-        rec.proc, rec.pid, rec.alive, rec.exitcode = proc, proc.pid, True, None
-        rec.started, rec.cpu_last, rec.cpu_percent, rec.killed_for_stall = time.monotonic(), None, 0.0, False
-        self.heartbeats.reset(rec.row, proc.pid)
-        self._loop.add_reader(proc.sentinel, self._on_sentinel, worker, rec, proc)
-        log.info("process started", worker=worker.spec.name, index=rec.index, pid=proc.pid)
+        launch = make_launch(self.setup, worker.spec, self.gateway.buffers, self.directory, rec, self.heartbeats)
+        spawn(launch, rec, self.heartbeats, self._on_exit)
+        self.echo(f"started {rec.name} (pid {rec.pid})")
 
-    def _on_sentinel(self, worker: WorkerRecord, rec: ProcessRecord, proc: Any) -> None:
-        self._loop.remove_reader(proc.sentinel)
-        self._reap(worker, rec, proc, 0)
-
-    def _reap(self, worker: WorkerRecord, rec: ProcessRecord, proc: Any, attempt: int) -> None:
-        proc.join(0)  # waitpid(WNOHANG): the sentinel says it is gone, reap the zombie
-        if proc.exitcode is None:
-            # the pipe closes a moment before the kernel makes the process waitable
-            self._loop.call_later(min(0.001 * 2 ** attempt, 0.1), self._reap, worker, rec, proc, attempt + 1)
-            return
-        pid, exitcode = proc.pid, proc.exitcode
-        with contextlib.suppress(Exception):
-            proc.close()
-        rec.alive, rec.exitcode, rec.proc = False, exitcode, None
+    def _on_exit(self, rec: ProcessRecord, pid: int, exitcode: int) -> None:
         self._exits_in_progress += 1
-        task = asyncio.create_task(self._on_exit(worker, rec, pid, exitcode), name=f"exit-{pid}")
-        self._exit_tasks.add(task)
-        task.add_done_callback(self._exit_tasks.discard)
+        self._later(self._handle_exit_guarded(self.workers[rec.worker], rec, pid, exitcode), f"exit-{pid}")
 
-    def _reclaim_blocking(self, names: list[str], pid: int) -> dict[str, dict[str, int]]:
-        out = {}
-        for bname in names:
-            buf = self.buffers.get(bname)
-            if buf is None:
-                continue
-            try:
-                out[bname] = dict(buf.reclaim(pid))
-            except Exception:
-                log.exception("reclaim failed", buffer=bname, pid=pid)
-        return out
-
-    def _retire_blocking(self, names: list[str], pids: list[int]) -> None:
-        for bname in names:
-            buf = self.buffers.get(bname)
-            if buf is None:
-                continue
-            for pid in pids:
-                try:
-                    buf.retire_writer(pid)
-                except Exception:
-                    log.exception("retire_writer failed", buffer=bname, pid=pid)
-
-    async def _on_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
+    async def _handle_exit_guarded(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
         try:
             await self._handle_exit(worker, rec, pid, exitcode)
         except Exception:
             log.exception("handling a process exit failed", worker=worker.spec.name, pid=pid)
-            rec.done = True
+            rec.retired = True
         finally:
             self._exits_in_progress -= 1
             self._check_done()
 
     async def _handle_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
+        """Reclaim, record, then restart / retire / fail as the policy decides."""
+        assert self.gateway is not None
         name = worker.spec.name
-        # give back what the dead process held, in every buffer it touched (in a thread:
-        # if it died holding a buffer's lock, reclaim waits for and repairs that lock)
-        reclaimed = await self._in_thread(self._reclaim_blocking, worker.touched, pid) or {}
+        await self._reclaim(worker, pid)
+        how = await self._record_exit(worker, rec, pid, exitcode)
+        decision = policy.decide_exit(self._exit_context(worker, exitcode, how), worker.budget, rec.backoff,
+                                      time.monotonic())
+        if decision.verdict is Verdict.RESTART:
+            worker.restarts += 1
+            worker.state = WorkerState.RESTARTING
+            log.info("restarting process", worker=name, index=rec.index, delay=decision.delay,
+                     restarts=worker.restarts)
+            rec.restart_handle = self._loop.call_later(decision.delay, self._respawn, worker, rec)
+            return
+        rec.retired = True
+        # a writer that will not come back must not hold its buffers open
+        await self.gateway.retire(worker.spec.sinks, [pid])
+        if decision.verdict is Verdict.FAIL or (exitcode and not self.restarts and self.ending < Ending.OVERDUE):
+            await self._worker_failed(worker, decision.why or how)
+        elif not worker.failed and not worker.any_alive:
+            worker.state = WorkerState.FINISHED
+        await self._detach_if_abandoned(worker)
+
+    async def _reclaim(self, worker: WorkerRecord, pid: int) -> None:
+        """Give back what a dead process held, in every buffer it touched.
+
+        In a thread: if it died holding a buffer's lock, reclaim waits for and
+        repairs that lock. Read slots are redelivered, write slots counted lost.
+        """
+        assert self.gateway is not None
+        reclaimed = await self.gateway.reclaim(worker.touched, pid)
         for bname, got in reclaimed.items():
             if got.get("lost") or got.get("redelivered") or got.get("repaired"):
-                log.warning("slots reclaimed from dead process", worker=name, pid=pid, buffer=bname, **got)
-            self.reclaimed["lost"] += int(got.get("lost", 0))
-            self.reclaimed["redelivered"] += int(got.get("redelivered", 0))
-        how = "exited normally" if exitcode == 0 else (
-            f"killed by {_signame(-exitcode)}" if exitcode < 0 else f"exited with code {exitcode}")
-        if rec.killed_for_stall:
-            how += " (stalled)"
-        setup_failed = exitcode == EXIT_SETUP_FAILED and not rec.killed_for_stall
-        if setup_failed:  # it could not load its function: restarting cannot help
-            how = f"failed to start: {read_setup_failure(self.directory, name) or how}"
+                log.warning("slots reclaimed from dead process", worker=worker.spec.name, pid=pid, buffer=bname, **got)
+            self.lost_in_crashes += int(got.get("lost", 0))
+            self._count_lost(bname, int(got.get("lost", 0)))
+            self.redelivered += int(got.get("redelivered", 0))
+
+    async def _record_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> str:
+        """Log and remember an exit; return it in words (with the log's message if it could not load)."""
+        name = worker.spec.name
+        how = policy.describe_exit(exitcode, signame(-exitcode) if exitcode < 0 else None)
+        if rec.killed_for:
+            how += f" ({rec.killed_for})"
         worker.last_exit = how
-        failed = exitcode != 0
-        (log.warning if failed else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
+        worker.exit_codes.append(exitcode)
+        (log.warning if exitcode else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
+        if exitcode:
+            self.echo(f"{rec.name} (pid {pid}) {how}; see {self._log_path(name)}")
+        if exitcode == policy.EXIT_SETUP_FAILED:
+            message = await asyncio.to_thread(read_setup_failure, self.directory, name)
+            if not message:
+                message = await asyncio.to_thread(last_error_line, self._log_path(name))
+            if message:
+                how = f"{how}: {message}"
+                worker.last_exit = how
+        return how
 
-        restart = not setup_failed and self._wants_restart(worker, failed)
-        if restart:
-            now = time.monotonic()
-            worker.crashes.append(now)
-            while worker.crashes and now - worker.crashes[0] > RESTART_WINDOW:
-                worker.crashes.popleft()
-            if len(worker.crashes) > worker.spec.max_restarts:
-                restart = False
-                await self._worker_failed(
-                    worker, f"{len(worker.crashes) - 1} restarts within {RESTART_WINDOW:.0f} s, then {how}")
-            else:
-                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (len(worker.crashes) - 1))
-                worker.restarts += 1
-                worker.state = "restarting"
-                log.info("restarting process", worker=name, index=rec.index, delay=delay,
-                         restarts=worker.restarts)
-                rec.restart_handle = self._loop.call_later(delay, self._respawn, worker, rec)
-        if not restart:
-            rec.done = True
-            # a writer that will not come back must not hold its buffers open
-            await self._in_thread(self._retire_blocking, worker.spec.sinks, [pid])
-            if failed and not worker.failed and not self._aborting and not self._drain_expired:
-                await self._worker_failed(worker, how)
-            elif not worker.failed and all(p.done for p in worker.processes):
-                worker.state = "finished"
+    def _exit_context(self, worker: WorkerRecord, exitcode: int, how: str) -> ExitContext:
+        sources = worker.spec.sources
+        buffers = self.gateway.buffers if self.gateway else {}
+        # reading the ended flag is one word of the control block, no lock: fine on the loop
+        return ExitContext(
+            exitcode=exitcode, restart=worker.spec.restart, max_restarts=worker.spec.max_restarts,
+            has_sources=bool(sources),
+            sources_ended=bool(sources) and all(s in buffers and buffers[s].ended for s in sources),
+            restarts_allowed=self.restarts and self.ending < Ending.OVERDUE and not worker.failed and not self.done,
+            stopping=self.stopping, how=how,
+        )
 
-    _drain_expired = False
-
-    def _wants_restart(self, worker: WorkerRecord, failed: bool) -> bool:
-        if self._aborting or self._drain_expired or worker.failed:
-            return False
-        policy = worker.spec.restart
-        if policy == "never":
-            return False
-        if failed:
-            return True
-        if policy == "always":
-            # a normal exit before end of stream is restarted; after it, the process is finished
-            sources = worker.spec.sources
-            if self._stopping or not sources:
-                return False
-            return not all(self.buffers[s].ended for s in sources)
-        return False
+    def _log_path(self, worker: str) -> Path:
+        return (self.directory or Path(".")) / "logs" / f"{worker}.log"
 
     def _respawn(self, worker: WorkerRecord, rec: ProcessRecord) -> None:
         rec.restart_handle = None
-        if self._aborting or self.done or self._drain_expired or worker.failed:
-            rec.done = True
+        if self.ending >= Ending.OVERDUE or self.done or worker.failed:
+            rec.retired = True
             self._check_done()
             return
         try:
             self._spawn(worker, rec)
-            if not worker.failed and all(p.alive or p.done for p in worker.processes):
-                worker.state = "running"
+            if not worker.failed and all(p.alive or p.retired for p in worker.processes):
+                worker.state = WorkerState.RUNNING
         except Exception as exc:
             log.exception("respawn failed", worker=worker.spec.name)
-            rec.done = True
-            asyncio.ensure_future(self._worker_failed(worker, f"respawn failed: {exc}"))
+            rec.retired = True
+            self._later(self._worker_failed(worker, f"respawn failed: {exc}"), "worker-failed")
             self._check_done()
 
     async def _worker_failed(self, worker: WorkerRecord, why: str) -> None:
         if worker.failed:
             return
         worker.failed = True
-        worker.state = "failed"
+        worker.state = WorkerState.FAILED
+        worker.error = why
         name = worker.spec.name
-        policy = self.setup.on_worker_failure
-        log.error("worker failed", worker=name, why=why, on_worker_failure=policy)
+        on_failure = self.on_worker_failure
+        log.error("worker failed", worker=name, why=why, on_worker_failure=on_failure)
+        self.echo(f"worker '{name}' failed: {why}; see {self._log_path(name)}")
         if self.error is None:
             self.error = f"worker {name} failed: {why}"
         retire = []
@@ -396,457 +415,319 @@ class Run:
             if rec.restart_handle is not None:
                 rec.restart_handle.cancel()
                 rec.restart_handle = None
-                rec.done = True
+                rec.retired = True
                 if rec.pid:
                     retire.append(rec.pid)
-        if retire:
-            await self._in_thread(self._retire_blocking, worker.spec.sinks, retire)
-        if policy == "continue" and worker.spec.sources:
-            # nobody will read for this worker again: stop keeping events for its group
-            await self._in_thread(self._detach_blocking, worker)
-        if policy == "stop":
+        if retire and self.gateway is not None:
+            await self.gateway.retire(worker.spec.sinks, retire)
+        await self._detach_if_abandoned(worker)
+        if on_failure == "stop":
             await self.stop(f"worker {name} failed")
         self._check_done()
 
-    def _detach_blocking(self, worker: WorkerRecord) -> None:
-        name = worker.spec.name
-        for bname in worker.spec.sources:
-            buf = self.buffers.get(bname)
-            if buf is None:
-                continue
-            try:
-                groups = buf.counters().get("groups", {})
-                dropped = int((groups.get(name) or {}).get("pending", 0))
-                buf.detach_group(name)
-                if dropped:
-                    self.reclaimed["lost"] += dropped
-                    log.error("events of a failed reader group dropped", worker=name, buffer=bname,
-                              lost=dropped)
-            except Exception:
-                log.exception("detach_group failed", buffer=bname, worker=name)
+    async def _detach_if_abandoned(self, worker: WorkerRecord) -> None:
+        """Nobody will read for ``worker`` again: stop keeping events for its reader groups.
 
-    # ------------------------------------------------------------------ stop / abort
-    async def stop(self, reason: str) -> None:
-        """Graceful: end the root buffers, let the graph drain, kill stragglers after drain_timeout."""
-        if self.done or self._stopping:
-            return
-        self._stopping = True
-        self.stop_reason = reason
-        self.state = "stopping"
-        timeout = float(self.setup.drain_timeout)
-        log.info("run stopping", reason=reason, drain_timeout=timeout)
-        self._drain_handle = self._loop.call_later(timeout, self._drain_timeout)
-        await self._in_thread(self._end_buffers_blocking, self.roots)
-        self._check_done()
-
-    def _end_buffers_blocking(self, names: list[str]) -> None:
-        for name in names:
-            buf = self.buffers.get(name)
-            if buf is None:
-                continue
-            try:
-                buf.resume()
-                buf.shutdown()
-            except Exception:
-                log.exception("ending buffer failed", buffer=name)
-
-    def _drain_timeout(self) -> None:
-        if self.done:
-            return
-        self._drain_expired = True
-        stragglers = [r for r in self._all_processes() if r.alive]
-        log.error("drain timeout: killing stragglers", processes=[f"{r.worker}[{r.pid}]" for r in stragglers])
-        self._kill_all()
-        self._cancel_restarts()
-        self._check_done()
-
-    async def abort(self, reason: str) -> None:
-        if self.done:
-            return
-        self._aborting = True
-        self._stopping = True
-        self.stop_reason = self.stop_reason or reason
-        self.state = "stopping"
-        log.warning("run aborted", reason=reason)
-        self._cancel_restarts()
-        self._kill_all()
-        await self._in_thread(self._end_buffers_blocking, list(self.buffers))
-        self._check_done()
-
-    def _cancel_restarts(self) -> None:
-        for rec in self._all_processes():
-            if rec.restart_handle is not None:
-                rec.restart_handle.cancel()
-                rec.restart_handle = None
-                rec.done = True
-
-    def _kill_all(self) -> None:
-        for rec in self._all_processes():
-            if rec.alive and rec.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(rec.pid, signal.SIGKILL)
-
-    # ------------------------------------------------------------------ completion
-    def _check_done(self) -> None:
-        if self.done or self._finishing or (self.state == "starting" and not self._stopping):
-            return
-        if self._exits_in_progress:
-            return
-        procs = self._all_processes()
-        if any(p.alive or p.restart_handle is not None for p in procs):
-            return
-        self._finishing = True
-        task = asyncio.create_task(self._finish("failed" if self.error else "finished"), name="finish")
-        self._exit_tasks.add(task)
-        task.add_done_callback(self._exit_tasks.discard)
-
-    async def _finish(self, state: str) -> None:
-        if self._done.is_set():
-            return
-        self._finishing = True
-        for timer in self._timers:
-            timer.cancel()
-        if self._drain_handle is not None:
-            self._drain_handle.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.buffers:
-            await self._in_thread(self._sample_stats_blocking)
-            self._write_stats_rows()
-        # events still in buffers now will never be read: report them as lost
-        self.lost_at_end = sum(int(s.get("pending", 0)) for s in self._stats.values())
-        if self.lost_at_end:
-            log.error("events left unread in buffers are lost", lost=self.lost_at_end,
-                      per_buffer={n: s.get("pending") for n, s in self._stats.items() if s.get("pending")})
-        await asyncio.to_thread(self._close_blocking)
-        for worker in self.workers.values():
-            if worker.state != "failed":
-                worker.state = "stopped" if self._aborting else "finished"
-        self.state = state
-        self.ended_at = time.time()
-        self.final = self.final_summary()
-        log.info("run ended", **{k: v for k, v in self.final.items() if k != "events"},
-                 events=self.final["events"])
-        logsetup.detach_run_log()
-        self._done.set()
-        if self.on_finished is not None:
-            with contextlib.suppress(Exception):
-                self.on_finished(self)
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a buffer call in a thread; None once the buffers are closed.
-
-        Closing waits for calls in flight, so no thread ever touches an unmapped buffer.
+        That is the case once none of its processes is left and either it failed
+        with ``on_worker_failure: continue`` or the drain timeout has passed.
         """
+        if not worker.spec.sources or worker.any_alive or worker.detached:
+            return
+        if self.ending >= Ending.OVERDUE:
+            await self._detach(worker, count_as_end=True)
+        elif worker.failed and self.on_worker_failure == "continue":
+            await self._detach(worker, count_as_end=False)
 
-        def guarded() -> Any:
-            with self._buffer_calls:
-                if self._buffers_closed:
-                    return None
-                self._inflight += 1
-            try:
-                return fn(*args)
-            finally:
-                with self._buffer_calls:
-                    self._inflight -= 1
-                    self._buffer_calls.notify_all()
-
-        return await asyncio.to_thread(guarded)
-
-    def _close_blocking(self) -> None:
-        with self._buffer_calls:
-            self._buffers_closed = True
-            if not self._buffer_calls.wait_for(lambda: self._inflight == 0, timeout=30):
-                log.error("buffer calls still running at close; leaving the buffers mapped")
-                return
-        for name, buf in self.buffers.items():
-            try:
-                buf.close()
-            except Exception:
-                log.exception("closing buffer failed", buffer=name)
-        if self.heartbeats is not None:
-            with contextlib.suppress(Exception):
-                self.heartbeats.close()
-        if self._stats_file is not None:
-            with contextlib.suppress(Exception):
-                self._stats_file.close()
-
-    def final_summary(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "directory": str(self.directory) if self.directory else None,
-            "reason": self.stop_reason,
-            "error": self.error,
-            "events": {n: int(s.get("event_count", 0)) for n, s in self._stats.items()},
-            "lost": self.total_lost(),
-            "lost_in_buffers": self.lost_at_end,
-            "lost_in_crashes": self.reclaimed["lost"],
-            "redelivered": self.reclaimed["redelivered"],
-            "restarts": sum(w.restarts for w in self.workers.values()),
-        }
-
-    def total_lost(self) -> int:
-        return self.reclaimed["lost"] + self.lost_at_end
+    async def _detach(self, worker: WorkerRecord, *, count_as_end: bool) -> None:
+        """Give up ``worker``'s reader groups; what they had not read is counted lost, per buffer."""
+        assert self.gateway is not None
+        worker.detached = True
+        dropped = await self.gateway.detach(worker.spec.name, worker.spec.sources)
+        for bname, n in dropped.items():
+            if not n:
+                continue
+            self._count_lost(bname, n)
+            if count_as_end:
+                self.lost_at_end += n
+            else:
+                self.lost_in_crashes += n
+            log.error("events of a reader group without readers dropped", worker=worker.spec.name,
+                      buffer=bname, lost=n)
 
     # ------------------------------------------------------------------ pause / resume
     def _buffer_names(self, names: list[str] | None) -> list[str]:
         names = names or self.roots
-        unknown = [n for n in names if n not in self.buffers]
+        known = self.setup.buffers
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise CommandError(f"unknown buffer(s): {', '.join(unknown)}; known: {', '.join(self.buffers)}")
+            raise RunError(f"unknown buffer(s): {', '.join(unknown)}; known: {', '.join(known)}")
         return names
 
     async def pause(self, names: list[str] | None) -> list[str]:
+        """Discard writes into ``names`` (default: the roots), counted as ``paused_count``."""
         return await self._set_paused(names, True)
 
     async def resume(self, names: list[str] | None) -> list[str]:
         return await self._set_paused(names, False)
 
     async def _set_paused(self, names: list[str] | None, paused: bool) -> list[str]:
-        if self._stopping or self.done:
-            raise CommandError("the run is stopping")
+        if self.phase is Phase.STARTING or self.gateway is None:
+            raise RunError("the run is starting; try again when it runs")
+        if self.stopping or self.done:
+            raise RunError("the run is stopping")
         names = self._buffer_names(names)
-
-        def apply() -> None:
-            for n in names:
-                (self.buffers[n].pause if paused else self.buffers[n].resume)()
-
-        await self._in_thread(apply)
-        self._pause_generation += 1
+        await self.gateway.set_paused(names, paused)
+        assert self.sampler is not None
+        self.sampler.invalidate_counters()
         for n in names:
             (self._paused.add if paused else self._paused.discard)(n)
-            self._counters.setdefault(n, {})["paused"] = paused
-        if self.state in ("running", "paused"):
-            self.state = "paused" if any(n in self._paused for n in self.roots) else "running"
+            self.sampler.counters.setdefault(n, {})["paused"] = paused
+        if self.phase in (Phase.RUNNING, Phase.PAUSED):
+            self.phase = Phase.PAUSED if any(n in self._paused for n in self.roots) else Phase.RUNNING
         log.info("buffers paused" if paused else "buffers resumed", buffers=names)
         return names
 
-    # ------------------------------------------------------------------ periodic work
-    async def _limit_loop(self) -> None:
-        """Every 0.1 s: fresh counters (in a thread), run limits, stalled processes."""
-        while True:
-            await asyncio.sleep(LIMIT_CHECK_INTERVAL)
-            generation = self._pause_generation
-            sample = await self._in_thread(self._sample_counters_blocking)
-            if sample and generation == self._pause_generation:  # not older than a pause/resume
-                self._counters = sample
-            if self.max_events and self.roots and not self._stopping:
-                taken = min(int(self._counters.get(n, {}).get("events", 0)) for n in self.roots)
-                if taken >= self.max_events:
-                    self._limit_reached(f"max_events={self.max_events} reached")
-            self._check_stalls()
+    # ------------------------------------------------------------------ stop / abort
+    async def stop(self, reason: str) -> None:
+        """Graceful: end the root buffers, let the graph drain, start the drain timer."""
+        if self.done or self.stopping:
+            return
+        self.ending = Ending.DRAINING
+        self.stop_reason = reason
+        if self.phase is not Phase.STARTING:
+            self.phase = Phase.STOPPING
+        log.info("run stopping", reason=reason, drain_timeout=float(self.setup.drain_timeout))
+        self.echo(f"stopping ({reason}): ending root buffers {self.roots}")
+        self._arm_drain_timer()
+        if self.gateway is not None and self.phase is not Phase.STARTING:
+            await self.gateway.end(self.roots)
+        self._check_done()
 
-    def _sample_counters_blocking(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name, buf in self.buffers.items():
-            try:
-                out[name] = buf.counters()
-            except Exception:
-                log.exception("counters failed", buffer=name)
-        return out
+    def drain_grace(self) -> float:
+        """Seconds between the rounds of the drain timeout."""
+        return max(1.0, min(float(self.setup.drain_timeout), 10.0))
+
+    def longest_stop(self) -> float:
+        """The longest a graceful stop can take until every process is gone."""
+        return float(self.setup.drain_timeout) + (DRAIN_ROUNDS - 1) * self.drain_grace()
+
+    def _arm_drain_timer(self) -> None:
+        if self._drain_timer is None and not self.done:
+            self._drain_timer = self._loop.call_later(float(self.setup.drain_timeout), self._on_drain_timeout)
+
+    def _on_drain_timeout(self, round_: int = 1) -> None:
+        """Kill only what blocks the drain (policy.drain_victims); the rest finishes normally.
+
+        Repeated every grace period: an event a killed process held is handed to
+        another reader of its group, which may get stuck on it in turn. After
+        DRAIN_ROUNDS rounds everything left is killed.
+        """
+        if self.done:
+            return
+        self.ending = max(self.ending, Ending.OVERDUE)
+        if self.phase in (Phase.RUNNING, Phase.PAUSED):
+            self.phase = Phase.STOPPING
+        self._cancel_restarts()
+        live = [rec for rec in self.processes() if rec.alive]
+        held = [self._held_event(rec) for rec in live]
+        victims = set(policy.drain_victims(held, self.stuck_after)) if round_ < DRAIN_ROUNDS else {
+            h.key for h in held}
+        for rec, h in zip(live, held):
+            if (rec.worker, rec.index) not in victims:
+                continue
+            if h.held_counter is not None and h.held_seconds >= self.stuck_after:
+                what = f"stuck on event {h.held_counter} for {h.held_seconds:.0f} s"
+            elif h.heartbeat_age >= self.stuck_after:
+                what = f"no heartbeat for {h.heartbeat_age:.0f} s"
+            else:
+                what = "still running"
+            log.error("drain timeout: killing a process that blocks the drain", worker=rec.worker,
+                      index=rec.index, pid=rec.pid, why=what, round=round_)
+            self.echo(f"drain timeout: killing {rec.name} (pid {rec.pid}): {what}")
+            kill(rec, "killed at the drain timeout: " + what)
+        if live and round_ < DRAIN_ROUNDS:
+            self._timers.append(self._loop.call_later(self.drain_grace(), self._on_drain_timeout, round_ + 1))
+        self._check_done()
+
+    def _held_event(self, rec: ProcessRecord) -> HeldEvent:
+        assert self.heartbeats is not None
+        row = self.heartbeats.read(rec.row)
+        return HeldEvent((rec.worker, rec.index), row.age_seconds, row.held_counter, row.held_seconds)
+
+    async def abort(self, reason: str) -> None:
+        """Kill every process now; events still in buffers are counted lost."""
+        if self.done:
+            return
+        self.ending = Ending.ABORTED
+        self.stop_reason = self.stop_reason or reason
+        if self.phase is not Phase.STARTING:
+            self.phase = Phase.STOPPING
+        log.warning("run aborted", reason=reason)
+        self.echo(f"aborting ({reason})")
+        self._cancel_restarts()
+        for rec in self.processes():
+            kill(rec)
+        if self.gateway is not None:
+            await self.gateway.end(list(self.gateway.buffers))
+        self._check_done()
+
+    def _cancel_restarts(self) -> None:
+        for rec in self.processes():
+            if rec.restart_handle is not None:
+                rec.restart_handle.cancel()
+                rec.restart_handle = None
+                rec.retired = True
 
     def _limit_reached(self, why: str) -> None:
-        if not self._stopping and not self.done:
+        if not self.stopping and not self.done:
             log.info("run limit reached", limit=why)
-            asyncio.ensure_future(self.stop(why))
+            self._later(self.stop(why), "limit-stop")
+
+    # ------------------------------------------------------------------ periodic work
+    async def _tick_loop(self) -> None:
+        """Every TICK: fresh counters, exact event limit reached?, stream ended?, stalled processes."""
+        assert self.sampler is not None
+        while True:
+            await asyncio.sleep(TICK)
+            counters = await self.sampler.refresh_counters()
+            ended = {name: bool(c.get("ended")) for name, c in counters.items()}
+            if self.max_events and self.roots and not self.stopping and all(ended.get(r) for r in self.roots):
+                if any(int(counters[r].get("events", 0)) >= self.max_events for r in self.roots):
+                    self._limit_reached(f"max_events={self.max_events} reached")
+            if counters and all(ended.values()):
+                self._arm_drain_timer()  # the stream ended everywhere: processes have drain_timeout to exit
+            self._check_stalls()
 
     def _check_stalls(self) -> None:
+        assert self.heartbeats is not None
         now = time.monotonic()
         for worker in self.workers.values():
             timeout = worker.spec.stall_timeout
-            if not timeout:
-                continue
-            if any(n in self._paused for n in worker.spec.sinks):
+            if not timeout or any(n in self._paused for n in worker.spec.sinks):
                 continue  # writes into a paused buffer do not beat (data path); not a stall
             for rec in worker.processes:
-                if not rec.alive or rec.killed_for_stall or now - rec.started < timeout:
+                if not rec.alive or rec.killed_for or now - rec.started < timeout:
                     continue
                 beat = self.heartbeats.read(rec.row)
                 if beat.age_seconds > timeout:
                     log.error("process stalled: killing it", worker=worker.spec.name, pid=rec.pid,
                               heartbeat_age=round(beat.age_seconds, 2), stall_timeout=timeout)
-                    rec.killed_for_stall = True
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(rec.pid, signal.SIGKILL)
+                    kill(rec, "stalled")
 
     async def _stats_loop(self) -> None:
+        """Every stats_interval: stats.csv rows, CPU per process, free disk (and its guard)."""
+        assert self.sampler is not None
         interval = max(0.05, float(self.setup.stats_interval))
         while True:
+            await self.sampler.refresh_disk()
+            self._check_disk()
             await asyncio.sleep(interval)
-            await self._in_thread(self._sample_stats_blocking)
-            self._write_stats_rows()
-            self._sample_cpu()
+            await self.sampler.refresh_stats()
+            self.sampler.sample_cpu(self.processes())
 
-    def _sample_stats_blocking(self) -> None:
-        now = time.time()
-        rows = []
-        for name, buf in self.buffers.items():
+    def _check_disk(self) -> None:
+        assert self.sampler is not None
+        disk = self.sampler.disk
+        if disk is None or self.stopping:
+            return
+        floor = self.setup.min_free_disk.bytes_for(disk.total_bytes)
+        if disk.free_bytes < floor:
+            log.error("disk nearly full: stopping the run", path=disk.path, free_bytes=disk.free_bytes,
+                      min_free_bytes=floor)
+            self._later(self.stop(f"disk nearly full: {_human_bytes(disk.free_bytes)} free on {disk.path}, "
+                                  f"min_free_disk is {_human_bytes(floor)}"), "disk-stop")
+
+    # ------------------------------------------------------------------ completion
+    def _check_done(self) -> None:
+        if self.done or self._finishing is not None or self.phase is Phase.STARTING:
+            return
+        if self._exits_in_progress or any(p.alive or p.restart_handle is not None for p in self.processes()):
+            return
+        self._finishing = asyncio.create_task(self._finish(), name="finish")
+
+    async def _finish(self) -> None:
+        if self._done.is_set():
+            return
+        for timer in self._timers:
+            timer.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        for task in self._periodic:
+            task.cancel()
+        await asyncio.gather(*self._periodic, return_exceptions=True)
+        if self.sampler is not None:
+            await self.sampler.refresh_stats()
+            # events still in buffers now will never be read: report them as lost
+            for name, stats in self.sampler.stats.items():
+                pending = int(stats.get("pending", 0))
+                self.lost_at_end += pending
+                self._count_lost(name, pending)
+            if any(int(s.get("pending", 0)) for s in self.sampler.stats.values()):
+                log.error("events left unread in buffers are lost", lost=self.lost_at_end,
+                          per_buffer={n: s.get("pending") for n, s in self.sampler.stats.items() if s.get("pending")})
+            with contextlib.suppress(OSError):
+                await self.sampler.refresh_disk()
+        await asyncio.to_thread(self._close_blocking)
+        for worker in self.workers.values():
+            if worker.state is not WorkerState.FAILED:
+                worker.state = WorkerState.STOPPED if self.ending is Ending.ABORTED else WorkerState.FINISHED
+        self.phase = Phase.FAILED if self.error else Phase.FINISHED
+        self.ended_at = time.time()
+        self.final = self.final_summary()
+        log.info("run ended", **{k: v for k, v in self.final.items() if k != "events"}, events=self.final["events"])
+        # the run's daemon.log is complete when anyone learns that the run ended
+        await asyncio.to_thread(logsetup.detach_run_log, 5.0)
+        self._done.set()
+        if self.on_finished is not None:
             try:
-                stats = dict(buf.get_stats())
+                self.on_finished(self)
             except Exception:
-                log.exception("get_stats failed", buffer=name)
-                continue
-            self._stats[name] = stats
-            rows.append([round(now, 3), name, *(stats.get(k) for k in STATS_FIELDS[2:])])
-        self._pending_rows.extend(rows)
+                log.exception("on_finished callback failed")
 
-    def _write_stats_rows(self) -> None:
-        rows, self._pending_rows = self._pending_rows, []
-        if rows and self._stats_writer is not None:
+    def _close_blocking(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close_blocking()
+        if self.heartbeats is not None:
             try:
-                self._stats_writer.writerows(rows)
-                self._stats_file.flush()
-            except (OSError, ValueError) as exc:
-                log.warning("stats.csv write failed", error=str(exc))
+                self.heartbeats.close()
+            except Exception:
+                log.exception("closing the heartbeat table failed")
+        if self.sampler is not None:
+            self.sampler.close()
 
-    def _sample_cpu(self) -> None:
-        now = time.monotonic()
-        for rec in self._all_processes():
-            if not rec.alive or not rec.pid:
-                continue
-            cpu = _cpu_seconds(rec.pid)
-            if cpu is None:
-                continue
-            if rec.cpu_last is not None:
-                dt = now - rec.cpu_last[0]
-                if dt > 0:
-                    rec.cpu_percent = 100.0 * (cpu - rec.cpu_last[1]) / dt
-            rec.cpu_last = (now, cpu)
-
-    # ------------------------------------------------------------------ status
-    def status(self) -> dict[str, Any]:
-        now = time.time()
-        run = {
+    def final_summary(self) -> dict[str, Any]:
+        """What ``stop``/``abort`` reply and ``daemon.log`` records when the run ended."""
+        stats = self.sampler.stats if self.sampler else {}
+        return {
+            "state": self.state,
             "directory": str(self.directory) if self.directory else None,
-            "setup": str(self.setup.path),
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "uptime": round((self.ended_at or now) - self.started_at, 3),
-            "stop_reason": self.stop_reason,
+            "reason": self.stop_reason,
             "error": self.error,
-            "limits": {"max_events": self.max_events, "max_seconds": self.max_seconds},
-            "roots": list(self.roots),
+            "events": {n: int(s.get("event_count", 0)) for n, s in stats.items()},
             "lost": self.total_lost(),
             "lost_in_buffers": self.lost_at_end,
-            "lost_in_crashes": self.reclaimed["lost"],
-            "redelivered": self.reclaimed["redelivered"],
+            "lost_in_crashes": self.lost_in_crashes,
+            "lost_by_buffer": dict(self.lost_by_buffer),
+            "redelivered": self.redelivered,
+            "restarts": sum(w.restarts for w in self.workers.values()),
         }
-        buffers: dict[str, Any] = {}
-        for name in self.setup.buffers:
-            entry = dict(self._stats.get(name) or {})
-            fresh = self._counters.get(name)
-            if not self.done and fresh:
-                entry.update({
-                    "event_count": fresh.get("events", entry.get("event_count", 0)),
-                    "paused_count": fresh.get("paused_count", entry.get("paused_count", 0)),
-                    "paused": bool(fresh.get("paused", False)),
-                    "ended": bool(fresh.get("ended", False)),
-                    "flush_event_received": bool(fresh.get("ended", False)),
-                    "lost": fresh.get("lost", entry.get("lost", 0)),
-                    "redelivered": fresh.get("redelivered", entry.get("redelivered", 0)),
-                    "pending": fresh.get("pending", entry.get("pending", 0)),
-                    "abandoned": fresh.get("abandoned", entry.get("abandoned", 0)),
-                    "rejected": fresh.get("rejected", entry.get("rejected", 0)),
-                    "filled_slots": (self.setup.buffers[name].slot_count - fresh.get("free", 0))
-                    / self.setup.buffers[name].slot_count,
-                    "empty_slots": fresh.get("free", 0) / self.setup.buffers[name].slot_count,
-                })
-            for key, default in (("event_count", 0), ("filled_slots", 0.0), ("empty_slots", 1.0),
-                                 ("flush_event_received", False), ("rate", 0.0),
-                                 ("average_deadtime", 0.0), ("paused_count", 0), ("paused", False),
-                                 ("lost", 0), ("redelivered", 0), ("ended", False), ("pending", 0)):
-                entry.setdefault(key, default)
-            entry["root"] = name in self.roots
-            buffers[name] = entry
-        workers: dict[str, Any] = {}
-        mono = time.monotonic()
-        for name, w in self.workers.items():
-            procs = []
-            for rec in w.processes:
-                age = None
-                if rec.alive and self.heartbeats is not None and not self.done:
-                    with contextlib.suppress(Exception):
-                        age = round(self.heartbeats.read(rec.row).age_seconds, 3)
-                procs.append({
-                    "index": rec.index, "pid": rec.pid, "alive": rec.alive, "exitcode": rec.exitcode,
-                    "heartbeat_age": age, "cpu": round(rec.cpu_percent, 1),
-                    "uptime": round(mono - rec.started, 3) if rec.alive else None,
-                    "restart_pending": rec.restart_handle is not None,
-                })
-            workers[name] = {
-                "state": w.state, "restarts": w.restarts, "configured": w.spec.number_of_processes,
-                "alive": sum(1 for p in procs if p["alive"]), "restart_policy": w.spec.restart,
-                "last_exit": w.last_exit, "processes": procs,
-            }
-        return {"state": self.state, "run": run, "buffers": buffers, "workers": workers}
-
-    def summary_line(self) -> str:
-        if self.done:
-            return f"{self.state}: {self.directory} lost={self.total_lost()}"
-        parts = [self.state]
-        for name in self.roots:
-            stats = self._stats.get(name) or {}
-            parts.append(f"{name} {int(stats.get('event_count', 0))} ev {float(stats.get('rate', 0)):.0f}/s")
-        return ", ".join(parts)
 
     # ------------------------------------------------------------------ logs
-    async def read_logs(self, worker: str | None, offsets: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    async def read_logs(self, worker: str | None, offsets: dict[str, int], max_bytes: int) -> dict[str, Any]:
+        """Chunks of the worker logs from the given offsets (``mimoctl logs``)."""
         if self.directory is None:
-            raise CommandError("the run has no directory")
+            raise RunError("the run has no directory")
         if worker is not None and worker not in self.setup.workers:
-            raise CommandError(f"unknown worker {worker!r}; known: {', '.join(self.setup.workers)}")
+            raise RunError(f"unknown worker {worker!r}; known: {', '.join(self.setup.workers)}")
         names = [worker] if worker else list(self.setup.workers)
-        max_bytes = max(1024, min(int(max_bytes), 4 * 1024 * 1024))
-        logs_dir = self.directory / "logs"
-
-        def read_all() -> list[dict[str, Any]]:
-            chunks = []
-            for name in names:
-                path = logs_dir / f"{name}.log"
-                offset = int(offsets.get(name, 0) or 0)
-                text = ""
-                try:  # non-blocking open, regular files only: a FIFO put there never wedges us
-                    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
-                        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                            raise OSError(f"{path} is not a regular file")
-                        fh.seek(offset)
-                        data = fh.read(max_bytes)
-                    # do not cut a line (or a UTF-8 sequence) in half
-                    if len(data) == max_bytes and b"\n" in data:
-                        data = data[: data.rindex(b"\n") + 1]
-                    offset += len(data)
-                    text = data.decode("utf-8", "replace")
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    log.warning("cannot read a worker log", path=str(path), error=str(exc))
-                chunks.append({"name": name, "path": str(path), "offset": offset, "text": text})
-            return chunks
-
-        try:
-            files = await in_daemon_thread(read_all, timeout=SETUP_LOAD_TIMEOUT, what="reading logs")
-        except BlockingTimeout as exc:
-            raise CommandError(str(exc)) from None
+        files = await read_logs(self.directory / "logs", names, offsets, max_bytes)
         return {"files": files, "run_done": self.done}
 
 
-def _signame(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    # fields[11], fields[12] = utime, stime (the 14th, 15th of the whole line)
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"

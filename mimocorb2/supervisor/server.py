@@ -12,6 +12,10 @@ Lifecycle::
 
 Signals: the first SIGTERM/SIGINT asks for a graceful exit (the run drains);
 a second one aborts the run (its processes are killed, lost events counted).
+
+Entry points for adapters (the control socket, the web page): :meth:`Daemon.dispatch`
+carries out one command (:mod:`.handlers`), :meth:`Daemon.status` is the status
+reply (:mod:`.status`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ import structlog
 
 from mimocorb2 import __version__
 from mimocorb2.control import protocol as P
-from mimocorb2.control.handlers import Handlers
-from mimocorb2.control.server import CommandError, ControlServer
+from mimocorb2.control.server import ControlServer, Peer
+from mimocorb2.supervisor.errors import RunError
+from mimocorb2.supervisor.handlers import Handlers
+from mimocorb2.supervisor.run import Phase, Run, load_setup_async
 from mimocorb2.supervisor.sdnotify import Notifier
+from mimocorb2.supervisor.status import build_status, summary_line
 
 log = structlog.get_logger("mimocorb2.daemon")
 
@@ -40,12 +47,15 @@ LAG_INTERVAL = 0.1
 
 
 class Daemon:
+    """The supervisor daemon: one run at a time, commands over the control socket."""
+
     def __init__(self, socket_path: Path, notifier: Notifier | None = None) -> None:
         self.socket_path = Path(socket_path)
         self.notifier = notifier or Notifier()
-        self.control = ControlServer(self.socket_path, Handlers(self).dispatch)
+        self.handlers = Handlers(self)
+        self.control = ControlServer(self.socket_path, self.dispatch)
         self.started_at = time.time()
-        self.run_obj: Any = None  # the current or last Run (mimocorb2.supervisor.run.Run)
+        self.current_run: Run | None = None  # the current or last run
         self.exit_code = 0
         self._exit = asyncio.Event()
         self._signals = 0
@@ -77,10 +87,18 @@ class Daemon:
             await self.shutdown()
         return self.exit_code
 
-    async def startup(self) -> None:
-        from mimocorb2.supervisor import shm
+    async def dispatch(self, cmd: str, args: dict[str, Any], peer: Peer) -> Any:
+        """Carry out one command of the protocol (for the socket server and the web adapter)."""
+        return await self.handlers.dispatch(cmd, args, peer)
 
-        removed = shm.remove_stale()
+    def status(self) -> dict[str, Any]:
+        """The status reply (``mimoctl status --json``)."""
+        return build_status(self.state, self.info(), self.current_run)
+
+    async def startup(self) -> None:
+        from mimocorb2.datapath._shm import remove_stale_segments
+
+        removed = remove_stale_segments()
         if removed:
             log.warning("removed shared memory of a crashed daemon", segments=removed)
         _preload()  # heavy imports now, not in the loop when the first run starts
@@ -101,11 +119,10 @@ class Daemon:
     async def shutdown(self) -> None:
         self.notifier.stopping(status="stopping")
         log.info("mimocorb2d shutting down")
-        run = self.run_obj
+        run = self.current_run
         if run is not None and not run.done:
-            # tell systemd the drain may take drain_timeout (TimeoutStopSec is only a default)
-            drain = float(getattr(run.setup, "drain_timeout", 30.0))
-            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((drain + 15.0) * 1e6)}")
+            # tell systemd how long the drain may take (TimeoutStopSec is only a default)
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((run.longest_stop() + 15.0) * 1e6)}")
             if self._signals >= 2:
                 await run.abort("daemon aborted")
             else:
@@ -138,9 +155,9 @@ class Daemon:
             self.request_exit(name)
         else:
             log.warning("second signal: aborting the run", signal=name)
-            run = self.run_obj
+            run = self.current_run
             if run is not None and not run.done:
-                asyncio.ensure_future(run.abort(f"second {name}"))
+                self._tasks.append(asyncio.create_task(run.abort(f"second {name}"), name="abort"))
 
     # ---------------------------------------------------------------- housekeeping tasks
     async def _lag_meter(self) -> None:
@@ -180,14 +197,11 @@ class Daemon:
             await asyncio.sleep(1.0)
 
     def status_line(self) -> str:
-        run = self.run_obj
-        if run is None:
-            return "idle"
-        return run.summary_line()
+        return summary_line(self.current_run)
 
     @property
     def state(self) -> str:
-        return "idle" if self.run_obj is None else self.run_obj.state
+        return Phase.IDLE.value if self.current_run is None else self.current_run.state
 
     # ---------------------------------------------------------------- runs (for the handlers)
     @property
@@ -207,30 +221,24 @@ class Daemon:
             "loop_lag_recent_max": round(max((b[1] for b in self._lag_buckets), default=0.0), 6),
         }
 
-    async def start_run(self, setup_path: Path, max_events: int | None, max_seconds: float | None) -> Any:
+    async def start_run(self, setup_path: Path, max_events: int | None, max_seconds: float | None) -> Run:
         """Validate the setup and start its run; one run at a time."""
         if self.exiting:
-            raise CommandError("the daemon is shutting down")
-        from mimocorb2.supervisor.run import Run, load_setup_async
-
+            raise RunError("the daemon is shutting down")
         async with self._start_lock:
-            if self.run_obj is not None and not self.run_obj.done:
-                raise CommandError(
-                    f"a run is already {self.run_obj.state} ({self.run_obj.directory}); stop it first"
-                )
+            current = self.current_run
+            if current is not None and not current.done:
+                raise RunError(f"a run is already {current.state} ({current.directory}); stop it first")
             setup = await load_setup_async(setup_path)
             run = Run(setup, max_events=max_events, max_seconds=max_seconds,
-                      on_finished=lambda r: self.notifier.status(r.summary_line()))
-            self.run_obj = run
+                      on_finished=lambda r: self.notifier.status(summary_line(r)))
+            self.current_run = run
             await run.start()
         return run
 
 
 def _preload() -> None:
-    import mimocorb2.datapath.heartbeat  # noqa: F401
-    import mimocorb2.mimo_buffer  # noqa: F401
-    import mimocorb2.setup  # noqa: F401
-    import mimocorb2.supervisor.run  # noqa: F401
-    from mimocorb2.supervisor import launch
+    """Heavy imports and the resource tracker now, not in the loop when the first run starts."""
+    from mimocorb2.supervisor.processes import warm_up
 
-    launch.warm_up()
+    warm_up()

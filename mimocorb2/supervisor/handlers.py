@@ -1,43 +1,64 @@
-"""The daemon's answers to each command of the control protocol.
+"""The daemon's answer to each command of the control protocol.
 
-``Handlers(daemon).dispatch`` is what the :class:`~mimocorb2.control.server.ControlServer`
-calls for every valid request. A handler validates its arguments, asks the
-daemon or its current run to act, and returns a JSON-able result or raises
-:class:`~mimocorb2.control.server.CommandError`.
+:meth:`Handlers.dispatch` is the single entry point for a command, whoever
+sends it: the control socket's server (:class:`mimocorb2.control.server.ControlServer`)
+and the web page's adapter both call ``dispatch(cmd, args, peer)``. There is
+one ``cmd_<name>`` method per entry of :data:`mimocorb2.control.protocol.COMMAND_HELP`
+(checked at import). A handler validates its arguments, asks the daemon or its
+run to act, and returns a JSON-able result.
+
+Errors: a :class:`~mimocorb2.supervisor.errors.RunError` from the run or the
+daemon becomes, here and only here, the wire's
+:class:`~mimocorb2.control.server.CommandError` (code ``refused``); bad
+arguments are ``bad_request``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from mimocorb2.control import protocol as P
 from mimocorb2.control.server import CommandError, Peer
+from mimocorb2.supervisor.errors import RunError
+from mimocorb2.supervisor.run import Run, load_setup_async
+
+if TYPE_CHECKING:
+    from mimocorb2.supervisor.server import Daemon
 
 log = structlog.get_logger("mimocorb2.control")
+
+__all__ = ["Handlers", "QUIET"]
 
 #: commands that are not logged (clients poll them)
 QUIET = ("status", "ping", "logs")
 
 
 class Handlers:
-    def __init__(self, daemon: Any) -> None:
+    """The command handlers of one daemon."""
+
+    def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
 
     async def dispatch(self, cmd: str, args: dict[str, Any], peer: Peer) -> Any:
+        """Carry out one command; the one place where a RunError becomes a wire error."""
         handler = getattr(self, f"cmd_{cmd}", None)
-        if handler is None:
+        if handler is None or cmd not in P.COMMAND_HELP:
             raise CommandError(f"command {cmd!r} is not implemented", code=P.E_UNKNOWN_COMMAND)
         if cmd not in QUIET:
             log.info("command", cmd=cmd, peer=str(peer))
-        return await handler(args)
+        try:
+            return await handler(args)
+        except RunError as exc:
+            raise CommandError(exc.message, exc.problems, code=P.E_REFUSED) from None
 
-    def _active_run(self) -> Any:
-        run = self.daemon.run_obj
+    def _active_run(self) -> Run:
+        run = self.daemon.current_run
         if run is None or run.done:
-            raise CommandError("no run is active")
+            raise RunError("no run is active")
         return run
 
     # ------------------------------------------------------------------ commands
@@ -46,15 +67,9 @@ class Handlers:
         return {"pong": True, "pid": info["pid"], "version": info["version"], "protocol": info["protocol"]}
 
     async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        status: dict[str, Any] = {"state": self.daemon.state, "daemon": self.daemon.info(),
-                                  "run": None, "buffers": {}, "workers": {}}
-        if self.daemon.run_obj is not None:
-            status.update(self.daemon.run_obj.status())
-        return status
+        return self.daemon.status()
 
     async def cmd_check(self, args: dict[str, Any]) -> dict[str, Any]:
-        from mimocorb2.supervisor.run import load_setup_async
-
         setup = await load_setup_async(_setup_arg(args))
         return {"ok": True, "setup": str(setup.path), "buffers": list(setup.buffers),
                 "workers": list(setup.workers), **_setup_remarks(setup)}
@@ -66,7 +81,11 @@ class Handlers:
             if value is not None and not _positive_number(value):
                 raise CommandError(f"{key} must be a positive number below {MAX_LIMIT:.0e}, "
                                    f"got {P.short_repr(value)}", code=P.E_BAD_REQUEST)
-        run = await self.daemon.start_run(setup_path, limits["max_events"], limits["max_seconds"])
+        max_events = limits["max_events"]
+        if max_events is not None and not float(max_events).is_integer():
+            raise CommandError(f"max_events must be a whole number, got {max_events!r}", code=P.E_BAD_REQUEST)
+        run = await self.daemon.start_run(setup_path, None if max_events is None else int(max_events),
+                                          limits["max_seconds"])
         return {"directory": str(run.directory), "state": run.state, **_setup_remarks(run.setup)}
 
     async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -99,15 +118,13 @@ class Handlers:
                                f"(integers from 0 to {MAX_OFFSET})", code=P.E_BAD_REQUEST)
         if type(max_bytes) is not int or max_bytes < 0:
             raise CommandError("'max_bytes' must be a non-negative integer", code=P.E_BAD_REQUEST)
-        run = self.daemon.run_obj
+        run = self.daemon.current_run
         if run is None:
-            raise CommandError("no run yet: there are no logs")
+            raise RunError("no run yet: there are no logs")
         return await run.read_logs(worker, offsets, max_bytes)
 
     async def cmd_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
         # reply first; the daemon stops the run (drain) and exits in its shutdown()
-        import asyncio
-
         asyncio.get_running_loop().call_soon(self.daemon.request_exit, "shutdown command")
         return {"shutting_down": True, "state": self.daemon.state}
 
@@ -132,6 +149,10 @@ def _offset(value: object) -> bool:
 def _setup_remarks(setup: Any) -> dict[str, list[str]]:
     """A setup's warnings (ignored keys that may matter) and notes, for a reply."""
     return {"warnings": list(setup.warnings), "notes": list(setup.notes)}
+
+
+_missing = [cmd for cmd in P.COMMAND_HELP if not hasattr(Handlers, f"cmd_{cmd}")]
+assert not _missing, f"commands without a handler: {_missing}"
 
 
 def _setup_arg(args: dict[str, Any]) -> Path:

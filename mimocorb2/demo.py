@@ -1,6 +1,6 @@
 """`make demo`: the daemon, a run through the socket, live status, stop, outputs.
 
-    python -m mimocorb2.supervisor.demo [--seconds 20] [--dir DIR]
+    python -m mimocorb2.demo [--seconds 20] [--dir DIR]
 
 Starts `mimocorb2d` in the foreground (a child process of this script, not
 daemonised) on a private socket, starts the bundled example on a simulated
@@ -21,16 +21,15 @@ from pathlib import Path
 import mimocorb2
 from mimocorb2.control import mimoctl
 from mimocorb2.control.mimoctl import format_status
-from mimocorb2.supervisor.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess
 
 
 def bundled_example() -> Path:
-    """The directory of the bundled example (the core's demo, else examples/simple)."""
-    package = Path(mimocorb2.__file__).parent
-    for candidate in (package / "demo", package.parent / "examples" / "simple"):
-        if (candidate / "setup.yaml").exists():
-            return candidate
-    raise SystemExit("no bundled example found (mimocorb2/demo/setup.yaml)")
+    """The directory of the bundled example (examples/simple of the source tree)."""
+    candidate = Path(mimocorb2.__file__).parent.parent / "examples" / "simple"
+    if (candidate / "setup.yaml").exists():
+        return candidate
+    raise SystemExit(f"no bundled example found ({candidate / 'setup.yaml'})")
 
 
 def main(argv: list[str] | None = None) -> int:
