@@ -14,17 +14,22 @@ from typing import Any
 import structlog
 
 from mimocorb2.control import protocol as P
+from mimocorb2.control.alarms import AlarmMonitor
 from mimocorb2.control.server import CommandError, Peer
 
 log = structlog.get_logger("mimocorb2.control")
 
 #: commands that are not logged (clients poll them)
-QUIET = ("status", "ping", "logs")
+QUIET = ("status", "ping", "logs", "web")
+
+#: longest run comment accepted (stored as RUN_DIR/comment.txt)
+MAX_COMMENT = 4000
 
 
 class Handlers:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
+        self.alarms = AlarmMonitor()
 
     async def dispatch(self, cmd: str, args: dict[str, Any], peer: Peer) -> Any:
         handler = getattr(self, f"cmd_{cmd}", None)
@@ -50,7 +55,24 @@ class Handlers:
                                   "run": None, "buffers": {}, "workers": {}}
         if self.daemon.run_obj is not None:
             status.update(self.daemon.run_obj.status())
+        status["alarms"] = self.alarms.evaluate(status)
         return status
+
+    async def cmd_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        alarm = args.get("alarm")
+        if alarm is not None and not isinstance(alarm, str):
+            raise CommandError("'alarm' must be an alarm id (or absent for all)", code=P.E_BAD_REQUEST)
+        done = self.alarms.acknowledge(alarm)
+        if alarm is not None and not done:
+            raise CommandError(f"no current alarm {alarm!r}")
+        return {"acknowledged": done}
+
+    async def cmd_web(self, args: dict[str, Any]) -> dict[str, Any]:
+        # the web page's address and tokens; the socket's permissions decide who may ask
+        web = getattr(self.daemon, "web", None)
+        if web is None:
+            return {"enabled": False}
+        return web.info()
 
     async def cmd_check(self, args: dict[str, Any]) -> dict[str, Any]:
         from mimocorb2.supervisor.run import load_setup_async
@@ -65,7 +87,17 @@ class Handlers:
         for key, value in limits.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise CommandError(f"{key} must be a positive number, got {value!r}", code=P.E_BAD_REQUEST)
+        comment = args.get("comment")
+        if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
+            raise CommandError(f"'comment' must be a string of at most {MAX_COMMENT} characters",
+                               code=P.E_BAD_REQUEST)
         run = await self.daemon.start_run(setup_path, limits["max_events"], limits["max_seconds"])
+        if comment and run.directory is not None:
+            import asyncio
+
+            path = Path(run.directory) / "comment.txt"
+            await asyncio.to_thread(path.write_text, comment.rstrip("\n") + "\n", "utf-8")
+            log.info("run comment stored", path=str(path))
         return {"directory": str(run.directory), "state": run.state}
 
     async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:

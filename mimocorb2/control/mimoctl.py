@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("setup", metavar="SETUP.yaml")
     p.add_argument("--max-events", type=_positive_int, help="stop gracefully after N root events")
     p.add_argument("--max-seconds", type=_positive_float, help="stop gracefully after T seconds")
+    p.add_argument("--comment", help="a note stored as RUN_DIR/comment.txt")
 
     p = sub.add_parser("stop", help="stop the run gracefully (flush, drain) and wait for it")
     p.add_argument("--no-wait", action="store_true", help="return once stopping has begun")
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("setup", metavar="SETUP.yaml")
     sub.add_parser("shutdown", help="stop the run gracefully, then the daemon exits")
     sub.add_parser("ping", help="check that the daemon answers")
+    p = sub.add_parser("web", help="print the web page's address with the viewer token")
+    p.add_argument("--operator", action="store_true", help="the operator's address (may act on runs)")
+    p = sub.add_parser("ack", help="acknowledge an alarm (default: all current alarms)")
+    p.add_argument("alarm", nargs="?", metavar="ALARM_ID")
     return parser
 
 
@@ -137,6 +142,8 @@ def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         request["max_events"] = args.max_events
     if args.max_seconds:
         request["max_seconds"] = args.max_seconds
+    if args.comment:
+        request["comment"] = args.comment
     result = client.call("start", request)
     print(f"run started: {result['directory']}", file=out)
     return EXIT_OK
@@ -237,7 +244,25 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         time.sleep(0.5)
 
 
+def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    info = client.call("web", {})
+    if not info.get("enabled"):
+        print("mimoctl: the daemon serves no web page (started with --no-web)", file=sys.stderr)
+        return EXIT_FAILED
+    url = info["operator_url"] if args.operator else info["viewer_url"]
+    print(url, file=out)
+    return EXIT_OK
+
+
+def cmd_ack(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    result = client.call("ack", {"alarm": args.alarm})
+    print("acknowledged: " + (", ".join(result["acknowledged"]) or "nothing"), file=out)
+    return EXIT_OK
+
+
 COMMANDS = {
+    "web": cmd_web,
+    "ack": cmd_ack,
     "start": cmd_start,
     "stop": cmd_stop,
     "abort": cmd_abort,
@@ -308,6 +333,13 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{100 * float(b.get('filled_slots', 0) or 0):>5.0f}% "
                 f"{100 * float(b.get('average_deadtime', 0) or 0):>8.2f}%  {' '.join(flags)}"
             )
+    alarms = status.get("alarms") or []
+    if alarms:
+        lines.append("")
+        for alarm in alarms:
+            ack = " (acknowledged)" if alarm.get("acknowledged") else ""
+            lines.append(f"ALARM {alarm.get('severity', '?').upper()}: {alarm.get('message')}{ack}"
+                         f"   [{alarm.get('id')}]")
     workers = status.get("workers") or {}
     if workers:
         lines.append("")

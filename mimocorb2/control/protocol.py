@@ -37,6 +37,8 @@ COMMANDS = (
     "status",
     "logs",
     "shutdown",
+    "ack",
+    "web",
 )
 
 #: error codes carried in ``error.code``

@@ -39,10 +39,13 @@ LAG_INTERVAL = 0.1
 
 
 class Daemon:
-    def __init__(self, socket_path: Path, notifier: Notifier | None = None) -> None:
+    def __init__(self, socket_path: Path, notifier: Notifier | None = None, web_config: Any = None) -> None:
         self.socket_path = Path(socket_path)
         self.notifier = notifier or Notifier()
-        self.control = ControlServer(self.socket_path, Handlers(self).dispatch)
+        self.handlers = Handlers(self)
+        self.control = ControlServer(self.socket_path, self.handlers.dispatch)
+        self.web_config = web_config  # mimocorb2.web.WebConfig, None: no page
+        self.web: Any = None  # the running mimocorb2.web.WebServer
         self.started_at = time.time()
         self.run_obj: Any = None  # the current or last Run (mimocorb2.supervisor.run.Run)
         self.exit_code = 0
@@ -82,6 +85,10 @@ class Daemon:
             log.warning("removed shared memory of a crashed daemon", segments=removed)
         _preload()  # heavy imports now, not in the loop when the first run starts
         await self.control.start()
+        if self.web_config is not None:  # the web page (mimocorb2.web): the one hook
+            from mimocorb2.web import start_web
+
+            self.web = await start_web(self, self.web_config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -119,6 +126,9 @@ class Daemon:
         self.notifier.close()
 
     async def _close_server(self) -> None:
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         await self.control.close()
 
     def request_exit(self, reason: str) -> None:
