@@ -29,6 +29,7 @@ async function init() {
   $("#role").textContent = session.role;
   $("#version").textContent = `mimocorb2 ${session.version}`;
   if (session.role === "operator") setupControls(session.setups || []);
+  else $("#controls").remove(); // a viewer gets no buttons at all
   connect();
   setInterval(tickStaleness, 1000);
   document.addEventListener("visibilitychange", sendView);
