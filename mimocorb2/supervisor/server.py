@@ -84,11 +84,11 @@ class Daemon:
         if removed:
             log.warning("removed shared memory of a crashed daemon", segments=removed)
         _preload()  # heavy imports now, not in the loop when the first run starts
-        await self.control.start()
         if self.web_config is not None:  # the web page (mimocorb2.web): the one hook
             from mimocorb2.web import start_web
 
-            self.web = await start_web(self, self.web_config)
+            self.web = await start_web(self, self.web_config)  # before the socket answers `web`
+        await self.control.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)

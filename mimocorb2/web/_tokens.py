@@ -45,6 +45,7 @@ class Tokens:
 
 def load_or_create(directory: Path) -> Tokens:
     """Reuse the tokens file in ``directory`` if it is ours and private, else write new tokens."""
+    directory.mkdir(mode=0o750, parents=True, exist_ok=True)  # the socket's directory, made early
     path = directory / TOKENS_FILE
     try:
         st = path.lstat()
