@@ -50,6 +50,8 @@ VERBS = ("start", "pause", "resume", "stop", "abort", "ack")
 TICK = 1.0
 #: shortest time between two scope frames of one buffer
 SCOPE_PERIOD = 0.1
+#: frame period of a buffer shown on demand (no oscilloscope worker observes it)
+ON_DEMAND_PERIOD = 0.2
 HISTOGRAM_PERIOD = 2.0
 LOG_PERIOD = 1.0
 #: how long a pending transition is shown without confirmation before it is dropped
@@ -98,7 +100,7 @@ class WebServer:
         self._tick_now = asyncio.Event()
         self._cpu_last: tuple[float, float] | None = None
         self.daemon_cpu = 0.0
-        self.web_busy = 0.0  # seconds of loop time spent in web handlers and samplers
+        self.web_busy = 0.0  # seconds in web request handlers (awaits included) and the status ticker
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -165,7 +167,8 @@ class WebServer:
         """Reply of the socket command ``web``: the addresses with their tokens."""
         base = self.base_url
         out: dict[str, Any] = {"enabled": True, "url": base, "listen": f"{self.config.host}:{self.port}",
-                               "auth": self.config.auth}
+                               "auth": self.config.auth, "pages": len(self.hub.pages),
+                               "busy_seconds": round(self.web_busy, 6)}
         if self.tokens is not None:
             out.update(viewer_url=f"{base}?token={self.tokens.viewer}",
                        operator_url=f"{base}?token={self.tokens.operator}",
@@ -420,12 +423,15 @@ class WebServer:
             point = self._record_history(status)
             self._settle_pending(status)
             self._sample_cpu()
+            self.web_busy += time.perf_counter() - started
+            if not self.hub.pages:
+                continue  # history and alarms are kept; nobody to show the rest to
             pids = [p["pid"] for w in (status.get("workers") or {}).values() for p in w.get("processes", [])
                     if p.get("alive") and p.get("pid")]
             self._memory = {str(k): v for k, v in
                             (await asyncio.to_thread(_panels.process_memory, [os.getpid(), *pids])).items()}
-            if self.hub.pages:
-                self.hub.broadcast("status", self._status_frame(status, point))
+            started = time.perf_counter()
+            self.hub.broadcast("status", self._status_frame(status, point))
             self.web_busy += time.perf_counter() - started
 
     def _record_history(self, status: dict[str, Any]) -> dict[str, Any] | None:
@@ -475,8 +481,9 @@ class WebServer:
         def encode(metadata: Any, data: Any) -> bytes:
             return _panels.encode_scope_frame(buffer, metadata, data)
 
+        period = self._scope_period(buffer)
         while True:
-            await asyncio.sleep(SCOPE_PERIOD)
+            await asyncio.sleep(period)
             if not any(buffer in p.view.scopes for p in self.hub.pages):
                 self._scope_tasks.pop(buffer, None)
                 return
@@ -489,19 +496,34 @@ class WebServer:
             if frame is not None:
                 self.hub.broadcast(f"scope:{buffer}", frame, lambda p: buffer in p.view.scopes)
 
+    def _scope_period(self, buffer: str) -> float:
+        """Seconds between frames: the fastest update_interval of the buffer's oscilloscope workers
+        (none: ON_DEMAND_PERIOD), never below SCOPE_PERIOD."""
+        graph = self.backend.setup_graph() or {"workers": {}}
+        intervals = []
+        for w in graph["workers"].values():
+            if w["function"] in SCOPE_FUNCTIONS and buffer in w["observes"]:
+                value = (w.get("config") or {}).get("update_interval", 1.0)
+                intervals.append(float(value) if isinstance(value, (int, float)) else 1.0)
+        return max(SCOPE_PERIOD, min(intervals) if intervals else ON_DEMAND_PERIOD)
+
     async def _histogram_loop(self) -> None:
+        """Histogram files, read when pages show them; sent when they changed or to a page that lacks them."""
         last = ""
+        have: set[int] = set()  # pages that hold the last frame
         while True:
             await asyncio.sleep(HISTOGRAM_PERIOD)
             if not self.hub.wants_histograms():
-                last = ""
+                last, have = "", set()
                 continue
             panels = await asyncio.to_thread(_panels.read_histogram_panels, self._histogram_dirs())
             frame = _dumps({"type": "histograms", "panels": panels})
-            new_pages = [p for p in self.hub.pages if p.view.histograms]
-            if frame != last or new_pages:
-                self.hub.broadcast("histograms", frame, lambda p: p.view.histograms)
-                last = frame
+            if frame != last:
+                last, have = frame, set()
+            for page in list(self.hub.pages):
+                if page.view.histograms and id(page) not in have:
+                    page.offer("histograms", frame)
+                    have.add(id(page))
 
     async def _log_loop(self) -> None:
         while True:
