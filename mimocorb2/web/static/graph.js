@@ -45,7 +45,7 @@ export class FlowGraph {
     let rows = 0;
     for (const [r, list] of columns) { list.forEach((n, i) => (pos[n] = [20 + r * W, 20 + i * H])); rows = Math.max(rows, list.length); }
     const width = 40 + (Math.max(...columns.keys()) + 1) * W, height = 30 + rows * H;
-    const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "xMinYMin meet", role: "img", "aria-label": "data flow" });
+    const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, width, height, preserveAspectRatio: "xMinYMin meet", role: "img", "aria-label": "data flow" });
     const defs = svgEl("defs");
     const marker = svgEl("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto" });
     marker.append(svgEl("path", { d: "M0,0 L10,5 L0,10 z", fill: "#777" }));

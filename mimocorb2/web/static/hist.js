@@ -1,5 +1,6 @@
 // Histogram panels, from the files of exporters.histogram (pushed when they change).
 import { el, fmtNumber } from "./util.js";
+import { logRange } from "./rates.js";
 
 export class HistogramPanels {
   constructor(root) {
@@ -61,8 +62,8 @@ export class HistogramPanels {
       card.plot = new uPlot({
         width: Math.max(260, card.root.clientWidth - 16), height: 200,
         scales: { x: { time: false }, y: card.log ? { distr: 3, log: 10,
-          range: (u, min, max) => [0.5, max ? max * 2 : 10] } : { range: (u, min, max) => [0, max ? max * 1.1 : 1] } },
-        axes: [{ label: ch.channel }, { label: "counts" }],
+          range: (u, min, max) => logRange(0.5, max) } : { range: (u, min, max) => [0, max ? max * 1.1 : 1] } },
+        axes: [{ label: ch.channel }, { label: "counts", size: 64 }],
         series: [{}, { label: "counts", stroke: "#1f77b4", fill: "rgba(31,119,180,0.15)", width: 1,
           paths: uPlot.paths.stepped({ align: 1 }) }],
         legend: { show: false },

@@ -3,6 +3,13 @@ import { $, getJSON, PALETTE } from "./util.js";
 
 const LIVE_WINDOWS = new Set(["60", "600"]);
 
+// whole decades around the data (a log axis cannot show 0; no data: 0.1 .. 10)
+export function logRange(min, max) {
+  const lo = min > 0 ? 10 ** Math.floor(Math.log10(min)) : 0.1;
+  const hi = max > 0 ? 10 ** Math.ceil(Math.log10(max * 1.01)) : 10;
+  return [lo, Math.max(hi, lo * 10)];
+}
+
 export class RatesChart {
   constructor(root) {
     this.root = root;
@@ -31,7 +38,7 @@ export class RatesChart {
     const opts = {
       width: Math.max(300, this.root.clientWidth - 8), height: 240,
       scales: { x: { time: true }, y: { distr: 3, log: 10,
-        range: (u, min, max) => [min ? Math.max(0.01, min / 2) : 0.1, max ? max * 2 : 10] } },
+        range: (u, min, max) => logRange(min, max) } },
       axes: [{}, { label: "events/s" }],
       series: [{}, ...names.map((n, i) => ({ label: n, stroke: PALETTE[i % PALETTE.length], width: 1.5,
         spanGaps: false, points: { show: false }, value: (u, v) => (v == null ? "0" : v.toFixed(1)) }))],

@@ -66,7 +66,7 @@ export class ScopePanel {
     const opts = {
       width: Math.max(280, this.root.clientWidth - 16), height: 220,
       scales: { x: { time: false }, y: { auto: this.autoscale, range: this.autoscale ? undefined : this.ylim } },
-      axes: [{ label: this.tUnit }, { label: this.yUnit }],
+      axes: [{ label: this.tUnit }, { label: this.yUnit, size: 64 }],
       series, legend: { show: true },
     };
     this.data = [x, ...this.channels.map(() => new Array(length).fill(null))];
