@@ -143,6 +143,27 @@ def test_histogram_fills(env):
     page.close()
 
 
+def test_rates_graph_logs_and_a_scope_on_demand(env):
+    ensure_running(env)
+    page = operator_page(env)
+    poll(lambda: int(page.get_attribute("#rates-chart", "data-points") or 0) >= 2, 30, "rate history points")
+    nodes = {g.get_attribute("data-name"): g.get_attribute("data-state") for g in page.locator("#graph g.node").all()}
+    assert set(nodes) == {"source", "heights", "histogram", "scope", "victim", "Raw", "Heights"}
+    poll(lambda: page.get_attribute("#graph g.node[data-name='Raw']", "data-state") == "flowing", 30,
+         "the root buffer drawn as flowing")
+    page.select_option("#log-name", "source")
+    poll(lambda: "importer" in page.text_content("#logs") or "worker process started" in page.text_content("#logs"),
+         30, "the source worker's log lines")
+    page.select_option("#log-level", "error")
+    assert page.locator("#logs .line.info").count() == 0
+    page.select_option("#scope-add", "Heights")
+    panel = page.locator(".scope[data-buffer='Heights']")
+    panel.scroll_into_view_if_needed()
+    poll(lambda: int(panel.get_attribute("data-frames") or 0) >= 1, 30, "frames of a buffer shown on demand")
+    assert float(panel.get_attribute("data-max")) == pytest.approx(PULSE_HEIGHT, rel=1e-3)
+    page.close()
+
+
 def test_pause_resume_show_pending_then_confirmed_and_numbers_match_status_json(env):
     ensure_running(env)
     page = operator_page(env)
