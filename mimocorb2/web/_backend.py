@@ -70,6 +70,7 @@ class DaemonBackend:
     async def observe_latest(self, buffer: str, transform: Callable[[Any, Any], Any] | None = None) -> Any:
         run = self.daemon.run_obj
         if run is None or run.done or buffer not in getattr(run, "buffers", {}):
+            self._forget_observers()
             return None
         if self._observers_run is not run:
             self._observers, self._observers_run = {}, run  # views of an old run's buffers go
@@ -93,7 +94,14 @@ class DaemonBackend:
 
     def run_key(self) -> Any:
         run = self.daemon.run_obj
+        if run is None or run.done:
+            self._forget_observers()
         return None if run is None else id(run)
+
+    def _forget_observers(self) -> None:
+        """Drop the observers of an ended run: their views keep its shared memory mapped."""
+        if self._observers:
+            self._observers, self._observers_run = {}, None
 
     def run_directory(self) -> Path | None:
         run = self.daemon.run_obj

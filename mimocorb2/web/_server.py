@@ -98,6 +98,7 @@ class WebServer:
         self._logs = LogTail()
         self._logs_key: Any = object()
         self._tick_now = asyncio.Event()
+        self._login_html = ""
         self._cpu_last: tuple[float, float] | None = None
         self.daemon_cpu = 0.0
         self.web_busy = 0.0  # seconds in web request handlers (awaits included) and the status ticker
@@ -110,6 +111,7 @@ class WebServer:
             else:
                 directory = self.backend.runtime_directory()
                 self.tokens = await asyncio.to_thread(load_or_create, directory)
+        self._login_html = await asyncio.to_thread((STATIC / "login.html").read_text, "utf-8")
         app = web.Application(middlewares=[self._security], client_max_size=64 * 1024)
         app.add_routes([
             web.get("/", self._index),
@@ -244,7 +246,7 @@ class WebServer:
             return response
         if self.role_of(request) is None:
             return web.Response(status=401, content_type="text/html",
-                                text=(STATIC / "login.html").read_text(encoding="utf-8"))
+                                text=self._login_html)
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def _healthz(self, request: web.Request) -> web.Response:
