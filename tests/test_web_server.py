@@ -221,3 +221,18 @@ def test_runtime_dir_tokens_with_loose_mode_are_replaced(tmp_path):
     os.chmod(tmp_path / TOKENS_FILE, 0o644)
     second = load_or_create(tmp_path)
     assert second != first and stat.S_IMODE((tmp_path / TOKENS_FILE).stat().st_mode) == 0o600
+
+
+def test_mimoctl_ack_refuses_an_unknown_alarm(daemon):
+    ctl = [sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(daemon.socket_path)]
+    out = subprocess.run([*ctl, "ack"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "acknowledged: nothing" in out.stdout
+    out = subprocess.run([*ctl, "ack", "worker_failed:nobody"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "no current alarm" in out.stderr
+
+
+def test_mimoctl_web_says_when_the_daemon_serves_no_page(tmp_path):
+    with DaemonProcess(tmp_path / "s" / "control.sock") as d:  # the test harness passes --no-web
+        out = subprocess.run([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(d.socket_path),
+                              "web"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "--no-web" in out.stderr

@@ -181,10 +181,13 @@ function renderAlarms(alarms) {
       onclick: () => act("ack", { alarm: a.id }) }) : (a.acknowledged ? el("span", { class: "muted", text: " (acknowledged)" }) : null))));
 }
 
+// fill bar: slots holding events not yet read (dark), slots being written or read (light), empty
 function fillBar(b, slots) {
-  const filled = Math.round(100 * (b.filled_slots || 0));
-  return el("div", { class: `fill${b.ended ? " ended" : ""}`, title: `${filled}% of ${slots} slots filled` },
-    el("div", { class: "bar", style: null, "data-pct": filled }));
+  const used = Math.round(100 * (b.filled_slots || 0));
+  const waiting = slots ? Math.min(used, Math.round((100 * (b.pending || 0)) / slots)) : 0;
+  return el("div", { class: `fill${b.ended ? " ended" : ""}`,
+    title: `${waiting}% filled, ${used - waiting}% being worked on, ${100 - used}% empty (${slots} slots)` },
+    el("div", { class: "bar", "data-pct": waiting }), el("div", { class: "bar working", "data-pct": used - waiting }));
 }
 
 function renderBuffers(status) {
