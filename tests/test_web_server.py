@@ -110,6 +110,9 @@ def test_host_header_is_checked_on_loopback(daemon):
     assert request(url, "/healthz")[0] == 200
     status, body = request(url, "/healthz", {"Host": "attacker.example:80"})
     assert status == 421 and b"Host" in body
+    port = url.rsplit(":", 1)[1].strip("/")
+    assert request(url, "/healthz", {"Host": f"attacker.example:{port}"})[0] == 421
+    assert request(url, "/healthz", {"Host": "localhost:9000"})[0] == 200  # through a tunnel
 
 
 def test_json_api_needs_a_token_and_answers_with_one(daemon):

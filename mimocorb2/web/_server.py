@@ -4,8 +4,8 @@
 ``web.run_app``: the daemon keeps its signal handlers). Security, in order, for
 every request (see docs/web.md):
 
-1. On a loopback bind the ``Host`` header must name the loopback address and our
-   port (DNS rebinding).
+1. On a loopback bind the ``Host`` header must name a loopback address (DNS
+   rebinding); any port, so that a tunnel may use another one.
 2. A role from the cookie ``mimocorb2_<port>`` (set from ``/?token=...`` and the
    token then removed from the address bar by a redirect) or from
    ``Authorization: Bearer <token>`` (scripts); no role, no data.
@@ -189,8 +189,9 @@ class WebServer:
             return True  # tokens guard a public bind; the page is reached under any name
         if not host:
             return False
-        names = {"localhost", "127.0.0.1", "[::1]", self.config.host}
-        return host in {f"{name}:{self.port}" for name in names}
+        # any port: a tunnel (ssh -L 9000:127.0.0.1:8765) changes it; a rebinding attack needs its own name
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name in {"localhost", "127.0.0.1", "[::1]", self.config.host}
 
     def role_of(self, request: web.Request) -> str | None:
         if self.tokens is None:
