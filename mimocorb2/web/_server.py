@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import resource
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -33,11 +30,11 @@ from aiohttp import web
 
 from mimocorb2 import __version__
 from mimocorb2.web import _panels
-from mimocorb2.web._backend import SCOPE_FUNCTIONS, Backend
+from mimocorb2.web._backend import Backend
 from mimocorb2.web._config import WebConfig, allowed_setups
-from mimocorb2.web._history import RateHistory
+from mimocorb2.web._feeds import Feeds, dumps
 from mimocorb2.web._hub import Hub, Page
-from mimocorb2.web._logs import LogTail, read_before
+from mimocorb2.web._logs import read_before
 from mimocorb2.web._tokens import OPERATOR, VIEWER, Tokens, load_or_create
 
 log = structlog.get_logger("mimocorb2.web")
@@ -46,24 +43,6 @@ STATIC = Path(str(resources.files("mimocorb2.web") / "static"))
 ACTION_HEADER = "X-Mimocorb2-Action"
 #: the only things the page can ask the daemon to do
 VERBS = ("start", "pause", "resume", "stop", "abort", "ack")
-#: seconds between status frames (and history samples, alarm evaluations)
-TICK = 1.0
-#: shortest time between two scope frames of one buffer
-SCOPE_PERIOD = 0.1
-#: frame period of a buffer shown on demand (no oscilloscope worker observes it)
-ON_DEMAND_PERIOD = 0.2
-HISTOGRAM_PERIOD = 2.0
-LOG_PERIOD = 1.0
-#: how long a pending transition is shown without confirmation before it is dropped
-PENDING_TIMEOUT = 120.0
-#: states that confirm each verb
-CONFIRMS = {
-    "pause": ("paused", "stopping", "finished", "failed"),
-    "resume": ("running", "stopping", "finished", "failed"),
-    "stop": ("stopping", "finished", "failed"),
-    "abort": ("finished", "failed"),
-    "start": ("running", "paused", "stopping", "finished", "failed"),
-}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -87,21 +66,11 @@ class WebServer:
         self.config = config
         self.tokens: Tokens | None = None
         self.hub = Hub()
+        self.feeds = Feeds(backend, self.hub)
         self.port = config.port
-        self.history: RateHistory | None = None
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.last_status: dict[str, Any] = {}
-        self._history_key: Any = object()
         self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._scope_tasks: dict[str, asyncio.Task[Any]] = {}
-        self._logs = LogTail()
-        self._logs_key: Any = object()
-        self._tick_now = asyncio.Event()
         self._login_html = ""
-        self._cpu_last: tuple[float, float] | None = None
-        self.daemon_cpu = 0.0
-        self.web_busy = 0.0  # seconds in web request handlers (awaits included) and the status ticker
+        self.web_busy = 0.0  # seconds in web request handlers (awaits included)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -140,15 +109,11 @@ class WebServer:
         if self.config.port == 0:  # tests: the port the system chose
             server = site._server  # noqa: SLF001 - aiohttp keeps the asyncio server here
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._tasks.append(asyncio.create_task(self._ticker(), name="web-ticker"))
-        self._tasks.append(asyncio.create_task(self._histogram_loop(), name="web-histograms"))
-        self._tasks.append(asyncio.create_task(self._log_loop(), name="web-logs"))
+        self.feeds.start()
         log.info("web page listening", url=self.base_url, auth=self.config.auth)
 
     async def close(self) -> None:
-        for task in [*self._tasks, *self._scope_tasks.values()]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._scope_tasks.values(), return_exceptions=True)
+        await self.feeds.close()
         for page in list(self.hub.pages):
             with contextlib.suppress(Exception):
                 await page.ws.close(code=1001, message=b"daemon shutting down")
@@ -170,7 +135,7 @@ class WebServer:
         base = self.base_url
         out: dict[str, Any] = {"enabled": True, "url": base, "listen": f"{self.config.host}:{self.port}",
                                "auth": self.config.auth, "pages": len(self.hub.pages),
-                               "busy_seconds": round(self.web_busy, 6)}
+                               "busy_seconds": round(self.web_busy + self.feeds.busy, 6)}
         if self.tokens is not None:
             out.update(viewer_url=f"{base}?token={self.tokens.viewer}",
                        operator_url=f"{base}?token={self.tokens.operator}",
@@ -263,31 +228,29 @@ class WebServer:
 
     async def _api_status(self, request: web.Request) -> web.Response:
         self._require(request)
-        return web.json_response(await self.backend.status(), dumps=_dumps)
+        return web.json_response(await self.backend.status(), dumps=dumps)
 
     async def _api_history(self, request: web.Request) -> web.Response:
         self._require(request)
         window_text = request.query.get("window", "600")
         window = None if window_text == "all" else _positive(window_text)
-        if self.history is None:
+        history = self.feeds.history
+        if history is None:
             return web.json_response({"names": [], "t": [], "rates": {}, "resolution": 1.0})
-        return web.json_response(self.history.query(window, time.time()))
+        return web.json_response(history.query(window, time.time()))
 
     async def _api_setup(self, request: web.Request) -> web.Response:
         self._require(request)
-        return web.json_response(self.backend.setup_graph(), dumps=_dumps)
-
-    def _histogram_dirs(self) -> dict[str, dict[str, Any]]:
-        return _panels.histogram_directories(self.backend.setup_graph(), self.backend.run_directory())
+        return web.json_response(self.backend.setup_graph(), dumps=dumps)
 
     async def _api_histograms(self, request: web.Request) -> web.Response:
         self._require(request)
-        panels = await asyncio.to_thread(_panels.read_histogram_panels, self._histogram_dirs())
+        panels = await asyncio.to_thread(_panels.read_histogram_panels, self.feeds.histogram_dirs())
         return web.json_response(panels)
 
     async def _api_histogram_file(self, request: web.Request) -> web.StreamResponse:
         self._require(request)
-        path = _panels.histogram_file(self._histogram_dirs(), request.match_info["directory"],
+        path = _panels.histogram_file(self.feeds.histogram_dirs(), request.match_info["directory"],
                                       request.match_info["filename"])
         if path is None:
             raise web.HTTPNotFound(text="no such histogram file\n")
@@ -334,20 +297,16 @@ class WebServer:
         args = await self._action_args(verb, body)
         peer = WebPeer(role, f"{request.remote}")
         log.info("web action", verb=verb, role=role, remote=request.remote)
-        if verb in CONFIRMS:
-            self.pending[verb] = {"verb": verb, "requested_at": time.time(), "by": str(peer),
-                                  "run": self.backend.run_key()}
-            self._tick_now.set()
+        self.feeds.requested(verb, str(peer))
         from mimocorb2.control.server import CommandError
 
         try:
             result = await self.backend.dispatch(verb, args, peer)
         except CommandError as exc:
-            self.pending.pop(verb, None)
-            self._tick_now.set()
+            self.feeds.refused(verb)
             return web.json_response({"ok": False, "error": exc.message, "problems": exc.problems}, status=409)
-        self._tick_now.set()
-        return web.json_response({"ok": True, "result": result}, dumps=_dumps)
+        self.feeds.tick_now()
+        return web.json_response({"ok": True, "result": result}, dumps=dumps)
 
     async def _action_args(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
         if verb == "start":
@@ -385,167 +344,13 @@ class WebServer:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
         await ws.prepare(request)
         page = Page(ws, role, str(request.remote))
-        if self.last_status:
-            page.offer("status", self._status_frame(self.last_status))
-        graph = self.backend.setup_graph()
-        page.offer("setup", json.dumps({"type": "setup", "setup": graph}, default=str))
-        await self.hub.serve(page, self._buffer_names, self._on_view)
+        self.feeds.welcome(page)
+        await self.hub.serve(page, self._buffer_names, self.feeds.on_view)
         return ws
 
     def _buffer_names(self) -> list[str]:
         graph = self.backend.setup_graph()
         return list(graph["buffers"]) if graph else []
-
-    def _on_view(self, page: Page) -> None:
-        self._update_scope_tasks()
-        if page.view.logs and self._logs.recent:
-            page.offer_lines(list(self._logs.recent))
-        if page.view.histograms:
-            self._tick_now.set()
-
-    # ------------------------------------------------------------------ producers
-    def _status_frame(self, status: dict[str, Any], point: dict[str, Any] | None = None) -> str:
-        extra = {"pending": list(self.pending.values()), "daemon_cpu": round(self.daemon_cpu, 1),
-                 "memory": getattr(self, "_memory", {}), "server_time": time.time(),
-                 "run_key": str(self.backend.run_key())}
-        return _dumps({"type": "status", "status": status, "web": extra, "point": point})
-
-    async def _ticker(self) -> None:
-        """Every second (or at once after an action): status to every page, history, pending."""
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._tick_now.wait(), TICK)
-            self._tick_now.clear()
-            started = time.perf_counter()
-            try:
-                status = await self.backend.status()
-            except Exception:
-                log.exception("web: status failed")
-                continue
-            self.last_status = status
-            point = self._record_history(status)
-            self._settle_pending(status)
-            self._sample_cpu()
-            self.web_busy += time.perf_counter() - started
-            if not self.hub.pages:
-                continue  # history and alarms are kept; nobody to show the rest to
-            pids = [p["pid"] for w in (status.get("workers") or {}).values() for p in w.get("processes", [])
-                    if p.get("alive") and p.get("pid")]
-            self._memory = {str(k): v for k, v in
-                            (await asyncio.to_thread(_panels.process_memory, [os.getpid(), *pids])).items()}
-            started = time.perf_counter()
-            self.hub.broadcast("status", self._status_frame(status, point))
-            self.web_busy += time.perf_counter() - started
-
-    def _record_history(self, status: dict[str, Any]) -> dict[str, Any] | None:
-        key = self.backend.run_key()
-        run = status.get("run")
-        if key is None or not run:
-            return None
-        buffers = status.get("buffers") or {}
-        if key != self._history_key:
-            self._history_key = key
-            self.history = RateHistory(list(buffers), float(run.get("started_at") or time.time()))
-        if status.get("state") in ("finished", "failed") and run.get("ended_at"):
-            return None  # the history ends with the run
-        now = time.time()
-        rates = {n: float(b.get("rate") or 0.0) for n, b in buffers.items()}
-        assert self.history is not None
-        self.history.add(now, rates)
-        return {"t": now, "rates": rates}
-
-    def _settle_pending(self, status: dict[str, Any]) -> None:
-        state = status.get("state")
-        now = time.time()
-        for verb, entry in list(self.pending.items()):
-            confirmed = state in CONFIRMS[verb]
-            if verb == "start":
-                confirmed = confirmed and entry["run"] != self.backend.run_key()
-            if confirmed or now - entry["requested_at"] > PENDING_TIMEOUT:
-                del self.pending[verb]
-
-    def _sample_cpu(self) -> None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu, now = usage.ru_utime + usage.ru_stime, time.monotonic()
-        if self._cpu_last is not None and now > self._cpu_last[0]:
-            self.daemon_cpu = 100.0 * (cpu - self._cpu_last[1]) / (now - self._cpu_last[0])
-        self._cpu_last = (now, cpu)
-
-    def _update_scope_tasks(self) -> None:
-        wanted = self.hub.wanted_scopes()
-        for name in list(self._scope_tasks):
-            if name not in wanted:
-                self._scope_tasks.pop(name).cancel()
-        for name in wanted - set(self._scope_tasks):
-            self._scope_tasks[name] = asyncio.create_task(self._scope_loop(name), name=f"web-scope-{name}")
-
-    async def _scope_loop(self, buffer: str) -> None:
-        """Frames of ``buffer`` (at most one per SCOPE_PERIOD) to the pages that show it."""
-        def encode(metadata: Any, data: Any) -> bytes:
-            return _panels.encode_scope_frame(buffer, metadata, data)
-
-        period = self._scope_period(buffer)
-        while True:
-            await asyncio.sleep(period)
-            if not any(buffer in p.view.scopes for p in self.hub.pages):
-                self._scope_tasks.pop(buffer, None)
-                return
-            try:
-                frame = await self.backend.observe_latest(buffer, encode)
-            except Exception:
-                log.exception("web: scope frame failed", buffer=buffer)
-                await asyncio.sleep(1.0)
-                continue
-            if frame is not None:
-                self.hub.broadcast(f"scope:{buffer}", frame, lambda p: buffer in p.view.scopes)
-
-    def _scope_period(self, buffer: str) -> float:
-        """Seconds between frames: the fastest update_interval of the buffer's oscilloscope workers
-        (none: ON_DEMAND_PERIOD), never below SCOPE_PERIOD."""
-        graph = self.backend.setup_graph() or {"workers": {}}
-        intervals = []
-        for w in graph["workers"].values():
-            if w["function"] in SCOPE_FUNCTIONS and buffer in w["observes"]:
-                value = (w.get("config") or {}).get("update_interval", 1.0)
-                intervals.append(float(value) if isinstance(value, (int, float)) else 1.0)
-        return max(SCOPE_PERIOD, min(intervals) if intervals else ON_DEMAND_PERIOD)
-
-    async def _histogram_loop(self) -> None:
-        """Histogram files, read when pages show them; sent when they changed or to a page that lacks them."""
-        last = ""
-        have: set[int] = set()  # pages that hold the last frame
-        while True:
-            await asyncio.sleep(HISTOGRAM_PERIOD)
-            if not self.hub.wants_histograms():
-                last, have = "", set()
-                continue
-            panels = await asyncio.to_thread(_panels.read_histogram_panels, self._histogram_dirs())
-            frame = _dumps({"type": "histograms", "panels": panels})
-            if frame != last:
-                last, have = frame, set()
-            for page in list(self.hub.pages):
-                if page.view.histograms and id(page) not in have:
-                    page.offer("histograms", frame)
-                    have.add(id(page))
-
-    async def _log_loop(self) -> None:
-        while True:
-            await asyncio.sleep(LOG_PERIOD)
-            key = self.backend.run_key()
-            if key != self._logs_key:
-                self._logs_key = key
-                self._logs.reset()
-            files = self.backend.log_files()
-            if not files:
-                continue
-            try:
-                lines = await asyncio.to_thread(self._logs.read_new, files)
-            except OSError:
-                continue
-            if lines:
-                for page in list(self.hub.pages):
-                    if page.view.logs:
-                        page.offer_lines(lines)
 
 
 def _headers(response: web.StreamResponse) -> web.StreamResponse:
@@ -571,9 +376,3 @@ def _positive(text: str) -> float | None:
     if value < 0:
         raise web.HTTPBadRequest(text=f"expected a positive number, got {text!r}\n")
     return value
-
-
-def _dumps(obj: Any) -> str:
-    from mimocorb2.control.protocol import _default
-
-    return json.dumps(obj, separators=(",", ":"), default=_default)
