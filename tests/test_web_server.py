@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -239,3 +240,39 @@ def test_mimoctl_web_says_when_the_daemon_serves_no_page(tmp_path):
         out = subprocess.run([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(d.socket_path),
                               "web"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "--no-web" in out.stderr
+
+
+class StalledSocket:
+    """An aiohttp WebSocketResponse stand-in whose peer never reads: every send waits forever."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def send_str(self, data: str) -> None:
+        self.sent.append(data)
+        await asyncio.Event().wait()
+
+    send_bytes = send_str
+
+
+async def test_a_stalled_page_keeps_one_frame_per_kind_and_bounded_log_lines():
+    from mimocorb2.web._hub import MAX_PENDING_LINES, Page
+
+    ws = StalledSocket()
+    page = Page(ws, "viewer", "test")
+    sender = asyncio.create_task(page.sender())
+    try:
+        page.offer("status", "first")
+        while not ws.sent:  # the sender took the first frame and is now stuck sending it
+            await asyncio.sleep(0)
+        for i in range(10_000):  # producers never wait for the stuck page
+            page.offer("status", f"status {i}")
+            page.offer("scope:Raw", bytes([i % 256]))
+        page.offer_lines([{"text": str(i)} for i in range(3 * MAX_PENDING_LINES)])
+        assert page._latest == {"status": "status 9999", "scope:Raw": bytes([9999 % 256])}
+        assert len(page._lines) == MAX_PENDING_LINES and page._dropped == 2 * MAX_PENDING_LINES
+        assert ws.sent == ["first"]
+    finally:
+        sender.cancel()
