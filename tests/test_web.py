@@ -111,6 +111,9 @@ def test_start_from_the_page_with_a_comment(env):
     run_dir = Path(env["daemon"].status()["run"]["directory"])
     assert (run_dir / "comment.txt").read_text() == "cosmics, HV 1450 V\n"
     assert "web role=operator remote=127.0.0.1" in env["daemon"].log_text()
+    # the page opened before the run gets the new run's panels without a reload
+    page.locator(".scope[data-buffer='Raw']").wait_for(timeout=30000)
+    assert page.locator("#graph g.node[data-name='victim']").count() == 1
     page.close()
 
 

@@ -58,6 +58,7 @@ class Feeds:
         self.busy = 0.0  # seconds spent in the status ticker (awaits included)
         self._memory: dict[str, int] = {}
         self._history_key: Any = object()
+        self._setup_key: Any = object()
         self._tasks: list[asyncio.Task[Any]] = []
         self._scope_tasks: dict[str, asyncio.Task[Any]] = {}
         self._logs = LogTail()
@@ -95,7 +96,10 @@ class Feeds:
         """What a page gets as soon as it connects."""
         if self.last_status:
             page.offer("status", self.status_frame(self.last_status))
-        page.offer("setup", json.dumps({"type": "setup", "setup": self.backend.setup_graph()}, default=str))
+        page.offer("setup", self.setup_frame())
+
+    def setup_frame(self) -> str:
+        return json.dumps({"type": "setup", "setup": self.backend.setup_graph()}, default=str)
 
     def on_view(self, page: Page) -> None:
         """A page changed what it shows."""
@@ -125,6 +129,10 @@ class Feeds:
                 log.exception("web: status failed")
                 continue
             self.last_status = status
+            key = self.backend.run_key()
+            if key != self._setup_key:  # a new run: its graph, scopes, histograms and logs
+                self._setup_key = key
+                self.hub.broadcast("setup", self.setup_frame())
             point = self._record_history(status)
             self._settle_pending(status)
             self._sample_cpu()

@@ -104,7 +104,8 @@ function onSetup(setup) {
   container.replaceChildren();
   const add = $("#scope-add");
   add.replaceChildren(el("option", { value: "", text: "—" }));
-  if (!setup) { logs.setNames([]); histograms.update([]); return; }
+  histograms.clear();
+  if (!setup) { logs.setNames([]); return; }
   for (const [name, w] of Object.entries(setup.workers)) {
     if (w.function !== "observers.oscilloscope" || !w.observes.length) continue;
     const buffer = w.observes[0];

@@ -8,6 +8,12 @@ export class HistogramPanels {
     this.cards = new Map(); // "dir/channel" -> {root, plot, log, info, data}
   }
 
+  clear() {
+    for (const card of this.cards.values()) if (card.plot) card.plot.destroy();
+    this.cards.clear();
+    this.root.replaceChildren();
+  }
+
   update(panels) {
     if (!panels.length) {
       this.root.replaceChildren(el("p", { class: "muted", text: "no histogram workers in this setup" }));
