@@ -95,7 +95,7 @@ export class ScopePanel {
   onFrame(frame) {
     if (this.frozen) return;
     const now = performance.now();
-    if (now - this.lastDraw < this.interval) return; // the worker's update_interval
+    if (now - this.lastDraw < 0.8 * this.interval) return; // the worker's update_interval (frames come at it, with jitter)
     this.lastDraw = now;
     if (!this.plot || frame.length !== this.length) this.build(frame.length);
     let max = -Infinity;
