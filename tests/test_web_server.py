@@ -276,3 +276,21 @@ async def test_a_stalled_page_keeps_one_frame_per_kind_and_bounded_log_lines():
         assert ws.sent == ["first"]
     finally:
         sender.cancel()
+
+
+def test_tokens_and_setups_from_the_configuration_file(tmp_path):
+    from mimocorb2.web._config import allowed_setups
+
+    folder = tmp_path / "setups"
+    (folder / "muon").mkdir(parents=True)
+    (folder / "muon" / "setup.yaml").write_text("Buffers: {}\nWorkers: {}\n")
+    (folder / "notes.yaml").write_text("just: notes\n")
+    config = tmp_path / "daemon.yaml"
+    config.write_text(f"web:\n  listen: 127.0.0.1:0\n  setups: [{folder}]\n"
+                      "  tokens: {viewer: viewer-token-0123456789, operator: operator-token-0123456789}\n")
+    assert list(allowed_setups(config_from_file(config))) == [str(folder / "muon" / "setup.yaml")]
+    with DaemonProcess(tmp_path / "s" / "control.sock", extra_args=["--config", str(config)]) as d:
+        web = d.call("web")
+    assert web["viewer_token"] == "viewer-token-0123456789"
+    assert web["operator_url"].endswith("?token=operator-token-0123456789")
+    assert not (tmp_path / "s" / TOKENS_FILE).exists()  # configured tokens are not written anywhere
