@@ -320,6 +320,13 @@ def format_status(status: dict[str, Any]) -> str:
             extra.append(f"error: {run['error']}")
         if extra:
             lines.append("       " + "   ".join(extra))
+    alarms = status.get("alarms") or []
+    if alarms:
+        lines.append("")
+        for alarm in alarms:
+            ack = " (acknowledged)" if alarm.get("acknowledged") else ""
+            lines.append(f"ALARM {alarm.get('severity', '?').upper()}: {alarm.get('message')}{ack}"
+                         f"   [{alarm.get('id')}]")
     buffers = status.get("buffers") or {}
     if buffers:
         lines.append("")
@@ -333,13 +340,6 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{100 * float(b.get('filled_slots', 0) or 0):>5.0f}% "
                 f"{100 * float(b.get('average_deadtime', 0) or 0):>8.2f}%  {' '.join(flags)}"
             )
-    alarms = status.get("alarms") or []
-    if alarms:
-        lines.append("")
-        for alarm in alarms:
-            ack = " (acknowledged)" if alarm.get("acknowledged") else ""
-            lines.append(f"ALARM {alarm.get('severity', '?').upper()}: {alarm.get('message')}{ack}"
-                         f"   [{alarm.get('id')}]")
     workers = status.get("workers") or {}
     if workers:
         lines.append("")
