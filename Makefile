@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
+	sh scripts/ensure-test-deps.sh
 	$(PY) -m pytest -q
 
 # the daemon in the foreground, a run started through its socket, live status ~20 s, stop, outputs

@@ -32,6 +32,17 @@ def bundled_example() -> Path:
     raise SystemExit(f"no bundled example found ({candidate / 'setup.yaml'})")
 
 
+def _start_daemon(sock: Path, log_path: Path, setup: Path) -> DaemonProcess:
+    """The daemon with its web page on 127.0.0.1:8765, or on a free port if that one is taken."""
+    for listen in (os.environ.get("DEMO_WEB", "127.0.0.1:8765"), "127.0.0.1:0"):
+        daemon = DaemonProcess(sock, log_path=log_path, extra_args=["--web", listen, "--web-setup", str(setup)])
+        try:
+            return daemon.start()
+        except RuntimeError:
+            daemon.stop()
+    raise SystemExit(f"mimocorb2d did not start; see {log_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mimocorb2-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", 20)))
@@ -57,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda text: print(f"\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"== {text}", flush=True)  # noqa: E731
 
     say(f"mimocorb2d on {sock} (its log: {work / 'mimocorb2d.log'})")
-    daemon = DaemonProcess(sock, log_path=work / "mimocorb2d.log")
-    daemon.start()
+    daemon = _start_daemon(sock, work / "mimocorb2d.log", setup)
     ctl = ["--socket", str(sock)]
+    web = daemon.call("web")
+    if web.get("enabled"):
+        say(f"web page while the demo runs: {web['operator_url']}")
     code = 1
     try:
         say(f"mimoctl start {setup}")

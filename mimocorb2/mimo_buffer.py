@@ -577,6 +577,24 @@ class BufferObserver(Interface):
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         return None
 
+    def latest(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Non-blocking: ``(metadata, data)`` of the newest event not seen before, else None.
+
+        The arrays are this observer's private copy (overwritten by the next call);
+        like ``with observer``, it never holds a slot.
+        """
+        for _attempt in range(8):
+            seq, slot, gen, _ended = self._ring.latest()
+            if seq <= self.last_seq or slot < 0:
+                return None
+            row = self._raw[slot]
+            self._meta_bytes[:] = row[: self._meta_size]
+            self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
+            if self._ring.still_holds(slot, seq, gen):  # not rewritten while we copied
+                self.last_seq = seq
+                return (self._copy_meta, self._copy_data)
+        return None  # rewritten under us every time (very high rate): try again later
+
     def current_bytes(self) -> tuple[np.ndarray, np.ndarray]:
         """``(metadata, data)`` of the observer's private copy, as flat uint8 arrays."""
         return self._copy_bytes

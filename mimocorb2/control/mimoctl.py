@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("setup", metavar="SETUP.yaml")
     p.add_argument("--max-events", type=_positive_int, help="stop gracefully after N root events")
     p.add_argument("--max-seconds", type=_positive_float, help="stop gracefully after T seconds")
+    p.add_argument("--comment", help="a note stored as RUN_DIR/comment.txt")
 
     p = sub.add_parser("stop", help=P.COMMAND_HELP["stop"])
     p.add_argument("--no-wait", action="store_true", help="return once stopping has begun")
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("setup", metavar="SETUP.yaml")
     sub.add_parser("shutdown", help=P.COMMAND_HELP["shutdown"])
     sub.add_parser("ping", help=P.COMMAND_HELP["ping"])
+    p = sub.add_parser("web", help=P.COMMAND_HELP["web"])
+    p.add_argument("--operator", action="store_true", help="the operator's address (may act on runs)")
+    p = sub.add_parser("ack", help=P.COMMAND_HELP["ack"])
+    p.add_argument("alarm", nargs="?", metavar="ALARM_ID")
     return parser
 
 
@@ -148,9 +153,9 @@ def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         request["max_events"] = args.max_events
     if args.max_seconds:
         request["max_seconds"] = args.max_seconds
+    if args.comment:
+        request["comment"] = args.comment
     result = client.call("start", request)
-    for warning in result.get("warnings", []):
-        print(f"warning: {warning}", file=out)
     print(f"run started: {result['directory']}", file=out)
     _print_remarks(result.get("warnings", []), result.get("notes", []), out)
     return EXIT_OK
@@ -251,7 +256,25 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         time.sleep(0.5)
 
 
+def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    info = client.call("web", {})
+    if not info.get("enabled"):
+        print("mimoctl: the daemon serves no web page (started with --no-web)", file=sys.stderr)
+        return EXIT_FAILED
+    url = info["operator_url"] if args.operator else info["viewer_url"]
+    print(url, file=out)
+    return EXIT_OK
+
+
+def cmd_ack(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    result = client.call("ack", {"alarm": args.alarm})
+    print("acknowledged: " + (", ".join(result["acknowledged"]) or "nothing"), file=out)
+    return EXIT_OK
+
+
 COMMANDS = {
+    "web": cmd_web,
+    "ack": cmd_ack,
     "start": cmd_start,
     "stop": cmd_stop,
     "abort": cmd_abort,
@@ -313,6 +336,13 @@ def format_status(status: dict[str, Any]) -> str:
         if disk:
             lines.append(f"disk:  {_fmt_bytes(disk.get('free_bytes'))} free of {_fmt_bytes(disk.get('total_bytes'))}"
                          f" (the run stops below {_fmt_bytes(disk.get('min_free_bytes'))})")
+    alarms = status.get("alarms") or []
+    if alarms:
+        lines.append("")
+        for alarm in alarms:
+            ack = " (acknowledged)" if alarm.get("acknowledged") else ""
+            lines.append(f"ALARM {alarm.get('severity', '?').upper()}: {alarm.get('message')}{ack}"
+                         f"   [{alarm.get('id')}]")
     buffers = status.get("buffers") or {}
     if buffers:
         lines.append("")

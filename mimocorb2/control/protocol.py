@@ -41,6 +41,8 @@ COMMAND_HELP: dict[str, str] = {
     "status": "run state, buffers and workers",
     "logs": "show worker logs of the current run",
     "shutdown": "stop the run gracefully, then the daemon exits",
+    "ack": "acknowledge alarms (default: all of them)",
+    "web": "the web page's address with a viewer (or operator) token",
 }
 COMMANDS = tuple(COMMAND_HELP)
 

@@ -25,6 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MIMOCORB2_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (default: $MIMOCORB2_LOG_LEVEL or INFO)",
     )
+    parser.add_argument("--config", metavar="FILE",
+                        help="daemon configuration (YAML); its web: section configures the page "
+                        "(default: $MIMOCORB2_CONFIG if set)")
+    parser.add_argument("--web", metavar="[HOST:]PORT",
+                        help="serve the web page there (default: 127.0.0.1:8765; a non-loopback host "
+                        "needs tokens)")
+    parser.add_argument("--no-web", action="store_true", help="serve no web page")
+    parser.add_argument("--web-setup", action="append", metavar="PATH",
+                        help="a setup file or folder the page may start (repeatable)")
     parser.add_argument("--version", action="version", version=f"mimocorb2d {__version__}")
     return parser
 
@@ -40,9 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier.from_environment()
     logsetup.configure_daemon_logging(args.log_level)
     socket_path = resolve_socket_path(args.socket)
+    from mimocorb2.web import WebConfig, WebConfigError, apply_flags, config_from_file
+
+    config_path = args.config or os.environ.get("MIMOCORB2_CONFIG")
+    try:
+        web_config = config_from_file(config_path) if config_path else WebConfig()
+        web_config = apply_flags(web_config, listen=args.web, disabled=args.no_web, setups=args.web_setup)
+    except WebConfigError as exc:
+        print(f"mimocorb2d: {exc}", file=sys.stderr)
+        logsetup.shutdown_logging()
+        return 2
     from mimocorb2.supervisor.blocking import arm_exit_guard
 
-    daemon = Daemon(socket_path, notifier)
+    daemon = Daemon(socket_path, notifier, web_config)
     daemon.after_shutdown = arm_exit_guard  # a wedged thread never keeps the process alive
     try:
         code = daemon.run()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from mimocorb2.control import protocol as P
+from mimocorb2.control.alarms import AlarmMonitor
 from mimocorb2.control.server import CommandError, Peer
 from mimocorb2.supervisor.errors import RunError
 from mimocorb2.supervisor.run import Run, load_setup_async
@@ -34,7 +35,10 @@ log = structlog.get_logger("mimocorb2.control")
 __all__ = ["Handlers", "QUIET"]
 
 #: commands that are not logged (clients poll them)
-QUIET = ("status", "ping", "logs")
+QUIET = ("status", "ping", "logs", "web")
+
+#: longest run comment accepted (stored as RUN_DIR/comment.txt)
+MAX_COMMENT = 4000
 
 
 class Handlers:
@@ -42,6 +46,7 @@ class Handlers:
 
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
+        self.alarms = AlarmMonitor()
 
     async def dispatch(self, cmd: str, args: dict[str, Any], peer: Peer) -> Any:
         """Carry out one command; the one place where a RunError becomes a wire error."""
@@ -67,7 +72,25 @@ class Handlers:
         return {"pong": True, "pid": info["pid"], "version": info["version"], "protocol": info["protocol"]}
 
     async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self.daemon.status()
+        status = self.daemon.status()
+        status["alarms"] = self.alarms.evaluate(status)
+        return status
+
+    async def cmd_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        alarm = args.get("alarm")
+        if alarm is not None and not isinstance(alarm, str):
+            raise CommandError("'alarm' must be an alarm id (or absent for all)", code=P.E_BAD_REQUEST)
+        done = self.alarms.acknowledge(alarm)
+        if alarm is not None and not done:
+            raise CommandError(f"no current alarm {alarm!r}")
+        return {"acknowledged": done}
+
+    async def cmd_web(self, args: dict[str, Any]) -> dict[str, Any]:
+        # the web page's address and tokens; the socket's permissions decide who may ask
+        web = getattr(self.daemon, "web", None)
+        if web is None:
+            return {"enabled": False}
+        return web.info()
 
     async def cmd_check(self, args: dict[str, Any]) -> dict[str, Any]:
         setup = await load_setup_async(_setup_arg(args))
@@ -84,8 +107,16 @@ class Handlers:
         max_events = limits["max_events"]
         if max_events is not None and not float(max_events).is_integer():
             raise CommandError(f"max_events must be a whole number, got {max_events!r}", code=P.E_BAD_REQUEST)
+        comment = args.get("comment")
+        if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
+            raise CommandError(f"'comment' must be a string of at most {MAX_COMMENT} characters",
+                               code=P.E_BAD_REQUEST)
         run = await self.daemon.start_run(setup_path, None if max_events is None else int(max_events),
                                           limits["max_seconds"])
+        if comment and run.directory is not None:
+            path = Path(run.directory) / "comment.txt"
+            await asyncio.to_thread(path.write_text, comment.rstrip("\n") + "\n", "utf-8")
+            log.info("run comment stored", path=str(path))
         return {"directory": str(run.directory), "state": run.state, **_setup_remarks(run.setup)}
 
     async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:

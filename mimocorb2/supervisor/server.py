@@ -47,13 +47,15 @@ LAG_INTERVAL = 0.1
 
 
 class Daemon:
-    """The supervisor daemon: one run at a time, commands over the control socket."""
+    """The supervisor daemon: one run at a time, commands over the control socket (and the web page)."""
 
-    def __init__(self, socket_path: Path, notifier: Notifier | None = None) -> None:
+    def __init__(self, socket_path: Path, notifier: Notifier | None = None, web_config: Any = None) -> None:
         self.socket_path = Path(socket_path)
         self.notifier = notifier or Notifier()
         self.handlers = Handlers(self)
         self.control = ControlServer(self.socket_path, self.dispatch)
+        self.web_config = web_config  # mimocorb2.web.WebConfig, None: no page
+        self.web: Any = None  # the running mimocorb2.web.WebServer
         self.started_at = time.time()
         self.current_run: Run | None = None  # the current or last run
         self.exit_code = 0
@@ -102,6 +104,10 @@ class Daemon:
         if removed:
             log.warning("removed shared memory of a crashed daemon", segments=removed)
         _preload()  # heavy imports now, not in the loop when the first run starts
+        if self.web_config is not None:  # the web page (mimocorb2.web): the one hook
+            from mimocorb2.web import start_web
+
+            self.web = await start_web(self, self.web_config)  # before the socket answers `web`
         await self.control.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,6 +147,9 @@ class Daemon:
             self.after_shutdown(self.exit_code)
 
     async def _close_server(self) -> None:
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         await self.control.close()
 
     def request_exit(self, reason: str) -> None:

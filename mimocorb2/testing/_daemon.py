@@ -28,6 +28,8 @@ class DaemonProcess:
         self.log_path = Path(log_path) if log_path else self.socket_path.parent / "mimocorb2d.stderr"
         self.log_level = log_level
         self.extra_args = list(extra_args or [])
+        if not any(arg.startswith("--web") or arg in ("--no-web", "--config") for arg in self.extra_args):
+            self.extra_args.append("--no-web")  # tests run side by side: no fixed port unless asked
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_fh: Any = None
 
