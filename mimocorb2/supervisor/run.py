@@ -667,6 +667,9 @@ class Run:
                           per_buffer={n: s.get("pending") for n, s in self.sampler.stats.items() if s.get("pending")})
             with contextlib.suppress(OSError):
                 await self.sampler.refresh_disk()
+            if self.stop_reason is None and self._roots_at_limit(self.sampler.stats):
+                # the graph drained before a tick saw the limit: the limit still ended the run
+                self.stop_reason = f"max_events={self.max_events} reached"
         await asyncio.to_thread(self._close_blocking)
         for worker in self.workers.values():
             if worker.state is not WorkerState.FAILED:
@@ -683,6 +686,11 @@ class Run:
                 self.on_finished(self)
             except Exception:
                 log.exception("on_finished callback failed")
+
+    def _roots_at_limit(self, stats: dict[str, dict[str, Any]]) -> bool:
+        """True when ``max_events`` is set and a root buffer took that many events."""
+        return bool(self.max_events) and any(
+            int(stats.get(r, {}).get("event_count", 0)) >= int(self.max_events or 0) for r in self.roots)
 
     def _close_blocking(self) -> None:
         if self.gateway is not None:
