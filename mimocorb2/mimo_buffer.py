@@ -563,6 +563,7 @@ class BufferObserver(Interface):
                 self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
                 if self._ring.still_holds(slot, seq, gen):  # not rewritten while we copied
                     self.last_seq = seq
+                    _heartbeat.beat()  # observing an event is progress too
                     return (self._copy_meta, self._copy_data)
                 continue
             if ended:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as _np
 
+from ..datapath import heartbeat as _heartbeat
 from ._common import ConfigChecker as _ConfigChecker
 from ._common import atomic_save_npy as _atomic_save_npy
 from ._common import atomic_write_bytes as _atomic_write_bytes
@@ -129,6 +130,11 @@ def _parse_bins(check: _ConfigChecker, fields: tuple[str, ...]) -> list[_Histogr
 
 
 def _write_histograms(directory: _Path, specs: list[_HistogramSpec]) -> None:
+    with _heartbeat.working():  # rewriting the files is bounded work: stay alive meanwhile
+        _write_histogram_files(directory, specs)
+
+
+def _write_histogram_files(directory: _Path, specs: list[_HistogramSpec]) -> None:
     for spec in specs:
         _atomic_save_npy(directory / f"{spec.channel}.npy", spec.counts)
 

@@ -53,9 +53,11 @@ def child_main(launch: WorkerLaunch) -> None:
 def run_worker(launch: WorkerLaunch) -> int:
     """Logging, heartbeat, the worker's function; returns the process's exit code.
 
-    A normal return flushes the worker's sinks (counted once per process). A
-    failure does not: the parent decides whether the process is restarted or
-    retired, and retiring counts its end of stream.
+    End of stream is owned here: a normal return flushes the worker's sinks
+    (counted once per process); templates and prebuilt functions running under
+    this runner never flush. A failure does not flush: the parent decides
+    whether the process is restarted or retired, and retiring counts its end
+    of stream.
     """
     from .. import logsetup
     from ..setup import resolve_function
@@ -84,7 +86,7 @@ def run_worker(launch: WorkerLaunch) -> int:
 def make_buffer_io(launch: WorkerLaunch) -> Any:
     """The BufferIO of one process: readers join the group named after the worker."""
     from ..mimo_buffer import BufferObserver, BufferReader, BufferWriter
-    from ..mimo_worker import BufferIO
+    from ..mimo_worker import BufferIO, StreamEnd
 
     worker, buffers = launch.worker, launch.buffers
     return BufferIO(
@@ -97,4 +99,5 @@ def make_buffer_io(launch: WorkerLaunch) -> Any:
         launch.run_dir,
         process_index=launch.index,
         number_of_processes=worker.number_of_processes,
+        stream_end=StreamEnd.BY_RUNNER,
     )
