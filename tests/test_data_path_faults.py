@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -154,3 +155,33 @@ def test_misc_copy_that_fails_is_restarted_and_keeps_copying(daemon, tmp_path):
     # process raised (an exception inside a reader's block still finishes the slot)
     assert n - 1 <= copied["event_count"] <= n
     assert st["run"]["lost"] == 0
+
+
+def test_poison_event_is_set_aside_after_two_kills_and_the_others_arrive(daemon, tmp_path):
+    n, poison = 200, 50
+    setup = make_setup(tmp_path, f"""\
+        Buffers:
+          raw: {{slot_count: 16, data_length: 4, data_dtype: {{x: float64}}}}
+          kept: {{slot_count: 16, data_length: 4, data_dtype: {{x: float64}}}}
+        Workers:
+          src: {{file: funcs.py, function: source, sinks: [raw], config: {{n_events: {n}, pace: 0.0005}}}}
+          flt: {{file: funcs.py, function: poisoned_filter, sources: [raw], sinks: [kept], number_of_processes: 2,
+                stall_timeout: 1.5, config: {{poison: {poison}}}}}
+          snk: {{file: funcs.py, function: sink, sources: [kept]}}
+        """)
+    daemon.call("start", {"setup": str(setup)})
+    st = daemon.wait_for(ended, 120, "run ended")
+    assert st["state"] == "finished", st["run"]
+    assert st["workers"]["flt"]["restarts"] == 2  # killed twice on the poison event, then it was set aside
+    assert st["buffers"]["raw"]["quarantined"] == 1
+    assert st["run"]["quarantined"] == 1
+    assert st["buffers"]["kept"]["event_count"] == n - 1  # every other event arrived
+    assert st["run"]["lost"] == 0
+    run_dir = Path(st["run"]["directory"])
+    saved = np.load(run_dir / "quarantine" / "raw.npy")
+    assert len(saved) == 1
+    assert saved[0]["group"] == "flt" and saved[0]["counter"] == poison
+    assert (saved[0]["data"]["x"] == poison).all()
+    records = [json.loads(line) for line in (run_dir / "daemon.log").read_text().splitlines() if line.strip()]
+    logged = [r for r in records if r["event"].startswith("poison event set aside")]
+    assert [(r["buffer"], r["counter"]) for r in logged] == [("raw", poison)]

@@ -6,11 +6,14 @@
   what runs inside it.
 * :func:`build_buffers` creates a setup's buffers with their reader groups and
   writer counts.
+* :func:`save_quarantined` keeps the poison events a reclaim set aside in
+  ``RUN_DIR/quarantine/<buffer>.npy``.
 * :class:`Runner` is ``mimocorb2 run``: start everything, wait for the end of
   stream to propagate, report.
 """
 
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
+from ._quarantine import quarantine_path, save_quarantined
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
 from ._runner import Runner, RunReport
 
@@ -21,8 +24,10 @@ __all__ = [
     "build_buffers",
     "child_main",
     "launches_for",
+    "quarantine_path",
     "root_buffers",
     "run_worker",
+    "save_quarantined",
     "set_parent_death_signal",
     "spawn_worker",
 ]

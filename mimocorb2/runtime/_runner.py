@@ -27,6 +27,7 @@ from ..datapath.heartbeat import HeartbeatTable
 from ..mimo_buffer import mimoBuffer
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
 from ._process import spawn_worker
+from ._quarantine import save_quarantined
 
 __all__ = ["Runner", "RunReport"]
 
@@ -170,8 +171,16 @@ class Runner:
         alive_per_worker[worker.name] -= 1
         for name in launch.buffers:
             result = buffers[name].reclaim(process.pid)
-            if result["lost"] or result["redelivered"]:
+            poison = result.pop("quarantined_events")
+            if result["lost"] or result["redelivered"] or poison:
                 self.echo(f"{launch.process_name}: reclaimed {result} in buffer '{name}'")
+            for event in poison:
+                self.echo(f"poison event {event.counter} of buffer '{name}' set aside (group '{event.group}')")
+            if poison:
+                try:
+                    save_quarantined(launch.run_dir, poison)
+                except OSError as exc:
+                    self.echo(f"poison events could not be saved: {exc}")
         for name in worker.sinks:
             buffers[name].retire_writer(process.pid)
         if process.exitcode != 0:

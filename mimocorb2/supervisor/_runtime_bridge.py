@@ -47,3 +47,10 @@ def spawn(launch: Any) -> Any:
     """Start one worker process; call from the event loop's (main) thread, whose life
     the child's parent-death signal is tied to."""
     return runtime.spawn_worker(launch)
+
+
+def save_quarantined(run_dir: Path | None, events: list[Any]) -> list[Path]:
+    """Keep poison events set aside by a reclaim in ``RUN_DIR/quarantine/<buffer>.npy`` (blocking)."""
+    if run_dir is None:
+        return []
+    return runtime.save_quarantined(Path(run_dir), events)

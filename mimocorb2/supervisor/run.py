@@ -109,7 +109,7 @@ class Run:
         self.roots: list[str] = bridge.root_buffers(setup)
         self.workers: dict[str, WorkerRecord] = {}
         self.heartbeats: Any = None
-        self.reclaimed = {"lost": 0, "redelivered": 0}
+        self.reclaimed = {"lost": 0, "redelivered": 0, "quarantined": 0}
         self.lost_at_end = 0
         self.final: dict[str, Any] | None = None
         self._stats: dict[str, dict[str, Any]] = {}
@@ -244,7 +244,7 @@ class Run:
         self._exit_tasks.add(task)
         task.add_done_callback(self._exit_tasks.discard)
 
-    def _reclaim_blocking(self, names: list[str], pid: int) -> dict[str, dict[str, int]]:
+    def _reclaim_blocking(self, names: list[str], pid: int) -> dict[str, dict[str, Any]]:
         out = {}
         for bname in names:
             buf = self.buffers.get(bname)
@@ -267,6 +267,17 @@ class Run:
                 except Exception:
                     log.exception("retire_writer failed", buffer=bname, pid=pid)
 
+    async def _quarantine(self, worker: str, pid: int, events: list[Any]) -> None:
+        """Log every poison event a reclaim set aside; keep it in RUN_DIR/quarantine/ when possible."""
+        for event in events:
+            log.error("poison event set aside: a second reader died holding it", worker=worker, pid=pid,
+                      buffer=event.buffer, group=event.group, counter=event.counter)
+        try:
+            paths = await asyncio.to_thread(bridge.save_quarantined, self.directory, events)
+            log.info("poison events saved", files=[str(p) for p in paths])
+        except Exception as exc:
+            log.error("poison events could not be saved", error=f"{type(exc).__name__}: {exc}")
+
     async def _on_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> None:
         try:
             await self._handle_exit(worker, rec, pid, exitcode)
@@ -282,11 +293,16 @@ class Run:
         # give back what the dead process held, in every buffer it touched (in a thread:
         # if it died holding a buffer's lock, reclaim waits for and repairs that lock)
         reclaimed = await self._in_thread(self._reclaim_blocking, worker.touched, pid) or {}
+        poison: list[Any] = []
         for bname, got in reclaimed.items():
-            if got.get("lost") or got.get("redelivered") or got.get("repaired"):
+            poison.extend(got.pop("quarantined_events", ()))
+            if got.get("lost") or got.get("redelivered") or got.get("repaired") or got.get("quarantined"):
                 log.warning("slots reclaimed from dead process", worker=name, pid=pid, buffer=bname, **got)
             self.reclaimed["lost"] += int(got.get("lost", 0))
             self.reclaimed["redelivered"] += int(got.get("redelivered", 0))
+            self.reclaimed["quarantined"] += int(got.get("quarantined", 0))
+        if poison:
+            await self._quarantine(name, pid, poison)
         how = "exited normally" if exitcode == 0 else (
             f"killed by {_signame(-exitcode)}" if exitcode < 0 else f"exited with code {exitcode}")
         if rec.killed_for_stall:
@@ -557,6 +573,7 @@ class Run:
             "lost_in_buffers": self.lost_at_end,
             "lost_in_crashes": self.reclaimed["lost"],
             "redelivered": self.reclaimed["redelivered"],
+            "quarantined": self.reclaimed["quarantined"],
             "restarts": sum(w.restarts for w in self.workers.values()),
         }
 
@@ -705,6 +722,7 @@ class Run:
             "lost_in_buffers": self.lost_at_end,
             "lost_in_crashes": self.reclaimed["lost"],
             "redelivered": self.reclaimed["redelivered"],
+            "quarantined": self.reclaimed["quarantined"],
         }
         buffers: dict[str, Any] = {}
         for name in self.setup.buffers:
@@ -719,6 +737,7 @@ class Run:
                     "flush_event_received": bool(fresh.get("ended", False)),
                     "lost": fresh.get("lost", entry.get("lost", 0)),
                     "redelivered": fresh.get("redelivered", entry.get("redelivered", 0)),
+                    "quarantined": fresh.get("quarantined", entry.get("quarantined", 0)),
                     "pending": fresh.get("pending", entry.get("pending", 0)),
                     "abandoned": fresh.get("abandoned", entry.get("abandoned", 0)),
                     "rejected": fresh.get("rejected", entry.get("rejected", 0)),
