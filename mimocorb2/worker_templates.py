@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .datapath import heartbeat as _heartbeat
+from .diskfull import find_disk_full as _find_disk_full
 from .errors import SetupError, UfuncError
 from .mimo_buffer import BufferReader, BufferWriter
 from .mimo_worker import BufferIO
@@ -88,7 +89,8 @@ class Base:
         text = f"worker '{self.name}': {message}"
         if exc is not None:
             text += f": {type(exc).__name__}: {exc}"
-        self.logger.error(text, exc_info=exc)
+        # a full disk is reported in one line by the process runner: no traceback here
+        self.logger.error(text, exc_info=None if _find_disk_full(exc) else exc)
         self.io.flush_sinks_if_standalone()
         return UfuncError(text)
 

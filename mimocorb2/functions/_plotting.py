@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import diskfull as _diskfull
 from ..datapath import heartbeat as _heartbeat
 
 __all__ = ["PlotOutput", "display_available"]
@@ -104,8 +105,9 @@ class PlotOutput:
             if self.headless:
                 tmp = self.plot_dir / f".{self.name}.png.{os.getpid()}.tmp"
                 try:
-                    self.figure.savefig(tmp, format="png")
-                    os.replace(tmp, self.path)
+                    with _diskfull.writing(self.path):
+                        self.figure.savefig(tmp, format="png")
+                        os.replace(tmp, self.path)
                 finally:
                     if tmp.exists():
                         tmp.unlink()

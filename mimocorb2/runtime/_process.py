@@ -10,6 +10,8 @@ import sys
 from typing import Any
 
 from ..datapath import heartbeat
+from ..diskfull import describe as describe_disk_full
+from ..diskfull import find_disk_full
 from ._launch import WorkerLaunch
 
 __all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal"]
@@ -63,6 +65,7 @@ def run_worker(launch: WorkerLaunch) -> int:
     from ..setup import resolve_function
 
     worker = launch.worker
+    console = _keep_console()  # the parent's stderr, before logging takes fd 2 over
     logsetup.configure_worker_logging(launch.run_dir / "logs" / f"{worker.name}.log", worker.name, os.getpid())
     if launch.heartbeats is not None:
         heartbeat.attach(launch.heartbeats, launch.row)
@@ -74,13 +77,36 @@ def run_worker(launch: WorkerLaunch) -> int:
         buffer_io = make_buffer_io(launch)
         log.info("worker process started", function=worker.function, index=launch.index)
         function(buffer_io)
-    except BaseException:
-        log.exception("worker function failed")
+    except BaseException as exc:
+        full = find_disk_full(exc)
+        if full is None:
+            log.exception("worker function failed")
+        else:
+            _report_disk_full(log, console, launch, full)
         return 1
     for name in worker.sinks:
         launch.buffers[name].send_flush_event()
     log.info("worker process finished")
     return 0
+
+
+def _keep_console() -> int | None:
+    """A private copy of this process's stderr descriptor (the terminal or the journal)."""
+    try:
+        return os.dup(2)
+    except OSError:
+        return None
+
+
+def _report_disk_full(log: Any, console: int | None, launch: WorkerLaunch, error: OSError) -> None:
+    """One clear line, no traceback: to the worker's log (if it still fits) and to the console."""
+    line = f"worker '{launch.worker.name}' (pid {os.getpid()}): {describe_disk_full(error, launch.run_dir)}; stopping"
+    log.error(line)
+    if console is not None:
+        try:
+            os.write(console, (line + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass
 
 
 def make_buffer_io(launch: WorkerLaunch) -> Any:
