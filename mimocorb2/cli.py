@@ -60,13 +60,14 @@ def _check(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import Runner
+    from .runtime import Runner, start_worker_server
     from .setup import load_setup
 
     for flag, value in (("--max-events", args.max_events), ("--max-seconds", args.max_seconds)):
         if value is not None and value <= 0:
             print(f"mimocorb2 run: {flag} must be > 0, got {value}", file=sys.stderr)
             return EXIT_USAGE
+    start_worker_server()  # the worker processes' forkserver warms up while the setup is read
     try:
         setup = load_setup(args.setup)
     except SetupError as exc:

@@ -25,6 +25,11 @@ holding no event:
   helper's last look: it sleeps or is blocked). An observer that spins
   forever therefore still goes quiet.
 
+A process that just started (importing its code, opening a plot window,
+connecting to a device) gets up to :data:`START_GRACE` seconds: the helper
+beats for it until its first own beat (a slot moved, a wait, a stretch above
+ended); a start-up that takes longer goes quiet.
+
 User code that runs while the process holds an event (a filter's or
 processor's ufunc, an exporter's loop body) is never covered: a ufunc that
 hangs there, sleeping or spinning, goes quiet and ``stall_timeout`` catches it.
@@ -46,6 +51,7 @@ __all__ = ["HeartbeatTable", "HeartbeatRow", "attach", "detach", "beat", "waitin
 
 HELPER_INTERVAL = 0.2  # seconds between the helper thread's looks at the main thread
 IDLE_CPU_SHARE = 0.1  # below this share of CPU time the main thread counts as sleeping/blocked
+START_GRACE = 30.0  # seconds a starting process is kept alive before its first own beat
 
 _ROW_WORDS = 4
 _PID, _LAST_NS, _MOVES = 0, 1, 2
@@ -119,6 +125,7 @@ def attach(table: HeartbeatTable, index: int) -> None:
     _row = table.row_view(index)
     _row[_PID] = os.getpid()
     beat()
+    _helper.begin_start(_row[_MOVES])
 
 
 def detach() -> None:
@@ -139,8 +146,24 @@ class _Helper:
     def __init__(self) -> None:
         self.working = 0
         self.waiting = 0
+        self.start_moves: int | None = None  # the moves word when the process started
+        self.start_deadline = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def begin_start(self, moves: int) -> None:
+        """The process starts now: keep it alive until its first own beat, at most START_GRACE."""
+        self.start_moves = moves
+        self.start_deadline = _monotonic_ns() + int(START_GRACE * 1e9)
+        self.ensure_started()
+
+    def _starting(self, row: memoryview, now: int) -> bool:
+        if self.start_moves is None:
+            return False
+        if row[_MOVES] != self.start_moves or now > self.start_deadline:
+            self.start_moves = None  # its own beats took over, or the grace is spent
+            return False
+        return True
 
     def ensure_started(self) -> None:
         if self._thread is not None or _row is None:
@@ -165,7 +188,7 @@ class _Helper:
             idle = main_cpu is not None and (cpu - last_cpu) < IDLE_CPU_SHARE * (now - last_wall)
             last_wall, last_cpu = now, cpu
             row = _row
-            if row is not None and (self.working > 0 or (self.waiting > 0 and idle)):
+            if row is not None and (self.working > 0 or (self.waiting > 0 and idle) or self._starting(row, now)):
                 row[_LAST_NS] = now
 
 

@@ -12,13 +12,13 @@ from typing import Any
 from ..datapath import heartbeat
 from ..diskfull import describe as describe_disk_full
 from ..diskfull import find_disk_full
+from ._forkserver import forkserver_pid, worker_context
 from ._launch import WorkerLaunch
 
 __all__ = ["spawn_worker", "child_main", "run_worker", "set_parent_death_signal"]
 
 PR_SET_PDEATHSIG = 1
 EXIT_PARENT_GONE = 70
-_CTX = multiprocessing.get_context("spawn")
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
@@ -31,15 +31,19 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
 
 
 def spawn_worker(launch: WorkerLaunch) -> multiprocessing.process.BaseProcess:
-    """Start one worker process with the ``spawn`` method and return it."""
-    launch.parent_pid = os.getpid()
-    process = _CTX.Process(target=child_main, args=(launch,), name=launch.process_name, daemon=False)
+    """Start one worker process, forked from the warm forkserver (see ``_forkserver``), and return it.
+
+    Call it from the main thread: the forkserver's life is tied to the thread that starts it.
+    """
+    context = worker_context()
+    launch.parent_pid = (forkserver_pid() if context.get_start_method() == "forkserver" else None) or os.getpid()
+    process = context.Process(target=child_main, args=(launch,), name=launch.process_name, daemon=False)
     process.start()
     return process
 
 
 def child_main(launch: WorkerLaunch) -> None:
-    """Entry point of a spawned worker process: never outlive the parent, then run."""
+    """Entry point of a worker process: never outlive the parent (the forkserver or the supervisor), then run."""
     set_parent_death_signal()
     if os.getppid() != launch.parent_pid:  # the parent died before the signal was armed
         os._exit(EXIT_PARENT_GONE)

@@ -27,6 +27,7 @@ from ..datapath.heartbeat import HeartbeatTable
 from ..mimo_buffer import mimoBuffer
 from ._launch import WorkerLaunch, build_buffers, launches_for, root_buffers
 from ._process import spawn_worker
+from ._forkserver import start_worker_server
 from ._quarantine import save_quarantined
 
 __all__ = ["Runner", "RunReport"]
@@ -77,6 +78,7 @@ class Runner:
         """Start, supervise until everything ended, clean up; return the report."""
         from ..setup import create_run_directory
 
+        start_worker_server()  # warms up while the run directory and the buffers are made
         run_dir = self.run_dir or create_run_directory(self.setup)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         buffers = build_buffers(self.setup)

@@ -1,0 +1,102 @@
+"""Workers are forked from a warm forkserver, and still never outlive their supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mimocorb2.supervisor.testing import DaemonProcess
+
+FUNCS = '''
+import time
+import numpy as np
+from mimocorb2.worker_templates import Importer, Exporter
+
+def source(io):
+    imp = Importer(io)
+    n = io.get("n_events", 0)
+    def gen():
+        i = 0
+        while n <= 0 or i < n:
+            yield np.full(imp.data_example.shape, i, imp.data_example.dtype)
+            i += 1
+            time.sleep(0.001)
+        yield None
+    imp(gen)
+
+def sink(io):
+    for data, meta in Exporter(io):
+        pass
+'''
+
+
+def write_setup(tmp_path: Path, n_events: int) -> Path:
+    (tmp_path / "funcs.py").write_text(FUNCS)
+    setup = tmp_path / "setup.yaml"
+    setup.write_text(textwrap.dedent(f"""\
+        Buffers:
+          raw: {{slot_count: 16, data_length: 4, data_dtype: {{x: float64}}}}
+        Workers:
+          src: {{file: funcs.py, function: source, sinks: [raw], config: {{n_events: {n_events}}}}}
+          snk: {{file: funcs.py, function: sink, sources: [raw], number_of_processes: 2}}
+        stats_interval: 0.2
+        """))
+    return setup
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in (b"Z", b"X")
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.02)
+
+
+def test_kill_9_of_the_daemon_takes_the_forkserver_and_its_workers(tmp_path):
+    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
+    try:
+        d.call("start", {"setup": str(write_setup(tmp_path, 0))})
+        st = d.wait_for(lambda s: s["buffers"]["raw"]["event_count"] > 100, 90, "events flowing")
+        workers = [p["pid"] for w in st["workers"].values() for p in w["processes"]]
+        servers = {parent_of(pid) for pid in workers}
+        assert len(servers) == 1 and d.pid not in servers  # forked from one forkserver, not the daemon
+        [server] = servers
+        assert parent_of(server) == d.pid
+        d.signal(signal.SIGKILL)
+        d.wait_exit(10)
+        wait_until(lambda: not alive(server), 5.0, f"forkserver {server} outlived the daemon")
+        wait_until(lambda: not any(alive(p) for p in workers), 5.0, f"workers {workers} outlived the daemon")
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_foreground_run_with_either_start_method(tmp_path, method):
+    setup = write_setup(tmp_path, 500)
+    env = {**os.environ, "MIMOCORB2_START_METHOD": method}
+    done = subprocess.run([sys.executable, "-m", "mimocorb2", "run", str(setup)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "raw" in done.stdout and " 500 events" in done.stdout
