@@ -100,3 +100,32 @@ def test_foreground_run_with_either_start_method(tmp_path, method):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "raw" in done.stdout and " 500 events" in done.stdout
+
+
+ENV_FUNCS = '''
+import os
+from mimocorb2.worker_templates import Importer
+
+def source(io):
+    (io.run_dir / "seen.txt").write_text(os.environ.get("MIMOCORB2_TEST_MARK", "<unset>"))
+    Importer(io)(lambda: iter([None]))
+'''
+
+
+def test_a_worker_sees_the_environment_of_its_starter_not_of_the_forkserver(tmp_path, monkeypatch):
+    from mimocorb2.runtime import Runner, start_worker_server
+    from mimocorb2.setup import load_setup
+
+    start_worker_server(wait=True)  # the forkserver exists before the variable is set
+    monkeypatch.setenv("MIMOCORB2_TEST_MARK", "set after the forkserver started")
+    (tmp_path / "funcs.py").write_text(ENV_FUNCS)
+    (tmp_path / "setup.yaml").write_text(textwrap.dedent("""\
+        Buffers:
+          raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}
+        Workers:
+          src: {file: funcs.py, function: source, sinks: [raw]}
+          snk: {function: exporters.drain, sources: [raw]}
+        """))
+    report = Runner(load_setup(tmp_path / "setup.yaml")).run()
+    assert report.ok, report
+    assert (report.run_dir / "seen.txt").read_text() == "set after the forkserver started"

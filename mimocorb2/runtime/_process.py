@@ -37,6 +37,7 @@ def spawn_worker(launch: WorkerLaunch) -> multiprocessing.process.BaseProcess:
     """
     context = worker_context()
     launch.parent_pid = (forkserver_pid() if context.get_start_method() == "forkserver" else None) or os.getpid()
+    launch.environment = dict(os.environ)
     process = context.Process(target=child_main, args=(launch,), name=launch.process_name, daemon=False)
     process.start()
     return process
@@ -48,6 +49,9 @@ def child_main(launch: WorkerLaunch) -> None:
     if os.getppid() != launch.parent_pid:  # the parent died before the signal was armed
         os._exit(EXIT_PARENT_GONE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if launch.environment is not None:  # the starter's environment now, as with spawn
+        os.environ.clear()
+        os.environ.update(launch.environment)
     for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # only the daemon talks to systemd
         os.environ.pop(key, None)
     code = run_worker(launch)
