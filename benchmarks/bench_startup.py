@@ -6,7 +6,9 @@ nine worker processes in all. Two cases: 200 000 small events, and 100 events
 (almost only starting and ending the nine processes). Peers, interleaved round
 by round:
 
-* ``ours``        this repository, workers forked from a warm forkserver (the default)
+* ``ours``        this repository, ``mimocorb2 run``: workers forked from a warm forkserver (the default)
+* ``ours-daemon`` the same run started through a running ``mimocorb2d`` (its forkserver already warm);
+                  wall = from the ``start`` request until the status says finished
 * ``ours-spawn``  this repository with ``MIMOCORB2_START_METHOD=spawn`` (a fresh interpreter per worker)
 * ``v004``        the published mimocorb2 0.0.4 (the original), in benchmarks/.venv-v004
 
@@ -108,18 +110,37 @@ def measure(python: Path, impl: str, setup: Path) -> dict | None:
     return {"wall": wall, "run": result["seconds"], "events": result["events"]}
 
 
+def measure_daemon(daemon, setup: Path) -> dict | None:
+    t0 = time.perf_counter()
+    try:
+        daemon.call("start", {"setup": str(setup)})
+        status = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 900, "run ended")
+    except Exception as exc:  # noqa: BLE001 - report and go on with the other peers
+        print(f"  ours-daemon failed: {exc}")
+        return None
+    wall = time.perf_counter() - t0
+    if status["state"] != "finished":
+        print(f"  ours-daemon run failed: {status['run']}")
+        return None
+    return {"wall": wall, "run": wall, "events": status["buffers"]["heights"]["event_count"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
-    peers = {"ours": Path(sys.executable), "ours-spawn": Path(sys.executable)}
+    peers = {"ours": Path(sys.executable), "ours-daemon": Path(sys.executable), "ours-spawn": Path(sys.executable)}
     old = v004_python()
     if old is not None:
         peers["v004"] = old
     cases = {f"{args.events} events": args.events, "100 events": 100}
     results: dict[tuple[str, str], list[dict]] = {}
-    with tempfile.TemporaryDirectory(prefix="mimocorb2-bench-startup-") as tmp:
+    sys.path.insert(0, str(HERE.parent))
+    from mimocorb2.supervisor.testing import DaemonProcess
+
+    with tempfile.TemporaryDirectory(prefix="mimocorb2-bench-startup-") as tmp, \
+            DaemonProcess(Path(tmp) / "sock" / "control.sock") as daemon:
         directories = {}
         for case, events in cases.items():
             directory = Path(tmp) / str(events)
@@ -130,13 +151,14 @@ def main() -> None:
         for round_index in range(args.rounds):
             for case in cases:
                 for impl, python in peers.items():
-                    got = measure(python, impl, directories[case] / "setup.yaml")
+                    setup = directories[case] / "setup.yaml"
+                    got = measure_daemon(daemon, setup) if impl == "ours-daemon" else measure(python, impl, setup)
                     if got is not None:
                         results.setdefault((case, impl), []).append(got)
-                        print(f"round {round_index + 1} {case:>15} {impl:<10} wall {got['wall']:6.2f} s  "
+                        print(f"round {round_index + 1} {case:>15} {impl:<12} wall {got['wall']:6.2f} s  "
                               f"run {got['run']:6.2f} s  events {got['events']}", flush=True)
     print(f"\nmedians of {args.rounds} rounds (load average {os.getloadavg()[0]:.1f}):")
-    print(f"{'case':>15} {'peer':<10} {'wall s':>8} {'run s':>8} {'events':>8} {'v004 / this (wall)':>20}")
+    print(f"{'case':>15} {'peer':<12} {'wall s':>8} {'run s':>8} {'events':>8} {'v004 / this (wall)':>20}")
     for case in cases:
         base = results.get((case, "v004"))
         for impl in peers:
@@ -147,7 +169,7 @@ def main() -> None:
             run = statistics.median(r["run"] for r in runs)
             events = min(r["events"] for r in runs)
             ratio = f"{statistics.median(r['wall'] for r in base) / wall:.1f}x" if base else "-"
-            print(f"{case:>15} {impl:<10} {wall:8.2f} {run:8.2f} {events:>8} {ratio:>20}")
+            print(f"{case:>15} {impl:<12} {wall:8.2f} {run:8.2f} {events:>8} {ratio:>20}")
 
 
 if __name__ == "__main__":
