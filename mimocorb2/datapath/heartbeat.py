@@ -139,8 +139,10 @@ class _Helper:
 
     Invariants: ``working``/``waiting`` count the open :func:`working` /
     :func:`waiting` stretches of the main thread (only the main thread changes
-    them); the thread stamps only the time word of the row (the main thread
-    alone increments the moves word), and only while a stretch is open.
+    them); ``start_moves`` is the moves word at :func:`attach` until the
+    process's first own beat or ``start_deadline`` (then None). The thread
+    stamps only the time word of the row (the main thread alone increments the
+    moves word), and only while a stretch is open or the start-up lasts.
     """
 
     def __init__(self) -> None:
