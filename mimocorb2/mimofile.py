@@ -25,6 +25,7 @@ mid-write is readable up to its last complete record: the number of records is
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import struct
@@ -34,6 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .diskfull import DiskFullError
 from .diskfull import writing as _writing
 
 __all__ = [
@@ -280,8 +282,9 @@ class MimoFileWriter:
             fh.write(mbytes)
             fh.write(dbytes)
         except OSError as exc:
-            with _writing(self.path):
-                raise exc
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(self.path) from exc
+            raise
         self.count += 1
 
     def flush(self) -> None:
