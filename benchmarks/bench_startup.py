@@ -13,7 +13,10 @@ by round:
 * ``v004``        the published mimocorb2 0.0.4 (the original), in benchmarks/.venv-v004
 
 ``wall`` is the time of the whole command (interpreter, imports, run, exit) as
-a user sees it; ``run`` excludes the interpreter start and the imports.
+a user sees it; ``run`` excludes the interpreter start and the imports; ``cpu``
+is the CPU time (user + system) of every process of the command, forkserver
+and workers included (this benchmark makes itself their subreaper to count
+them). On a shared machine ``cpu`` moves far less than the times do.
 
     python benchmarks/bench_startup.py [--rounds 3] [--events 200000]
 """
@@ -21,8 +24,10 @@ a user sees it; ``run`` excludes the interpreter start and the imports.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -93,21 +98,52 @@ Workers:
 '''
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (a forkserver outliving its starter) are reparented to us (Linux)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(timeout: float = 30.0) -> None:
+    """Wait for descendants reparented to us, so that their CPU time is counted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.01)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(python: Path, impl: str, setup: Path) -> dict | None:
     env = dict(os.environ)
     if impl.startswith("ours"):
         env["PYTHONPATH"] = str(HERE.parent)
         env["MIMOCORB2_START_METHOD"] = "spawn" if impl == "ours-spawn" else "forkserver"
     driver = "v004" if impl == "v004" else "ours"
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     done = subprocess.run([str(python), str(DRIVER), driver, str(setup)], capture_output=True, text=True,
                           env=env, cwd=setup.parent, timeout=900)
     wall = time.perf_counter() - t0
+    reap_orphans()
+    cpu = children_cpu() - cpu0
     if done.returncode != 0:
         print(f"  {impl} failed: {done.stderr.strip()[-400:]}")
         return None
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"wall": wall, "run": result["seconds"], "events": result["events"]}
+    return {"wall": wall, "run": result["seconds"], "events": result["events"], "cpu": cpu}
 
 
 def measure_daemon(daemon, setup: Path) -> dict | None:
@@ -122,7 +158,7 @@ def measure_daemon(daemon, setup: Path) -> dict | None:
     if status["state"] != "finished":
         print(f"  ours-daemon run failed: {status['run']}")
         return None
-    return {"wall": wall, "run": wall, "events": status["buffers"]["heights"]["event_count"]}
+    return {"wall": wall, "run": wall, "events": status["buffers"]["heights"]["event_count"], "cpu": None}
 
 
 def main() -> None:
@@ -130,6 +166,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
+    counted = become_subreaper()
     peers = {"ours": Path(sys.executable), "ours-daemon": Path(sys.executable), "ours-spawn": Path(sys.executable)}
     old = v004_python()
     if old is not None:
@@ -155,10 +192,14 @@ def main() -> None:
                     got = measure_daemon(daemon, setup) if impl == "ours-daemon" else measure(python, impl, setup)
                     if got is not None:
                         results.setdefault((case, impl), []).append(got)
+                        cpu = f"{got['cpu']:6.2f} s" if got["cpu"] is not None else "     -  "
                         print(f"round {round_index + 1} {case:>15} {impl:<12} wall {got['wall']:6.2f} s  "
-                              f"run {got['run']:6.2f} s  events {got['events']}", flush=True)
+                              f"run {got['run']:6.2f} s  cpu {cpu}  events {got['events']}", flush=True)
     print(f"\nmedians of {args.rounds} rounds (load average {os.getloadavg()[0]:.1f}):")
-    print(f"{'case':>15} {'peer':<12} {'wall s':>8} {'run s':>8} {'events':>8} {'v004 / this (wall)':>20}")
+    if not counted:
+        print("(cannot become a subreaper: cpu misses processes that outlive their starter)")
+    print(f"{'case':>15} {'peer':<12} {'wall s':>8} {'run s':>8} {'cpu s':>8} {'events':>8} "
+          f"{'v004/this wall':>15} {'v004/this cpu':>14}")
     for case in cases:
         base = results.get((case, "v004"))
         for impl in peers:
@@ -167,9 +208,14 @@ def main() -> None:
                 continue
             wall = statistics.median(r["wall"] for r in runs)
             run = statistics.median(r["run"] for r in runs)
+            cpus = [r["cpu"] for r in runs if r["cpu"] is not None]
+            cpu = statistics.median(cpus) if cpus else None
             events = min(r["events"] for r in runs)
             ratio = f"{statistics.median(r['wall'] for r in base) / wall:.1f}x" if base else "-"
-            print(f"{case:>15} {impl:<12} {wall:8.2f} {run:8.2f} {events:>8} {ratio:>20}")
+            base_cpu = statistics.median(r["cpu"] for r in base) if base else None
+            cpu_ratio = f"{base_cpu / cpu:.1f}x" if base_cpu and cpu else "-"
+            cpu_text = f"{cpu:8.2f}" if cpu is not None else f"{'-':>8}"
+            print(f"{case:>15} {impl:<12} {wall:8.2f} {run:8.2f} {cpu_text} {events:>8} {ratio:>15} {cpu_ratio:>14}")
 
 
 if __name__ == "__main__":
