@@ -50,7 +50,8 @@ __all__ = ["HeartbeatTable", "HeartbeatRow", "attach", "detach", "beat", "waitin
            "begin_waiting", "end_waiting"]
 
 HELPER_INTERVAL = 0.2  # seconds between the helper thread's looks at the main thread
-IDLE_CPU_SHARE = 0.1  # below this share of CPU time the main thread counts as sleeping/blocked
+IDLE_CPU_SHARE = 0.05  # below this share of CPU time the main thread counts as sleeping/blocked
+# (a spinning thread on a machine loaded tenfold still gets more than this)
 START_GRACE = 30.0  # seconds a starting process is kept alive before its first own beat
 
 _ROW_WORDS = 4
