@@ -185,3 +185,20 @@ def test_poison_event_is_set_aside_after_two_kills_and_the_others_arrive(daemon,
     records = [json.loads(line) for line in (run_dir / "daemon.log").read_text().splitlines() if line.strip()]
     logged = [r for r in records if r["event"].startswith("poison event set aside")]
     assert [(r["buffer"], r["counter"]) for r in logged] == [("raw", poison)]
+
+
+@pytest.mark.parametrize("owner", ["BY_TEMPLATES", "BY_RUNNER"])
+def test_a_template_flushes_its_sinks_only_when_standalone(tmp_path, owner):
+    from mimocorb2.mimo_buffer import BufferWriter, mimoBuffer
+    from mimocorb2.mimo_worker import BufferIO, StreamEnd
+    from mimocorb2.worker_templates import Importer
+
+    buf = mimoBuffer("eos", 4, 1, {"x": "f8"})
+    try:
+        io = BufferIO("imp", [], [BufferWriter(buf)], [], {}, tmp_path, tmp_path, stream_end=StreamEnd[owner])
+        Importer(io)(lambda: [np.zeros(1, buf.data_dtype)])
+        assert buf.get_stats()["event_count"] == 1
+        # standalone the template ends the stream; under the runner that is the runner's job
+        assert buf.ended is (owner == "BY_TEMPLATES")
+    finally:
+        buf.close()
