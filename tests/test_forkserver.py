@@ -129,3 +129,47 @@ def test_a_worker_sees_the_environment_of_its_starter_not_of_the_forkserver(tmp_
     report = Runner(load_setup(tmp_path / "setup.yaml")).run()
     assert report.ok, report
     assert (report.run_dir / "seen.txt").read_text() == "set after the forkserver started"
+
+
+FOREIGN = '''
+import multiprocessing, os, sys
+from pathlib import Path
+from mimocorb2.runtime import Runner
+from mimocorb2.setup import load_setup
+
+if __name__ == "__main__":
+    # something else in this process uses multiprocessing's forkserver for its own purposes
+    foreign = multiprocessing.get_context("forkserver").Process(target=print)
+    foreign.start()
+    foreign.join()
+    report = Runner(load_setup(Path(sys.argv[1]))).run()
+    assert report.ok, report.failed_workers
+    print(os.getpid(), (report.run_dir / "ppid.txt").read_text())
+'''
+
+PPID_FUNCS = '''
+import os
+from mimocorb2.worker_templates import Importer
+
+def source(io):
+    (io.run_dir / "ppid.txt").write_text(str(os.getppid()))
+    Importer(io)(lambda: iter([None]))
+'''
+
+
+def test_a_forkserver_started_by_something_else_is_not_shared(tmp_path):
+    (tmp_path / "funcs.py").write_text(PPID_FUNCS)
+    (tmp_path / "setup.yaml").write_text(textwrap.dedent("""\
+        Buffers:
+          raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}
+        Workers:
+          src: {file: funcs.py, function: source, sinks: [raw]}
+          snk: {function: exporters.drain, sources: [raw]}
+        """))
+    script = tmp_path / "foreign.py"
+    script.write_text(FOREIGN)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "setup.yaml")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    starter, parent = done.stdout.split()[-2:]
+    assert parent == starter  # spawned by the runner itself, not forked from the foreign forkserver

@@ -19,7 +19,10 @@ Guarantees kept from ``spawn``:
 * SIGINT: the forkserver ignores it (multiprocessing does so), workers too
   (:func:`mimocorb2.runtime.child_main`).
 
-``MIMOCORB2_START_METHOD=spawn`` falls back to plain ``spawn``.
+``MIMOCORB2_START_METHOD=spawn`` falls back to plain ``spawn``, and so does a
+process in which something else already started multiprocessing's forkserver
+(there is one per process; one without our preload and parent binding is not
+shared).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ _PRELOAD = [__name__]  # the forkserver imports this module, which warms it up
 _PARENT_ENV = "MIMOCORB2_FORKSERVER_PARENT"  # set only while the forkserver is being started
 _EXIT_PARENT_GONE = 70
 _PR_SET_PDEATHSIG = 1
+_ours: int | None = None  # pid of the forkserver this module started
 
 
 def start_method() -> str:
@@ -62,15 +66,20 @@ def worker_context() -> BaseContext:
 
     Call it from the thread whose life the workers' life is tied to (the main thread).
     """
-    method = start_method()
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(_PRELOAD)
-        os.environ[_PARENT_ENV] = str(os.getpid())
-        try:
-            forkserver.ensure_running()
-        finally:
-            os.environ.pop(_PARENT_ENV, None)
+    global _ours
+    if start_method() == "spawn":
+        return multiprocessing.get_context("spawn")
+    running = forkserver_pid()
+    if running is not None and running != _ours:
+        return multiprocessing.get_context("spawn")  # somebody else's forkserver: not ours to share
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    os.environ[_PARENT_ENV] = str(os.getpid())
+    try:
+        forkserver.ensure_running()  # starts it, or a new one if ours died
+    finally:
+        os.environ.pop(_PARENT_ENV, None)
+    _ours = forkserver_pid()
     return context
 
 
