@@ -80,7 +80,7 @@ def print_warnings(warnings: Sequence[str], notes: Sequence[str], out: TextIO) -
 
 def _run(args: argparse.Namespace) -> int:
     """The daemon's run engine in this process (``mimocorb2.supervisor.foreground``)."""
-    from .runtime import LogEcho, read_setup_failure
+    from .runtime import LogEcho, read_setup_failure, start_worker_server
     from .setup import load_setup
     from .supervisor.foreground import RunError, run_in_foreground
 
@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             print(f"mimocorb2 run: {flag} must be > 0, got {value}", file=sys.stderr)
             return EXIT_USAGE
+    start_worker_server()  # the worker processes' forkserver warms up while the setup is read
     try:
         setup = load_setup(args.setup)
     except SetupError as exc:

@@ -179,8 +179,21 @@ class _RunLogHandler(logging.Handler):
         try:
             self._stream.write(self.format(record) + "\n")
             self._stream.flush()
+        except OSError as exc:  # e.g. the disk is full: say so once, keep the daemon's other logs
+            self._suspend(exc)
         except Exception:
             self.handleError(record)
+
+    def _suspend(self, exc: OSError) -> None:
+        """Stop writing the run log after a write failed; one line on stderr names the file."""
+        name = getattr(self._stream, "name", "daemon.log")
+        sys.stderr.write(f"mimocorb2: run log {name} suspended: {exc.strerror or exc}\n")
+        stream, self._stream = self._stream, None
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
 
     def _switch(self, path: str | None) -> None:
         if self._stream is not None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from .datapath import END_OF_STREAM, PAUSED, Layout, Segment, SlotRing
 from .datapath import heartbeat as _heartbeat
 from .datapath._layout import DATA_OFFSET
 
-__all__ = ["mimoBuffer", "Interface", "BufferReader", "BufferWriter", "BufferObserver", "make_dtype"]
+__all__ = ["mimoBuffer", "Interface", "BufferReader", "BufferWriter", "BufferObserver", "QuarantinedEvent", "make_dtype"]
 
 SPARE_GROUPS = 4  # reader groups that may join after creation (raw API)
 MAX_GROUPS = 64
@@ -283,9 +284,22 @@ class mimoBuffer:
         """Change how many writers must flush before the buffer ends."""
         self._ring.set_writers(writers)
 
-    def reclaim(self, pid: int) -> dict[str, int]:
-        """Take back the slots held by dead process ``pid`` (writes lost, reads redelivered)."""
-        return self._ring.reclaim(pid)
+    def reclaim(self, pid: int) -> dict[str, Any]:
+        """Take back the slots held by dead process ``pid`` (writes lost, reads redelivered).
+
+        Returns counts ``lost``, ``redelivered``, ``quarantined``, ``repaired`` and
+        ``quarantined_events``: one :class:`QuarantinedEvent` (private copies) per
+        event set aside because a second reader of its group died holding it.
+        """
+        result = dict(self._ring.reclaim(pid))
+        result["quarantined_events"] = [self._quarantined_event(group, raw) for group, raw in result.pop("set_aside", [])]
+        return result
+
+    def _quarantined_event(self, group: str, raw: bytes) -> "QuarantinedEvent":
+        row = np.frombuffer(raw, dtype=np.uint8)
+        metadata = row[: self.metadata_byte_size].view(self.metadata_dtype).copy()
+        data = row[DATA_OFFSET : DATA_OFFSET + self.data_byte_size].view(self.data_dtype).copy()
+        return QuarantinedEvent(self.name, group, metadata, data)
 
     def detach_group(self, group: str) -> None:
         """Stop waiting for reader group ``group`` (its workers failed for good).
@@ -317,7 +331,7 @@ class mimoBuffer:
         self._ring.set_paused(False)
 
     def get_stats(self) -> dict[str, Any]:
-        """Statistics: the manual's keys plus ``lost``, ``redelivered``, ``ended``, ``pending``.
+        """Statistics: the manual's keys plus ``lost``, ``redelivered``, ``quarantined``, ``ended``, ``pending``.
 
         ``rate`` and ``average_deadtime`` are measured since this process's previous call.
         """
@@ -339,6 +353,7 @@ class mimoBuffer:
             "paused": snap["paused"],
             "lost": snap["lost"],
             "redelivered": snap["redelivered"],
+            "quarantined": snap["quarantined"],
             "ended": snap["ended"],
             "pending": snap["pending"],
             "abandoned": snap["abandoned"],
@@ -388,6 +403,25 @@ def _unlink_semaphores(sync: tuple[Any, Any, list[Any], Any]) -> None:
         target = ref() if ref is not None else None
         if target is not None and id(target) in ours:
             finalizer()
+
+
+@dataclass(frozen=True)
+class QuarantinedEvent:
+    """A poison event set aside by :meth:`mimoBuffer.reclaim`: private copies of its slot.
+
+    ``group`` is the reader group whose readers died on it; ``metadata`` (one
+    record) and ``data`` (``data_length`` elements) have the buffer's dtypes.
+    """
+
+    buffer: str
+    group: str
+    metadata: np.ndarray
+    data: np.ndarray
+
+    @property
+    def counter(self) -> int:
+        """The event's counter (from its metadata)."""
+        return int(self.metadata["counter"][0])
 
 
 class _ScratchToken:
@@ -566,6 +600,7 @@ class BufferObserver(Interface):
                 self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
                 if self._ring.still_holds(slot, seq, gen):  # not rewritten while we copied
                     self.last_seq = seq
+                    _heartbeat.beat()  # observing an event is progress too
                     return (self._copy_meta, self._copy_data)
                 continue
             if ended:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +13,24 @@ import numpy as np
 from .errors import SetupError
 from .mimo_buffer import BufferObserver, BufferReader, BufferWriter
 
-__all__ = ["BufferIO", "Config", "ConfigKeyError"]
+__all__ = ["BufferIO", "Config", "ConfigKeyError", "StreamEnd"]
+
+
+class StreamEnd(enum.Enum):
+    """Who sends a worker process's end of stream (flush) to its sinks.
+
+    ``BY_RUNNER``: the process runs under mimocorb2's runner (daemon or
+    ``mimocorb2 run``). The runner flushes the sinks when the worker's function
+    returns normally; the supervisor retires a process it gives up. Templates
+    and prebuilt functions never flush.
+
+    ``BY_TEMPLATES``: standalone use (plain Python, as in the manual's
+    examples). Templates and prebuilt functions flush their sinks themselves
+    when their source ends or they fail, so that downstream ends too.
+    """
+
+    BY_RUNNER = "runner"
+    BY_TEMPLATES = "templates"
 
 
 class ConfigKeyError(SetupError, KeyError):
@@ -42,6 +60,8 @@ class BufferIO:
     data_out_examples, metadata_out_examples, buffer_names_out: per sink.
     data_observe_examples, metadata_observe_examples, buffer_names_observe: per observed buffer.
     process_index, number_of_processes: which of the worker's processes this is.
+    stream_end: who flushes the sinks (:class:`StreamEnd`); ``BY_TEMPLATES``
+        unless the process runner built this BufferIO.
     """
 
     def __init__(
@@ -56,6 +76,7 @@ class BufferIO:
         *,
         process_index: int = 0,
         number_of_processes: int = 1,
+        stream_end: StreamEnd = StreamEnd.BY_TEMPLATES,
     ) -> None:
         self.name = name
         self.read = list(sources)
@@ -66,6 +87,7 @@ class BufferIO:
         self.run_dir = Path(run_dir)
         self.process_index = process_index
         self.number_of_processes = number_of_processes
+        self.stream_end = stream_end
         self.logger = logging.getLogger(f"mimocorb2.worker.{name}")
 
         self.data_in_examples: list[np.ndarray] = [b.data_example for b in self.read]
@@ -115,6 +137,15 @@ class BufferIO:
         """Send this process's end of stream to every sink buffer."""
         for writer in self.write:
             writer.shutdown_buffer()
+
+    def flush_sinks_if_standalone(self) -> None:
+        """End of stream from a template or prebuilt function: flush the sinks only when standalone.
+
+        Under mimocorb2's runner (``StreamEnd.BY_RUNNER``) this does nothing:
+        the runner flushes on normal return, the supervisor retires on give-up.
+        """
+        if self.stream_end is StreamEnd.BY_TEMPLATES:
+            self.shutdown_sinks()
 
     def __str__(self) -> str:
         return (

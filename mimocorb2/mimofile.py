@@ -25,6 +25,7 @@ mid-write is readable up to its last complete record: the number of records is
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import struct
@@ -33,6 +34,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from .diskfull import DiskFullError
+from .diskfull import writing as _writing
 
 __all__ = [
     "FORMAT_VERSION",
@@ -251,10 +255,12 @@ class MimoFileWriter:
         self.record_size = METADATA_DTYPE.itemsize + self._data_bytes
         self.count = 0
         header = _encode_header(buffer_name, self.data_dtype, self.data_length, extra)
-        self._fh: BinaryIO | None = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115
-        self._fh.write(header)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._fh: BinaryIO | None = None
+        with _writing(self.path):
+            self._fh = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115
+            self._fh.write(header)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def write(self, metadata: np.ndarray, data: np.ndarray) -> None:
         """Append one event (metadata of 1 element, data of data_length elements).
@@ -272,21 +278,33 @@ class MimoFileWriter:
                 f"{self.path}: event of {mbytes.nbytes}+{dbytes.nbytes} bytes does not match "
                 f"the record layout {METADATA_DTYPE.itemsize}+{self._data_bytes}"
             )
-        fh.write(mbytes)
-        fh.write(dbytes)
+        try:
+            fh.write(mbytes)
+            fh.write(dbytes)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(self.path) from exc
+            raise
         self.count += 1
 
     def flush(self) -> None:
         """Push buffered records to the operating system."""
         if self._fh is not None:
-            self._fh.flush()
+            with _writing(self.path):
+                self._fh.flush()
 
     def close(self) -> None:
-        """Flush and close the file."""
-        if self._fh is not None:
-            self._fh.flush()
-            self._fh.close()
-            self._fh = None
+        """Flush and close the file (a full disk raises DiskFullError; the file is closed anyway)."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                with _writing(self.path):
+                    fh.flush()
+            finally:
+                try:
+                    fh.close()
+                except OSError:
+                    pass  # the flush above already reported why
 
     def __enter__(self) -> MimoFileWriter:
         return self

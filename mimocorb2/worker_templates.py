@@ -5,11 +5,18 @@ naming the worker and the rule broken) and runs the user's function ("ufunc")
 in a loop. A failing ufunc raises :class:`UfuncError` naming the worker and the
 original exception (chained, with its traceback).
 
-End of stream: when a template's source ends (or an importer's generator
-yields None) it flushes its sinks, so everything downstream ends too. When a
-template fails and the process runs under a supervisor, the supervisor decides
-(restart, or flush on the worker's behalf); run standalone, the template
-flushes its sinks itself.
+End of stream has one owner (see docs/ARCHITECTURE.md, "End of stream"): under
+mimocorb2's runner (``BufferIO.stream_end`` is ``StreamEnd.BY_RUNNER``) a template
+never flushes; the process runner flushes the sinks when the worker's function
+returns, and the supervisor retires a process it gives up. Used standalone
+(plain Python, ``StreamEnd.BY_TEMPLATES``) a template flushes its sinks itself
+when its source ends, its generator is exhausted, or it fails.
+
+Heartbeats: the buffers beat whenever a slot moves or a wait times out.
+Templates whose process holds no event while user code runs (an importer's
+generator, an observer between events, an is-alive loop) mark that stretch
+with :func:`mimocorb2.datapath.heartbeat.waiting`, so a process that sleeps
+or waits there on purpose stays alive while one that spins does not.
 
 Events are copied between buffers as raw bytes whenever source and sink have
 the same dtype: structured-array assignment in NumPy is about 20 times slower.
@@ -24,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .datapath import heartbeat as _heartbeat
+from .diskfull import find_disk_full as _find_disk_full
 from .errors import SetupError, UfuncError
 from .mimo_buffer import BufferReader, BufferWriter
 from .mimo_worker import BufferIO
@@ -59,11 +67,6 @@ def buffer_count_problems(kind: str, counts: dict[str, int]) -> list[tuple[str, 
         if count < low or (high is not None and count > high):
             found.append((what, f"{count_rule(low, high)} {what}"))
     return found
-
-
-def _supervised() -> bool:
-    """True inside a process started by mimocorb2's runner or daemon."""
-    return _heartbeat._row is not None
 
 
 class Base:
@@ -110,17 +113,16 @@ class Base:
     def _setup_failed(self, message: str) -> None:
         text = f"worker '{self.name}': {message}"
         self.logger.error(text)
-        if not _supervised():
-            self.shutdown_sinks()
+        self.io.flush_sinks_if_standalone()
         raise SetupError(text)
 
     def _ufunc_failed(self, message: str, exc: BaseException | None = None) -> UfuncError:
         text = f"worker '{self.name}': {message}"
         if exc is not None:
             text += f": {type(exc).__name__}: {exc}"
-        self.logger.error(text, exc_info=exc)
-        if not _supervised():
-            self.shutdown_sinks()
+        # a full disk is reported in one line by the process runner: no traceback here
+        self.logger.error(text, exc_info=None if _find_disk_full(exc) else exc)
+        self.io.flush_sinks_if_standalone()
         return UfuncError(text)
 
     def drain_sources(self) -> None:
@@ -194,6 +196,7 @@ class Importer(Base):
             raise self._ufunc_failed("ufunc failed to start", exc) from exc
         self.logger.info("importer started")
         last_event = time.time()
+        _heartbeat.begin_waiting()  # between writes the process holds no event: it waits for its source
         try:
             while True:
                 try:
@@ -220,10 +223,11 @@ class Importer(Base):
                 self.counter += 1
                 last_event = time.time()
         finally:
+            _heartbeat.end_waiting()
             close = getattr(generator, "close", None)
             if close is not None:  # let a generator release its hardware
                 close()
-        self.shutdown_sinks()
+        self.io.flush_sinks_if_standalone()
         self.logger.info("importer finished after %d events", self.counter)
 
 
@@ -263,7 +267,7 @@ class Exporter(Base):
                     with sink:
                         _copy_into(sink, metadata, data, True, reader)
                 yield data, metadata
-        self.shutdown_sinks()
+        self.io.flush_sinks_if_standalone()
         self.logger.info("exporter finished")
 
 
@@ -317,7 +321,7 @@ class Filter(Base):
                 for sink in chosen:
                     with sink:
                         _copy_into(sink, metadata, data, True, reader)
-        self.shutdown_sinks()
+        self.io.flush_sinks_if_standalone()
         self.logger.info("filter finished")
 
 
@@ -370,7 +374,7 @@ class Processor(Base):
                                 _copy_into(sink, metadata, event, False)
                         except (ValueError, TypeError) as exc:
                             raise self._ufunc_failed(f"result for sink '{sink.name}' does not fit its data_dtype", exc) from exc
-        self.shutdown_sinks()
+        self.io.flush_sinks_if_standalone()
         self.logger.info("processor finished")
 
 
@@ -396,13 +400,18 @@ class Observer(Base):
     def __call__(self) -> Generator[tuple[Any, Any], None, None]:
         """Yield ``(data, metadata)`` copies until the buffer ends, then ``(None, None)``."""
         observer = self.observe[0]
-        while True:
-            with observer as (metadata, data):
-                if data is None:
-                    break
-                yield data, metadata
-        self.logger.info("observer finished")
-        yield None, None
+        _heartbeat.begin_waiting()  # an observer never holds an event: between events it waits on purpose
+        try:
+            while True:
+                with observer as (metadata, data):
+                    if data is None:
+                        break
+                    _heartbeat.beat()
+                    yield data, metadata
+            self.logger.info("observer finished")
+            yield None, None
+        finally:
+            _heartbeat.end_waiting()
 
 
 class IsAlive(Base):
@@ -420,6 +429,7 @@ class IsAlive(Base):
         """Checks the setup: 0 sources, 0 sinks, 1 observed buffer."""
         super().__init__(io)
         self._require_buffers()
+        _heartbeat.begin_waiting()  # an is-alive process never holds an event: it waits on purpose
 
     def __call__(self) -> bool:
         """True while the observed buffer has not ended."""

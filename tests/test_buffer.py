@@ -275,6 +275,39 @@ def test_reclaim_after_kill_9(make_buffer, role):
     assert buf.get_stats()["empty_slots"] == 1.0
 
 
+def _kill_a_reader_holding_the_next_event(buf: mimoBuffer) -> dict:
+    ready = CTX.Event()
+    victim = CTX.Process(target=hold_a_slot, args=(buf, "reader", ready))
+    victim.start()
+    assert ready.wait(30)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+    return buf.reclaim(victim.pid)
+
+
+def test_an_event_whose_reader_died_twice_is_set_aside(make_buffer):
+    buf = make_buffer("poison", 1, 2, {"x": "i8"})  # one slot: the next event reuses it
+    with BufferWriter(buf) as (metadata, data):
+        data["x"] = 13
+        metadata["counter"] = 13
+    first = _kill_a_reader_holding_the_next_event(buf)
+    assert (first["redelivered"], first["quarantined"], first["quarantined_events"]) == (1, 0, [])
+    second = _kill_a_reader_holding_the_next_event(buf)
+    assert (second["redelivered"], second["quarantined"]) == (0, 1)
+    [event] = second["quarantined_events"]
+    assert (event.buffer, event.group, event.counter) == ("poison", "default", 13)
+    assert event.data["x"].tolist() == [13, 13]
+    assert buf.get_stats()["quarantined"] == 1
+    assert buf.get_stats()["empty_slots"] == 1.0  # the slot is free again
+    # the next event in the same slot starts with a clean record: one death only redelivers it
+    with BufferWriter(buf) as (metadata, data):
+        data["x"] = 14
+    assert _kill_a_reader_holding_the_next_event(buf)["redelivered"] == 1
+    with BufferReader(buf) as (metadata, data):
+        assert data["x"][0] == 14
+    assert buf.get_stats()["quarantined"] == 1
+
+
 def test_reclaim_repairs_a_lock_held_by_a_dead_process(make_buffer):
     buf = make_buffer("lockdeath", 4, 1, {"x": "i8"})
     with BufferWriter(buf) as (metadata, data):

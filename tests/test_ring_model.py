@@ -1,9 +1,12 @@
 """Model-based test of the slot ring: random operations against a plain-Python model.
 
 Each step is one non-blocking operation (claim only when a slot is free, take
-only when the group has something). After every step the ring's bookkeeping
-must match the model: every slot accounted for exactly once, each group gets
-exactly the events committed after it joined, in commit order.
+only when the group has something, a reader dying while it holds an event).
+After every step the ring's bookkeeping must match the model: every slot
+accounted for exactly once, each group gets exactly the events committed after
+it joined, in commit order (an event a dead reader held comes back first), and
+an event on which ``QUARANTINE_AFTER`` readers of a group died is set aside for
+that group instead of coming back.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mimocorb2.datapath import _ring as ring_module
 from mimocorb2.datapath._layout import H_FREE_TOP, H_WRITING
 from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
 
 SLOTS = 4
+FIRST_FAKE_PID = 1 << 40  # readers "die" under pids no real process has
 
 
 class RingModel(RuleBasedStateMachine):
@@ -27,8 +32,12 @@ class RingModel(RuleBasedStateMachine):
         self.writing: list[BufferWriter] = []  # writers inside their block
         self.reading: dict[str, list[BufferReader]] = {"g0": [], "g1": []}
         self.expected: dict[str, list[int]] = {"g0": [], "g1": []}  # committed, not yet taken
-        self.received: dict[str, list[int]] = {"g0": [], "g1": []}
+        self.received: dict[str, list[int]] = {"g0": [], "g1": []}  # first deliveries
+        self.redeliver: dict[str, list[int]] = {"g0": [], "g1": []}  # stack: handed back by dead readers
+        self.deaths: dict[tuple[str, int], int] = {}  # (group, value) -> readers died holding it
+        self.set_aside: dict[str, list[int]] = {"g0": [], "g1": []}
         self.committed: list[int] = []
+        self.next_pid = FIRST_FAKE_PID
 
     def teardown(self) -> None:
         self.buf.close()
@@ -58,18 +67,45 @@ class RingModel(RuleBasedStateMachine):
             for group in self.expected:
                 self.expected[group].append(value)
 
-    @precondition(lambda self: any(self.expected.values()))
+    @precondition(lambda self: any(self.expected.values()) or any(self.redeliver.values()))
     @rule(group=st.sampled_from(["g0", "g1"]))
     def take(self, group: str) -> None:
-        if not self.expected[group]:
+        if not self.expected[group] and not self.redeliver[group]:
             return
         reader = BufferReader(self.buf, group)
-        metadata, data = reader.__enter__()
+        reader.fake_pid = self.next_pid
+        self.next_pid += 1
+        real_pid, ring_module._pid = ring_module._pid, reader.fake_pid  # this take is "by" that pid
+        try:
+            metadata, data = reader.__enter__()
+        finally:
+            ring_module._pid = real_pid
         assert data is not None
         value = int(data["v"][0])
-        assert value == self.expected[group].pop(0), "group must get events in commit order"
-        self.received[group].append(value)
+        if self.redeliver[group]:
+            assert value == self.redeliver[group].pop(), "a dead reader's event comes back first"
+        else:
+            assert value == self.expected[group].pop(0), "group must get events in commit order"
+            self.received[group].append(value)
         self.reading[group].append(reader)
+
+    @precondition(lambda self: any(self.reading.values()))
+    @rule(group=st.sampled_from(["g0", "g1"]), index=st.integers(0, 10))
+    def reader_dies(self, group: str, index: int) -> None:
+        if not self.reading[group]:
+            return
+        reader = self.reading[group].pop(index % len(self.reading[group]))
+        value = int(reader._views[reader.token][1]["v"][0])
+        result = self.buf.reclaim(reader.fake_pid)
+        deaths = self.deaths[(group, value)] = self.deaths.get((group, value), 0) + 1
+        if deaths >= ring_module.QUARANTINE_AFTER:
+            assert result["quarantined"] == 1 and result["redelivered"] == 0
+            [event] = result["quarantined_events"]
+            assert event.group == group and int(event.data["v"][0]) == value
+            self.set_aside[group].append(value)
+        else:
+            assert result["redelivered"] == 1 and result["quarantined"] == 0
+            self.redeliver[group].append(value)
 
     @precondition(lambda self: any(self.reading.values()))
     @rule(group=st.sampled_from(["g0", "g1"]), fail=st.booleans())
@@ -91,8 +127,10 @@ class RingModel(RuleBasedStateMachine):
         unfinished = set()
         for group in ("g0", "g1"):
             unfinished.update(self.expected[group])
+            unfinished.update(self.redeliver[group])
             unfinished.update(int(r._views[r.token][1]["v"][0]) for r in self.reading[group])
         assert self._in_use() == held_by_writers + len(unfinished)
+        assert self.buf.counters()["quarantined"] == sum(len(v) for v in self.set_aside.values())
 
     @invariant()
     def delivered_is_a_prefix_of_committed(self) -> None:

@@ -17,6 +17,8 @@ Control block, in words::
     group headers     max_groups * GROUP_WORDS
     holders           max_groups * slot_count   pid of the group's reader holding slot s, or 0
     redeliver stacks  max_groups * slot_count   slots handed back from dead readers
+    kills             max_groups * slot_count   readers of the group that died holding slot s
+                                                since the group took it from the commit ring
 
 Each slot is ``slot_stride`` bytes: metadata at offset 0 (24 bytes), data at
 offset DATA_OFFSET, stride rounded up to a cache line.
@@ -56,6 +58,7 @@ H_REJECTED = 21  # writes refused because the buffer had ended
 H_MAX_GROUPS = 22
 H_ATTACHED = 23  # reader groups not detached: the reference count of a new commit
 H_EVENT_LIMIT = 24  # 0, or the number of events after which the buffer ends by itself
+H_QUARANTINED = 25  # events set aside because readers died holding them (poison events)
 HEADER_WORDS = 32
 
 # group header words
@@ -124,8 +127,12 @@ class Layout:
         return self.holders + self.max_groups * self.slots
 
     @property
-    def words(self) -> int:
+    def kills(self) -> int:
         return self.redeliver + self.max_groups * self.slots
+
+    @property
+    def words(self) -> int:
+        return self.kills + self.max_groups * self.slots
 
     @property
     def names_offset(self) -> int:

@@ -35,6 +35,16 @@ buffer has ended *and* its group has nothing left: no pending sequence number,
 nothing to redeliver, no slot held by another reader of the group (it might
 die and need redelivery) and no slot being written.
 
+Poison events: ``kills[g][s]`` counts the readers of group ``g`` that died
+holding slot ``s`` since ``g`` took it from the commit ring (a fresh take resets
+it; a redelivery does not). :meth:`reclaim` redelivers a slot whose count is
+below ``QUARANTINE_AFTER``; at ``QUARANTINE_AFTER`` it sets the event aside
+instead: a copy of the slot's bytes goes back to the caller, the group counts
+as having finished it (without counting it read) and ``H_QUARANTINED`` grows
+by one. Every event a group is entitled to is therefore read, set aside, or
+still pending; never handed out forever. (A reclaim done by a process that
+took a dead holder's lock over redelivers only; the next death sets it aside.)
+
 Crash safety: a process killed inside the critical section leaves the lock
 taken and ``lock_owner`` set. :meth:`reclaim` notices, takes the lock over and
 rebuilds every derived quantity (free stack, reference counts, held counts)
@@ -77,6 +87,7 @@ from ._layout import (
     H_MAX_GROUPS,
     H_PAUSED,
     H_PAUSED_COUNT,
+    H_QUARANTINED,
     H_REDELIVERED,
     H_REJECTED,
     H_SLOTS,
@@ -102,6 +113,7 @@ DEAD_OWNER_CHECK = 0.5  # seconds blocked on the lock between checks that its ho
 SPIN_MAX = 64  # sched_yield rounds a waiter may spin before sleeping on a semaphore
 QUICK_WAKE = 200e-6  # a sleep shorter than this says spinning would have paid off
 STUCK_LOCK_SECONDS = 2.0  # a lock held this long with no owner recorded is dead
+QUARANTINE_AFTER = 2  # readers of one group killed holding an event before it is set aside
 
 _pid = os.getpid()
 _WRITER, _READER = 0, 1
@@ -125,17 +137,18 @@ class SlotRing:
         self.space = space
         self.group_sems = group_sems
         self.n = layout.slots
+        self.mm = mm
         self.cb = memoryview(mm)[: layout.words * 8].cast("q")
         self.cbd = memoryview(mm)[: layout.words * 8].cast("d")
         self.names = memoryview(mm)[layout.names_offset : layout.names_offset + layout.max_groups * NAME_BYTES]
         L = layout
         self._free, self._ring, self._state = L.free, L.ring, L.state
         self._refs, self._seq, self._gen = L.refs, L.seq, L.gen
-        self._groups, self._holders, self._redeliver = L.groups, L.holders, L.redeliver
+        self._groups, self._holders, self._redeliver, self._kills = L.groups, L.holders, L.redeliver, L.kills
         # adaptive spin budgets (process-local): grow while data arrives within a
         # spin, shrink when spinning did not help, so idle waiters sleep at once
         self._spin = [8, 8]  # indexed by _WRITER / _READER
-        self._last_reclaim = {"lost": 0, "redelivered": 0}
+        self._last_reclaim = {"lost": 0, "redelivered": 0, "quarantined": 0}
 
     # ---------------------------------------------------------------- setup
     def initialize(self, writers: int) -> None:
@@ -193,7 +206,7 @@ class SlotRing:
                 return False
             cb[H_LOCK_OWNER] = _pid
             self._rebuild_locked()
-            self._reclaim_locked(owner)
+            self._reclaim_locked(owner, set_aside=False)  # copies could not reach the supervisor
             return True
         finally:
             self.repair.release()
@@ -468,6 +481,7 @@ class SlotRing:
             if tail < cb[H_HEAD]:
                 slot = cb[self._ring + tail % n]
                 cb[hbase + slot] = _pid
+                cb[self._kills + g * n + slot] = 0  # a fresh event: no reader died on it yet
                 cb[gbase + G_TAIL] = tail + 1
                 cb[gbase + G_HELD] += 1
                 cb[H_LOCK_OWNER] = 0
@@ -573,6 +587,7 @@ class SlotRing:
                 "ended": bool(cb[H_ENDED]),
                 "lost": cb[H_LOST],
                 "redelivered": cb[H_REDELIVERED],
+                "quarantined": cb[H_QUARANTINED],
                 "abandoned": cb[H_ABANDONED],
                 "rejected": cb[H_REJECTED],
                 "deadtime": self.cbd[H_DEADTIME],
@@ -583,24 +598,29 @@ class SlotRing:
             self._unlock()
 
     # ---------------------------------------------------------------- recovery
-    def reclaim(self, pid: int) -> dict[str, int]:
+    def reclaim(self, pid: int) -> dict[str, Any]:
         """Hand back every slot held by dead process ``pid``.
 
         Write-held slots return to the free stack (counted as lost); read-held
-        slots go to their group's redeliver stack (counted as redelivered).
-        Must only be called once ``pid`` is known to be dead.
+        slots go to their group's redeliver stack (counted as redelivered),
+        unless ``QUARANTINE_AFTER`` readers of the group died holding that event:
+        then it is set aside (counted as quarantined) and ``set_aside`` lists
+        ``(group name, bytes of the slot)`` for each. Must only be called once
+        ``pid`` is known to be dead.
         """
         repaired = self._lock_for_recovery(pid)
         try:
             if repaired:  # the takeover already handed back pid's slots
-                return {"lost": 0, "redelivered": 0, "repaired": 1, **self._last_reclaim}
+                return {"lost": 0, "redelivered": 0, "quarantined": 0, "set_aside": [], "repaired": 1,
+                        **self._last_reclaim}
             return {**self._reclaim_locked(pid), "repaired": 0}
         finally:
             self._unlock()
 
-    def _reclaim_locked(self, pid: int) -> dict[str, int]:
+    def _reclaim_locked(self, pid: int, set_aside: bool = True) -> dict[str, Any]:
         cb, n = self.cb, self.n
         lost = redelivered = 0
+        aside: list[tuple[str, bytes]] = []
         for s in range(n):
             if cb[self._state + s] == -pid:
                 cb[H_WRITING] -= 1
@@ -609,17 +629,38 @@ class SlotRing:
         for g in range(cb[H_GROUPS]):
             gbase = self._groups + g * GROUP_WORDS
             for s in range(n):
-                if cb[self._holders + g * n + s] == pid:
+                if cb[self._holders + g * n + s] != pid:
+                    continue
+                cb[self._holders + g * n + s] = 0
+                cb[gbase + G_HELD] -= 1
+                kills = cb[self._kills + g * n + s] + 1
+                cb[self._kills + g * n + s] = kills
+                if set_aside and kills >= QUARANTINE_AFTER:
+                    aside.append((self._name_at(g), self._slot_bytes(s)))
+                    self._set_aside_locked(g, s)
+                else:
                     self._push_redeliver_locked(g, s)
-                    cb[self._holders + g * n + s] = 0
-                    cb[gbase + G_HELD] -= 1
                     redelivered += 1
         cb[H_LOST] += lost
         cb[H_REDELIVERED] += redelivered
-        if cb[H_ENDED]:
+        cb[H_QUARANTINED] += len(aside)
+        if cb[H_ENDED] or aside:
             self._wake_all_readers_locked()
-        self._last_reclaim = {"lost": lost, "redelivered": redelivered}
-        return dict(self._last_reclaim)
+        self._last_reclaim = {"lost": lost, "redelivered": redelivered, "quarantined": len(aside)}
+        return {**self._last_reclaim, "set_aside": aside}
+
+    def _slot_bytes(self, slot: int) -> bytes:
+        """A copy of slot ``slot`` (metadata and data) as it is in the buffer."""
+        start = self.layout.slots_offset + slot * self.layout.slot_stride
+        return bytes(self.mm[start : start + self.layout.slot_stride])
+
+    def _set_aside_locked(self, g: int, slot: int) -> None:
+        """Group ``g`` is done with ``slot`` without reading it (a poison event)."""
+        cb = self.cb
+        refs = cb[self._refs + slot] - 1
+        cb[self._refs + slot] = refs
+        if refs == 0:
+            self._free_locked(slot)
 
     def _lock_for_recovery(self, dead_pid: int) -> bool:
         """Take the lock; return True if it was taken over from dead ``dead_pid``."""

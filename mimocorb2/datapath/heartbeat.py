@@ -17,16 +17,49 @@ nested holds (a process reading several buffers) keep the oldest.
 
 Only the owning process writes its row; the supervisor only reads. A torn read
 of one 8-byte word cannot happen on the platforms we support.
+
+What "alive" means. A process is alive while it makes progress on the data
+path (the buffers beat) or while it is away from the data path *on purpose*,
+holding no event:
+
+* :func:`working` marks bounded work that is not data-path progress but will
+  end (rendering a plot, rewriting result files, a plot's pause): a helper
+  thread beats every :data:`HELPER_INTERVAL` seconds while it lasts.
+* :func:`waiting` marks stretches where the process holds no event and waits
+  for the world (an importer's source, an observer between events, an
+  is-alive loop): the helper thread beats only while the main thread is not
+  computing (it used less than :data:`IDLE_CPU_SHARE` of the time since the
+  helper's last look: it sleeps or is blocked). An observer that spins
+  forever therefore still goes quiet.
+
+A process that just started (importing its code, opening a plot window,
+connecting to a device) gets up to :data:`START_GRACE` seconds: the helper
+beats for it until its first own beat (a slot moved, a wait, a stretch above
+ended); a start-up that takes longer goes quiet.
+
+User code that runs while the process holds an event (a filter's or
+processor's ufunc, an exporter's loop body) is never covered: a ufunc that
+hangs there, sleeping or spinning, goes quiet and ``stall_timeout`` catches it.
+Outside a supervised process (no row attached) both are no-ops.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._shm import Segment
 
-__all__ = ["HeartbeatTable", "HeartbeatRow", "attach", "detach", "beat", "holding", "released"]
+__all__ = ["HeartbeatTable", "HeartbeatRow", "attach", "detach", "beat", "waiting", "working",
+           "begin_waiting", "end_waiting", "holding", "released"]
+
+HELPER_INTERVAL = 0.2  # seconds between the helper thread's looks at the main thread
+IDLE_CPU_SHARE = 0.05  # below this share of CPU time the main thread counts as sleeping/blocked
+# (a spinning thread on a machine loaded tenfold still gets more than this)
+START_GRACE = 30.0  # seconds a starting process is kept alive before its first own beat
 
 _ROW_WORDS = 6
 _PID, _LAST_NS, _MOVES, _HELD_COUNTER, _HELD_SINCE_NS = 0, 1, 2, 4, 5
@@ -136,6 +169,7 @@ def attach(table: HeartbeatTable, index: int) -> None:
     _row[_HELD_SINCE_NS] = 0
     _held_depth = 0
     beat()
+    _helper.begin_start(_row[_MOVES])
 
 
 def detach() -> None:
@@ -143,3 +177,100 @@ def detach() -> None:
     global _row, _held_depth
     _row = None
     _held_depth = 0
+
+
+class _Helper:
+    """The process's helper thread: beats for the main thread while it works or waits on purpose.
+
+    Invariants: ``working``/``waiting`` count the open :func:`working` /
+    :func:`waiting` stretches of the main thread (only the main thread changes
+    them); ``start_moves`` is the moves word at :func:`attach` until the
+    process's first own beat or ``start_deadline`` (then None). The thread
+    stamps only the time word of the row (the main thread alone increments the
+    moves word), and only while a stretch is open or the start-up lasts.
+    """
+
+    def __init__(self) -> None:
+        self.working = 0
+        self.waiting = 0
+        self.start_moves: int | None = None  # the moves word when the process started
+        self.start_deadline = 0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def begin_start(self, moves: int) -> None:
+        """The process starts now: keep it alive until its first own beat, at most START_GRACE."""
+        self.start_moves = moves
+        self.start_deadline = _monotonic_ns() + int(START_GRACE * 1e9)
+        self.ensure_started()
+
+    def _starting(self, row: memoryview, now: int) -> bool:
+        if self.start_moves is None:
+            return False
+        if row[_MOVES] != self.start_moves or now > self.start_deadline:
+            self.start_moves = None  # its own beats took over, or the grace is spent
+            return False
+        return True
+
+    def ensure_started(self) -> None:
+        if self._thread is not None or _row is None:
+            return
+        with self._lock:
+            if self._thread is None:
+                main = threading.main_thread().ident
+                self._thread = threading.Thread(target=self._run, args=(main,), name="heartbeat-helper", daemon=True)
+                self._thread.start()
+
+    def _run(self, main_ident: int | None) -> None:
+        try:
+            clock = time.pthread_getcpuclockid(main_ident)  # type: ignore[arg-type]
+            main_cpu = lambda: time.clock_gettime_ns(clock)  # noqa: E731
+        except (AttributeError, OSError, TypeError):
+            main_cpu = None  # no per-thread CPU clock: waiting stretches are not helped
+        last_wall, last_cpu = _monotonic_ns(), main_cpu() if main_cpu else 0
+        while True:
+            time.sleep(HELPER_INTERVAL)
+            now = _monotonic_ns()
+            cpu = main_cpu() if main_cpu else 0
+            idle = main_cpu is not None and (cpu - last_cpu) < IDLE_CPU_SHARE * (now - last_wall)
+            last_wall, last_cpu = now, cpu
+            row = _row
+            if row is not None and (self.working > 0 or (self.waiting > 0 and idle) or self._starting(row, now)):
+                row[_LAST_NS] = now
+
+
+_helper = _Helper()
+
+
+@contextlib.contextmanager
+def working() -> Iterator[None]:
+    """Bounded work away from the data path (render a plot, rewrite result files): stay alive meanwhile."""
+    _helper.working += 1
+    _helper.ensure_started()
+    try:
+        yield
+    finally:
+        _helper.working -= 1
+        beat()
+
+
+def begin_waiting() -> None:
+    """From now on the process holds no event and waits on purpose (see :func:`waiting`)."""
+    _helper.waiting += 1
+    _helper.ensure_started()
+
+
+def end_waiting() -> None:
+    """Close the stretch opened by :func:`begin_waiting`."""
+    _helper.waiting -= 1
+    beat()
+
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """The process holds no event and waits (a source, an observer between events): alive while not computing."""
+    begin_waiting()
+    try:
+        yield
+    finally:
+        end_waiting()

@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import diskfull as _diskfull
+from ..datapath import heartbeat as _heartbeat
+
 __all__ = ["PlotOutput", "display_available"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,17 +101,19 @@ class PlotOutput:
     def update(self) -> None:
         """Show the current state of the figure (redraw the window or rewrite the PNG)."""
         self.renders += 1
-        if self.headless:
-            tmp = self.plot_dir / f".{self.name}.png.{os.getpid()}.tmp"
-            try:
-                self.figure.savefig(tmp, format="png")
-                os.replace(tmp, self.path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-        else:
-            self.figure.canvas.draw_idle()
-            self.figure.canvas.flush_events()
+        with _heartbeat.working():  # rendering is bounded work: the process stays alive meanwhile
+            if self.headless:
+                tmp = self.plot_dir / f".{self.name}.png.{os.getpid()}.tmp"
+                try:
+                    with _diskfull.writing(self.path):
+                        self.figure.savefig(tmp, format="png")
+                        os.replace(tmp, self.path)
+                finally:
+                    if tmp.exists():
+                        tmp.unlink()
+            else:
+                self.figure.canvas.draw_idle()
+                self.figure.canvas.flush_events()
 
     def window_open(self) -> bool:
         """False once the user closed the window (always True when headless)."""
@@ -118,12 +123,13 @@ class PlotOutput:
 
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` while keeping a window responsive."""
-        if self.headless or self._plt is None:
-            import time
+        with _heartbeat.working():  # a pause is bounded: alive while it lasts
+            if self.headless or self._plt is None:
+                import time
 
-            time.sleep(max(0.0, seconds))
-        else:
-            self._plt.pause(max(seconds, 0.001))
+                time.sleep(max(0.0, seconds))
+            else:
+                self._plt.pause(max(seconds, 0.001))
 
     def close(self) -> None:
         """Close the window (headless: nothing to do)."""

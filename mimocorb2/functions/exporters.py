@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as _np
 
+from .. import diskfull as _diskfull
+from ..datapath import heartbeat as _heartbeat
 from ._common import ConfigChecker as _ConfigChecker
 from ._common import atomic_save_npy as _atomic_save_npy
 from ._common import atomic_write_bytes as _atomic_write_bytes
@@ -129,8 +131,15 @@ def _parse_bins(check: _ConfigChecker, fields: tuple[str, ...]) -> list[_Histogr
 
 
 def _write_histograms(directory: _Path, specs: list[_HistogramSpec]) -> None:
+    with _heartbeat.working():  # rewriting the files is bounded work: stay alive meanwhile
+        _write_histogram_files(directory, specs)
+
+
+def _write_histogram_files(directory: _Path, specs: list[_HistogramSpec]) -> None:
     for spec in specs:
-        _atomic_save_npy(directory / f"{spec.channel}.npy", spec.counts)
+        path = directory / f"{spec.channel}.npy"
+        with _diskfull.writing(path):
+            _atomic_save_npy(path, spec.counts)
 
     def write_info(fh: Any) -> None:
         writer = _csv.writer(fh)
@@ -138,7 +147,8 @@ def _write_histograms(directory: _Path, specs: list[_HistogramSpec]) -> None:
         for spec in specs:
             writer.writerow([spec.channel, spec.lo, spec.hi, spec.nbins, spec.underflow, spec.overflow])
 
-    _atomic_write_bytes(directory / "info.csv", write_info, mode="w")
+    with _diskfull.writing(directory / "info.csv"):
+        _atomic_write_bytes(directory / "info.csv", write_info, mode="w")
 
 
 def histogram(buffer_io: BufferIO) -> None:
@@ -277,7 +287,7 @@ def csv(buffer_io: BufferIO) -> None:
         exporter.data_example.dtype[f].kind in "SUV" or exporter.data_example.dtype[f].shape for f in fields
     )
     rows: list[tuple[Any, ...]] = []
-    with open(path, "w", newline="") as fh:
+    with _diskfull.writing(path), open(path, "w", newline="") as fh:
         writer = _csv.writer(fh)
         writer.writerow(["counter", "timestamp", "deadtime", *fields])
         fh.flush()

@@ -89,5 +89,9 @@ def copy(buffer_io: BufferIO) -> None:
                             data_dst[:] = data_src
                         else:
                             _copy_event(data, data_out)
-    finally:
-        buffer_io.shutdown_sinks()
+    except BaseException:
+        # under the runner a failed process is restarted (its sinks must stay
+        # open for the new process) or retired by the supervisor; never flush here
+        buffer_io.flush_sinks_if_standalone()
+        raise
+    buffer_io.flush_sinks_if_standalone()

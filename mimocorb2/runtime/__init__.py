@@ -1,11 +1,14 @@
 """Worker processes and the foreground runner.
 
 * :class:`WorkerLaunch` describes one worker process (picklable);
-  :func:`spawn_worker` starts it with the ``spawn`` method (nothing of the
-  parent's state, event loop included, is inherited) and :func:`run_worker` is
-  what runs inside it.
+  :func:`spawn_worker` forks it from a warm forkserver (an exec'd interpreter
+  with the data path imported; nothing of the parent's state, event loop
+  included, is inherited; :func:`start_worker_server` starts it early) and
+  :func:`run_worker` is what runs inside it.
 * :func:`build_buffers` creates a setup's buffers with their reader groups and
   writer counts.
+* :func:`save_quarantined` keeps the poison events a reclaim set aside in
+  ``RUN_DIR/quarantine/<buffer>.npy``.
 * :class:`Runner` is ``mimocorb2 run`` as an object; it drives the
   supervisor's Run (the daemon's engine) in the foreground.
 * :class:`LogEcho` follows the run's worker log files and prints the workers' own
@@ -15,7 +18,9 @@
 from typing import Any
 
 from ._echo import LogEcho
+from ._forkserver import start_worker_server
 from ._launch import WorkerLaunch, build_buffers, root_buffers
+from ._quarantine import quarantine_path, save_quarantined
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
 from ._runner import Runner
 from ._setup_failure import EXIT_SETUP_FAILED, read_setup_failure
@@ -28,9 +33,12 @@ __all__ = [
     "WorkerLaunch",
     "build_buffers",
     "child_main",
+    "quarantine_path",
     "read_setup_failure",
     "root_buffers",
     "run_worker",
+    "save_quarantined",
+    "start_worker_server",
     "set_parent_death_signal",
     "spawn_worker",
 ]

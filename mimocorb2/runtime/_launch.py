@@ -23,6 +23,8 @@ class WorkerLaunch:
     ``buffers`` holds only the buffers the worker uses. ``heartbeats``/``row``
     name the process's heartbeat row. ``parent_pid`` lets the child notice
     that its parent died before the parent-death signal was armed.
+    ``environment`` is the starter's environment when the process was started
+    (a forked worker would otherwise see the forkserver's, from its own start).
     """
 
     worker: WorkerSpec
@@ -33,6 +35,7 @@ class WorkerLaunch:
     heartbeats: HeartbeatTable | None = None
     row: int = 0
     parent_pid: int = field(default_factory=os.getpid)
+    environment: dict[str, str] | None = None
 
     @property
     def process_name(self) -> str:

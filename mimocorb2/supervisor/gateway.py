@@ -95,7 +95,7 @@ class BufferGateway:
         """``get_stats()`` of every buffer (rates since the previous call)."""
         return await self.call(self._each, list(self.buffers), "get_stats", lambda b: dict(b.get_stats())) or {}
 
-    async def reclaim(self, names: list[str], pid: int) -> dict[str, dict[str, int]]:
+    async def reclaim(self, names: list[str], pid: int) -> dict[str, dict[str, Any]]:
         """Give back what dead process ``pid`` held in ``names`` (repairs a lock it died holding)."""
         return await self.call(self._each, names, "reclaim", lambda b: dict(b.reclaim(pid))) or {}
 

@@ -45,7 +45,7 @@ import structlog
 
 from mimocorb2 import logsetup
 from mimocorb2.datapath.heartbeat import HeartbeatTable
-from mimocorb2.runtime import build_buffers, read_setup_failure, root_buffers
+from mimocorb2.runtime import build_buffers, read_setup_failure, root_buffers, save_quarantined
 from mimocorb2.setup import Setup
 from mimocorb2.supervisor import policy
 from mimocorb2.supervisor.blocking import BlockingTimeout, in_daemon_thread
@@ -171,6 +171,7 @@ class Run:
         self.sampler: Sampler | None = None
         self.stuck_after = policy.stuck_after(setup.drain_timeout)
         self.redelivered = 0
+        self.quarantined = 0  # poison events set aside (a second reader died holding them)
         self.lost_in_crashes = 0  # slots killed writers held, events of failed groups dropped
         self.lost_at_end = 0  # events still unread when the run ended, or dropped at the drain timeout
         self.lost_by_buffer: dict[str, int] = {}
@@ -340,12 +341,30 @@ class Run:
         """
         assert self.gateway is not None
         reclaimed = await self.gateway.reclaim(worker.touched, pid)
+        poison: list[Any] = []
         for bname, got in reclaimed.items():
-            if got.get("lost") or got.get("redelivered") or got.get("repaired"):
+            poison.extend(got.pop("quarantined_events", ()))
+            if got.get("lost") or got.get("redelivered") or got.get("repaired") or got.get("quarantined"):
                 log.warning("slots reclaimed from dead process", worker=worker.spec.name, pid=pid, buffer=bname, **got)
             self.lost_in_crashes += int(got.get("lost", 0))
             self._count_lost(bname, int(got.get("lost", 0)))
             self.redelivered += int(got.get("redelivered", 0))
+            self.quarantined += int(got.get("quarantined", 0))
+        if poison:
+            await self._quarantine(worker.spec.name, pid, poison)
+
+    async def _quarantine(self, worker: str, pid: int, events: list[Any]) -> None:
+        """Log every poison event a reclaim set aside; keep it in RUN_DIR/quarantine/ when possible."""
+        for event in events:
+            log.error("poison event set aside: a second reader died holding it", worker=worker, pid=pid,
+                      buffer=event.buffer, group=event.group, counter=event.counter)
+        if self.directory is None:
+            return
+        try:
+            paths = await asyncio.to_thread(save_quarantined, self.directory, events)
+            log.info("poison events saved", files=[str(p) for p in paths])
+        except Exception as exc:
+            log.error("poison events could not be saved", error=f"{type(exc).__name__}: {exc}")
 
     async def _record_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> str:
         """Log and remember an exit; return it in words (with the log's message if it could not load)."""
@@ -717,6 +736,7 @@ class Run:
             "lost_in_crashes": self.lost_in_crashes,
             "lost_by_buffer": dict(self.lost_by_buffer),
             "redelivered": self.redelivered,
+            "quarantined": self.quarantined,
             "restarts": sum(w.restarts for w in self.workers.values()),
         }
 

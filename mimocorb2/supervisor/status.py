@@ -20,7 +20,7 @@ __all__ = ["build_status", "run_status", "summary_line"]
 
 _BUFFER_DEFAULTS = (("event_count", 0), ("filled_slots", 0.0), ("empty_slots", 1.0),
                     ("flush_event_received", False), ("rate", 0.0), ("average_deadtime", 0.0),
-                    ("paused_count", 0), ("paused", False), ("lost", 0), ("redelivered", 0),
+                    ("paused_count", 0), ("paused", False), ("lost", 0), ("redelivered", 0), ("quarantined", 0),
                     ("ended", False), ("pending", 0))
 
 
@@ -60,6 +60,7 @@ def _run_part(run: "Run") -> dict[str, Any]:
         "lost_in_crashes": run.lost_in_crashes,
         "lost_by_buffer": dict(run.lost_by_buffer),
         "redelivered": run.redelivered,
+        "quarantined": run.quarantined,
         "disk": disk,
     }
 
@@ -81,6 +82,7 @@ def _buffers_part(run: "Run") -> dict[str, Any]:
                 "flush_event_received": ended,
                 "lost": fresh.get("lost", entry.get("lost", 0)),
                 "redelivered": fresh.get("redelivered", entry.get("redelivered", 0)),
+                "quarantined": fresh.get("quarantined", entry.get("quarantined", 0)),
                 "pending": fresh.get("pending", entry.get("pending", 0)),
                 "abandoned": fresh.get("abandoned", entry.get("abandoned", 0)),
                 "rejected": fresh.get("rejected", entry.get("rejected", 0)),
