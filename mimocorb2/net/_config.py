@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+#: Seconds before the server re-sends a block nobody acknowledged (a group created by an exporter gets this).
+DEFAULT_ACK_WAIT = 5.0
 MIB = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")  # safe as a stream name, a consumer name and a subject token
 _COMMON_KEYS = ("url", "stream", "user", "password", "password_file", "token", "token_file",
@@ -311,7 +313,7 @@ def importer_config(check: ConfigChecker, io: Any) -> ImporterConfig:
         deliver=Deliver(deliver or Deliver.ALL.value),
         start_time=start_time,
         batch=check.number("batch", 16, integer=True, positive=True) or 16,
-        ack_wait=check.number("ack_wait", 60.0, positive=True) or 60.0,
+        ack_wait=check.number("ack_wait", DEFAULT_ACK_WAIT, positive=True) or DEFAULT_ACK_WAIT,
     )
 
 

@@ -31,7 +31,7 @@ from ..errors import SetupError
 from ..functions._common import ConfigChecker
 from . import _wire
 from ._client import LoopThread, State, Status, StatusFile, connect, import_nats, is_stream_full, status_path, stream_settings
-from ._config import ExporterConfig, Retention, exporter_config, producer_identity
+from ._config import DEFAULT_ACK_WAIT, ExporterConfig, Retention, exporter_config, producer_identity
 
 __all__ = ["FUNCTION", "run_exporter"]
 
@@ -168,7 +168,8 @@ def _no_stream(exc: BaseException) -> bool:
     return isinstance(exc, NoRespondersError)
 
 
-async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any]) -> Any:
+async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any],
+                          ack_wait: float = DEFAULT_ACK_WAIT) -> Any:
     """Create the durable pull consumer ``group`` on ``stream`` unless it exists; return its info.
 
     ``start``: None (deliver everything kept), ``"new"``, or a datetime.
@@ -181,7 +182,7 @@ async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: C
     except NotFoundError:
         pass
     options: dict[str, Any] = {"durable_name": group, "ack_policy": AckPolicy.EXPLICIT,
-                               "max_ack_pending": 10_000, "ack_wait": 60.0}
+                               "max_ack_pending": 10_000, "ack_wait": ack_wait}
     if start == "new":
         options["deliver_policy"] = DeliverPolicy.NEW
     elif start is not None:

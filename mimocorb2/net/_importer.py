@@ -86,6 +86,7 @@ class _Consumer:
         self.js: Any = None
         self.sub: Any = None
         self.working: Any = None  # message being written by the main thread (kept "in progress")
+        self._ticker: Any = None
 
     async def start(self, should_stop: Any) -> dict[str, str] | None:
         """Connect, wait for the stream, bind to (or create) the group; return the stream's metadata."""
@@ -114,9 +115,9 @@ class _Consumer:
             start = "new"
         elif cfg.deliver is Deliver.START_TIME:
             start = cfg.start_time
-        await ensure_consumer(self.js, cfg.stream, cfg.group, start, self._retry)
+        await ensure_consumer(self.js, cfg.stream, cfg.group, start, self._retry, cfg.ack_wait)
         self.sub = await self._retry("binding", lambda: self.js.pull_subscribe_bind(durable=cfg.group, stream=cfg.stream))
-        asyncio.get_running_loop().create_task(self._keep_in_progress())
+        self._ticker = asyncio.get_running_loop().create_task(self._keep_in_progress())
         return dict(getattr(info.config, "metadata", None) or {})
 
     async def _retry(self, what: str, call: Any) -> Any:
@@ -144,6 +145,13 @@ class _Consumer:
                     await msg.in_progress()
                 except Exception:  # noqa: BLE001 - the redelivery guard covers a lost one
                     pass
+
+    async def close(self) -> None:
+        """Stop the in-progress ticker and close the connection."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.nc is not None:
+            await self.nc.close()
 
     async def fetch(self) -> list[Any]:
         """Up to ``batch`` messages; [] when none came within a short wait or the server is away."""
@@ -325,7 +333,11 @@ def run_importer(buffer_io: Any) -> None:
             writer._settle_acks()
             status.set(State.FINISHED, f"imported {status.status.events} events in {status.status.blocks} blocks")
     finally:
-        loop.close(consumer.nc)
+        try:
+            loop.call(consumer.close(), timeout=15)
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        loop.close()
     buffer_io.shutdown_sinks()
 
 

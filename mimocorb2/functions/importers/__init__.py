@@ -60,8 +60,8 @@ def nats(buffer_io: Any) -> None:
         With deliver 'start_time': an ISO time (2026-11-27T18:00:00Z) or epoch seconds to replay from.
     batch : int, optional (default=16)
         Blocks fetched per request.
-    ack_wait : float, optional (default=60.0)
-        Seconds before the server re-sends an unacknowledged block (kept alive while the sink is full).
+    ack_wait : float, optional (default=5.0)
+        Seconds before the server re-sends an unacknowledged block (kept alive while the sink is full); set when the group is created.
     user : str, optional (default=None)
         User name; with password or password_file.
     password : str, optional (default=None)

