@@ -312,7 +312,7 @@ def importer_config(check: ConfigChecker, io: Any) -> ImporterConfig:
         producers=check.number("producers", 1, integer=True, positive=True) or 1,
         deliver=Deliver(deliver or Deliver.ALL.value),
         start_time=start_time,
-        batch=check.number("batch", 16, integer=True, positive=True) or 16,
+        batch=check.number("batch", 1, integer=True, positive=True) or 1,
         ack_wait=check.number("ack_wait", DEFAULT_ACK_WAIT, positive=True) or DEFAULT_ACK_WAIT,
     )
 

@@ -58,8 +58,8 @@ def nats(buffer_io: Any) -> None:
         Where a new group starts: 'all' (everything the stream keeps), 'new' (from now on) or 'start_time'.
     start_time : str, optional (default=None)
         With deliver 'start_time': an ISO time (2026-11-27T18:00:00Z) or epoch seconds to replay from.
-    batch : int, optional (default=16)
-        Blocks fetched per request.
+    batch : int, optional (default=1)
+        Blocks fetched per request. A request waits until it has them all (at most 0.25 s), so more than 1 adds latency on a slow stream.
     ack_wait : float, optional (default=5.0)
         Seconds before the server re-sends an unacknowledged block (kept alive while the sink is full); set when the group is created.
     user : str, optional (default=None)

