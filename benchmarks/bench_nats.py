@@ -18,6 +18,7 @@ Run: ``.venv/bin/python benchmarks/bench_nats.py [--small N] [--big N] [--latenc
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -48,7 +49,7 @@ class Case:
 
 
 SMALL = Case("1 x float64", {"x": "f8"}, 1, 16384)
-BIG = Case("4250 x 4 float32 (68 KB)", {"ch1": "f4", "ch2": "f4", "ch3": "f4", "ch4": "f4"}, 4250, 64)
+BIG = Case("4250 x 4 float32 (68 KB)", {"ch1": "f4", "ch2": "f4", "ch3": "f4", "ch4": "f4"}, 4250, 256)
 
 
 def _writer(buf: mimoBuffer, n: int, rate: float) -> None:
@@ -102,14 +103,32 @@ def _read_all(buf: mimoBuffer, group: str) -> tuple[int, float, np.ndarray]:
     return count, last - first, np.array(latencies)
 
 
+def _wait_running(run_dir: Path, workers: tuple[str, ...], timeout: float = 60.0) -> None:
+    """Poll the workers' status files until each says it is running."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        path = run_dir / "status" / f"{worker}.json"
+        while True:
+            try:
+                if json.loads(path.read_text())["state"] == "running":
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{worker} did not start within {timeout} s")
+            time.sleep(0.02)
+
+
 def _through_nats(case: Case, n: int, rate: float, server: NatsServer, stream: str, tmp: str) -> tuple[int, float, np.ndarray]:
     source = mimoBuffer("src", case.slots, case.length, case.dtype, reader_groups=["send"])
     sink = mimoBuffer("dst", case.slots, case.length, case.dtype, reader_groups=["bench"])
-    procs = [CTX.Process(target=_importer, args=(sink, server.url, stream, tmp)),
-             CTX.Process(target=_exporter, args=(source, server.url, stream, tmp))]
+    run_dir = Path(tmp) / stream
+    procs = [CTX.Process(target=_importer, args=(sink, server.url, stream, str(run_dir))),
+             CTX.Process(target=_exporter, args=(source, server.url, stream, str(run_dir)))]
     try:
         for proc in procs:
             proc.start()
+        _wait_running(run_dir, ("send", "recv"))  # latency counts from here, not from process start
         writer = CTX.Process(target=_writer, args=(source, n, rate))
         writer.start()
         procs.append(writer)

@@ -118,6 +118,7 @@ class _Consumer:
         await ensure_consumer(self.js, cfg.stream, cfg.group, start, self._retry, cfg.ack_wait)
         self.sub = await self._retry("binding", lambda: self.js.pull_subscribe_bind(durable=cfg.group, stream=cfg.stream))
         self._ticker = asyncio.get_running_loop().create_task(self._keep_in_progress())
+        self.status.set(State.RUNNING, f"importing stream '{cfg.stream}' from {cfg.shown_url} as group '{cfg.group}'")
         return dict(getattr(info.config, "metadata", None) or {})
 
     async def _retry(self, what: str, call: Any) -> Any:
