@@ -303,3 +303,30 @@ def test_a_server_unreachable_at_start_is_waited_for_with_the_status_saying_so(t
     assert_identical(run_dir, "record_receive", n)
     log = (run_dir / "logs" / "send.log").read_text()
     assert f"waiting for NATS at {server.url}" in log
+
+
+def test_exporter_killed_with_blocks_in_flight_and_restarted_loses_and_duplicates_nothing(tmp_path, nats_server):
+    """The server stops (SIGSTOP) while the exporter publishes, the exporter is killed, the
+    server goes on and stores what the dead exporter sent: the restarted exporter re-sends
+    those blocks under the same ids (its journal), so each event is stored once."""
+    import signal
+
+    from mimocorb2.supervisor.testing import DaemonProcess
+
+    n = 3000
+    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000, exporter_config={"in_flight": 8})
+    with DaemonProcess(tmp_path / "sock" / "control.sock") as daemon:
+        run_dir = Path(daemon.call("start", {"setup": str(setup)})["directory"])
+        status = daemon.wait_for(lambda s: s["buffers"]["receive_in"]["event_count"] >= 500, 60, "events through NATS")
+        os.kill(nats_server.pid, signal.SIGSTOP)
+        try:
+            before = daemon.status()["buffers"]["raw"]["event_count"]
+            status = daemon.wait_for(lambda s: s["buffers"]["raw"]["event_count"] >= before + 24, 30,
+                                     "blocks published to the stopped server")
+            os.kill(status["workers"]["send"]["processes"][0]["pid"], signal.SIGKILL)
+        finally:
+            os.kill(nats_server.pid, signal.SIGCONT)
+        final = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the run to end")
+    assert final["state"] == "finished", final
+    assert final["workers"]["send"]["restarts"] == 1
+    assert_identical(run_dir, "record_receive", n)

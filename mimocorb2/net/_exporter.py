@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
 from ..functions._common import ConfigChecker
 from . import _wire
+from ._journal import Journal, Orphans
 from ._client import LoopThread, State, Status, StatusFile, connect, import_nats, is_stream_full, status_path, stream_settings
 from ._config import DEFAULT_ACK_WAIT, ExporterConfig, Retention, exporter_config, producer_identity
 
@@ -38,6 +40,7 @@ __all__ = ["FUNCTION", "run_exporter"]
 FUNCTION = "exporters.nats"
 _POLL_MIN, _POLL_MAX = 0.0002, 0.002  # seconds between polls of the source while a block is open
 _RETRY_MAX = 2.0  # cap of the backoff between publish retries
+_ORPHAN_WAIT = 2.0  # seconds an incomplete interrupted block waits for its other events
 
 
 @dataclass
@@ -47,6 +50,7 @@ class _Sent:
     future: Any
     slots: list[int]
     events: int
+    key: int  #: in the journal
 
 
 class _Publisher:
@@ -216,6 +220,8 @@ class _BlockSender:
         self.length = publisher.length
         self.sent: deque[_Sent] = deque()
         self.status = publisher.status
+        self.journal = Journal(Path(io.run_dir) / "nats" / io.name, self.process)
+        self.orphans = Orphans(self.journal.leftovers())
 
     def send(self, slots: list[int]) -> None:
         """Publish the events in ``slots`` as one block (waits while too many are in flight)."""
@@ -224,15 +230,21 @@ class _BlockSender:
         cb, views = self.ring.cb, self.bytes
         metas = [views[s][0] for s in slots]
         payload = b"".join([*metas, *(views[s][1] for s in slots)])
-        sequences = np.fromiter((cb[self.seq_base + s] for s in slots), dtype=np.int64, count=len(slots))
+        sequences = self.sequences(slots)
         first = int(metas[0].view(np.int64)[0])
         last = int(metas[-1].view(np.int64)[0])
         headers = _wire.block_headers(
             producer=self.producer, process=self.process, processes=self.processes, descr=self.descr,
             length=self.length, count=len(slots), first_counter=first, last_counter=last,
             msg_id=_wire.events_message_id(self.producer, sequences))
+        key = self.journal.opened(sequences)
         future = self.loop.submit(self.publisher.publish(self.cfg.events_subject, payload, headers))
-        self.sent.append(_Sent(future, slots, len(slots)))
+        self.sent.append(_Sent(future, slots, len(slots), key))
+
+    def sequences(self, slots: list[int]) -> np.ndarray:
+        """The source-buffer commit numbers of the events in ``slots`` (unique per event in a run)."""
+        cb, base = self.ring.cb, self.seq_base
+        return np.fromiter((cb[base + s] for s in slots), dtype=np.int64, count=len(slots))
 
     def settle_oldest(self) -> None:
         """Wait for the oldest block's acknowledgement, then free its slots."""
@@ -256,6 +268,7 @@ class _BlockSender:
             self._pass_on(sent.slots)
         for slot in sent.slots:
             self.ring.finish(self.group, slot)
+        self.journal.settled(sent.key)
         self.status.count(blocks=1, events=sent.events)
 
     def _pass_on(self, slots: list[int]) -> None:
@@ -268,21 +281,35 @@ class _BlockSender:
                     data_dst[:] = data
                     meta_dst[:] = meta
 
+    def resend_partial(self, slots: list[int]) -> None:
+        """Part of an interrupted block whose other events went to another process: a new block."""
+        self.publisher.status.log.warning(
+            "re-sending %d events of an interrupted block under a new id (the rest went elsewhere): "
+            "they may arrive twice", len(slots))
+        self.send(slots)
+
     def send_end(self) -> None:
         """This process's end-of-stream marker (after every block was acknowledged)."""
         headers = _wire.end_headers(producer=self.producer, process=self.process, processes=self.processes)
         self.loop.call(self.publisher.publish(self.cfg.end_subject, b"", headers))
+        self.journal.close()
 
 
 def _pump(sender: _BlockSender) -> None:
     """Move the source's events into blocks until the source ends."""
-    ring, group, latency = sender.ring, sender.group, sender.cfg.latency
+    ring, group, latency, orphans = sender.ring, sender.group, sender.cfg.latency, sender.orphans
     block: list[int] = []
     opened = 0.0
     poll = _POLL_MIN
     while True:
-        slot = ring.take(group, wait=not block and not sender.sent)
+        slot = ring.take(group, wait=not block and not sender.sent and not orphans.holding)
         if slot >= 0:
+            if orphans and orphans.claims(seq := int(ring.cb[sender.seq_base + slot])):
+                whole = orphans.put(seq, slot)
+                if whole is not None:  # the interrupted block again: same events, same order, same id
+                    sender.status.log.info("re-sending an interrupted block of %d events under its id", len(whole))
+                    sender.send(whole)
+                continue
             if not block:
                 opened = time.monotonic()
             block.append(slot)
@@ -292,12 +319,15 @@ def _pump(sender: _BlockSender) -> None:
                 block = []
             continue
         if slot == END_OF_STREAM:
-            if block:
-                sender.send(block)
+            for partial in [block, *orphans.rest()]:
+                if partial:
+                    sender.send(partial)
             sender.settle_all()
             return
         assert slot == NOTHING_YET
         sender.settle_done()
+        for partial in orphans.stale(_ORPHAN_WAIT):
+            sender.resend_partial(partial)
         if block and time.monotonic() - opened >= latency:
             sender.send(block)
             block = []
