@@ -330,3 +330,25 @@ def test_exporter_killed_with_blocks_in_flight_and_restarted_loses_and_duplicate
     assert final["state"] == "finished", final
     assert final["workers"]["send"]["restarts"] == 1
     assert_identical(run_dir, "record_receive", n)
+
+
+def test_importer_killed_and_restarted_loses_nothing(tmp_path, nats_server):
+    """Blocks the killed importer had not acknowledged come again; only the block it was
+    writing at the kill may arrive twice (docs/network.md, Faults)."""
+    import signal
+
+    from mimocorb2.supervisor.testing import DaemonProcess
+
+    n = 3000
+    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000, importers={"receive": {"ack_wait": 1.0}})
+    with DaemonProcess(tmp_path / "sock" / "control.sock") as daemon:
+        run_dir = Path(daemon.call("start", {"setup": str(setup)})["directory"])
+        status = daemon.wait_for(lambda s: s["buffers"]["receive_in"]["event_count"] >= 500, 60, "events through NATS")
+        os.kill(status["workers"]["receive"]["processes"][0]["pid"], signal.SIGKILL)
+        final = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the run to end")
+    assert final["state"] == "finished", final
+    assert final["workers"]["receive"]["restarts"] == 1
+    meta, data = recorded(run_dir, "record_receive")
+    indices = data["index"][:, 0].tolist()
+    assert set(indices) == set(range(n))
+    assert len(indices) - n <= 16, "more than the block being written arrived twice"

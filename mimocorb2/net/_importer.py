@@ -195,19 +195,47 @@ class _Consumer:
 
 
 class _Remembered:
-    """Stream sequence numbers written by this process recently (bounded, oldest forgotten first)."""
+    """Stream sequence numbers of blocks written into the sink (bounded, oldest forgotten first).
 
-    def __init__(self, size: int = _REMEMBERED) -> None:
+    They are also appended to ``written.<process>.seq`` in the group's run folder (int64
+    each), so a restarted process (or one started later) skips a block that a killed one
+    had written but not yet seen acknowledged.
+    """
+
+    def __init__(self, directory: Path, process: int, size: int = _REMEMBERED) -> None:
         self.size = size
         self._seen: OrderedDict[int, None] = OrderedDict()
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in sorted(directory.glob("written.*.seq")):
+            for seq in np.fromfile(path, dtype="<i8")[-size:].tolist():
+                self._remember(seq)
+        self.path = directory / f"written.{process}.seq"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._appended = 0
 
     def __contains__(self, seq: int) -> bool:
         return seq in self._seen
 
-    def add(self, seq: int) -> None:
+    def _remember(self, seq: int) -> None:
         self._seen[seq] = None
         if len(self._seen) > self.size:
             self._seen.popitem(last=False)
+
+    def add(self, seq: int) -> None:
+        """Remember ``seq`` (before its acknowledgement is sent)."""
+        self._remember(seq)
+        os.write(self._fd, int(seq).to_bytes(8, "little", signed=True))
+        self._appended += 1
+        if self._appended >= 4 * self.size:  # keep the file bounded: rewrite what is remembered
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            np.fromiter(self._seen, dtype="<i8").tofile(tmp)
+            os.replace(tmp, self.path)
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._appended = 0
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def _dtype_problem(io: Any, cfg: ImporterConfig, descr: str | None, length: str | None, want: str, want_length: int) -> SetupError:
@@ -232,8 +260,9 @@ class _Writer:
         self.descr = _wire.describe_dtype(self.sink.data_example.dtype)
         self.length = len(self.sink.data_example)
         self.event_bytes = self.sink.data_example.nbytes
-        self.remembered = _Remembered()
-        self.markers = _EndMarkers(Path(io.run_dir) / "nats" / io.name / "end", cfg.producers)
+        group_dir = Path(io.run_dir) / "nats" / io.name
+        self.remembered = _Remembered(group_dir, int(getattr(io, "process_index", 0)))
+        self.markers = _EndMarkers(group_dir / "end", cfg.producers)
         self.acks: list[Any] = []
 
     def run(self) -> None:
@@ -330,8 +359,11 @@ def run_importer(buffer_io: Any) -> None:
                 raise SetupError(f"worker '{buffer_io.name}' ({FUNCTION}): events too large for NATS", problems=[
                     f"Workers.{buffer_io.name}.sinks: one event of '{sink.name}' takes {writer.event_bytes + _wire.META_SIZE} "
                     f"bytes on the wire, more than max_payload {max_payload} of {cfg.shown_url}"])
-            writer.run()
-            writer._settle_acks()
+            try:
+                writer.run()
+                writer._settle_acks()
+            finally:
+                writer.remembered.close()
             status.set(State.FINISHED, f"imported {status.status.events} events in {status.status.blocks} blocks")
     finally:
         try:
