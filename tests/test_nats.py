@@ -401,3 +401,71 @@ def test_a_digitizer_exports_to_its_leaf_server_and_the_central_server_sources_t
         hub.stop()
     assert proc.returncode == 0, out
     assert_identical(run_dir, "record_receive", n)
+
+
+def test_a_full_stream_makes_the_exporter_wait_and_loses_nothing(tmp_path, nats_server):
+    """Interest retention with a small max_bytes and no importer yet: the server refuses
+    blocks, the exporter waits ("stream full") holding its slots; once a group reads, all
+    events arrive exactly once."""
+    import threading
+
+    from mimocorb2.net import run_exporter, run_importer
+
+    n = 400
+    source = mimoBuffer("full", 16, 64, {"x": "f8"}, reader_groups=["send"])  # 536 bytes per event on the wire
+    sink = mimoBuffer("full_in", 16, 64, {"x": "f8"}, reader_groups=["check"])
+    config = {"url": nats_server.url, "groups": ["take"], "max_bytes": 20_000, "block_size": 4096}
+    threads = [threading.Thread(target=run_exporter, args=(_io("send", tmp_path, sources=[source], config=config),))]
+
+    def produce() -> None:
+        writer = BufferWriter(source)
+        for i in range(n):
+            with writer as (metadata, data):
+                data["x"] = i
+                metadata["counter"] = i
+        source.send_flush_event()
+
+    received: list[int] = []
+
+    def consume() -> None:
+        reader = BufferReader(sink, "check")
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    return
+                received.append(int(data["x"][0]))
+
+    threads += [threading.Thread(target=produce), threading.Thread(target=consume)]
+    try:
+        for thread in threads:
+            thread.start()
+        status = _wait(lambda: _status(tmp_path, "send").get("state") == "stream full, waiting" and _status(tmp_path, "send"),
+                       60, "the stream to fill")
+        assert status["events"] < n and "max_bytes 20000" in status["message"]
+        run_importer(_io("take", tmp_path, sinks=[sink], config={"url": nats_server.url, "stream": "full"}))
+        for thread in threads:
+            thread.join(60)
+    finally:
+        source.close()
+        sink.close()
+    assert sorted(received) == list(range(n))
+    assert _status(tmp_path, "send")["state"] == "finished"
+
+
+def test_without_nats_py_the_error_says_what_to_install(tmp_path):
+    code = textwrap.dedent('''
+        import sys
+        sys.modules["nats"] = None  # as if nats-py were not installed
+        from mimocorb2 import BufferIO, SetupError
+        from mimocorb2.mimo_buffer import BufferReader, mimoBuffer
+        from mimocorb2.net import run_exporter
+        buf = mimoBuffer("raw", 4, 1, {"x": "f8"})
+        try:
+            run_exporter(BufferIO("send", [BufferReader(buf)], [], [], {}, ".", "."))
+        except SetupError as err:
+            print(err)
+        finally:
+            buf.close()
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert "Workers.send.function" in out.stdout and "pip install 'mimocorb2[nats]'" in out.stdout, out
