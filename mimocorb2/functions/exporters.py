@@ -309,7 +309,9 @@ def nats(buffer_io: BufferIO) -> None:
     freed only after the server stored it, so a slow or unreachable server fills the
     source buffer and dead time is counted upstream; nothing is dropped. Failed
     publishes (server restarted, link dropped, stream full) are retried with backoff
-    under the same message id, which the server stores once. When the source ends,
+    under the same message id, which the server stores once; a killed and restarted
+    exporter process sends the blocks it had in flight again as the same blocks (its
+    journal in RUN_DIR/nats/<worker>/), so they are stored once too. When the source ends,
     each process sends an end-of-stream marker. The state ("waiting for NATS at URL",
     "stream full", ...) is in RUN_DIR/status/<worker>.json. Needs nats-py
     (pip install 'mimocorb2[nats]'). Wire format, server setup and faults: docs/network.md.
