@@ -469,3 +469,45 @@ def test_without_nats_py_the_error_says_what_to_install(tmp_path):
     ''')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert "Workers.send.function" in out.stdout and "pip install 'mimocorb2[nats]'" in out.stdout, out
+
+
+def test_archive_mode_keeps_blocks_for_replay_from_the_start_or_from_a_time(tmp_path, nats_server):
+    from datetime import datetime, timezone
+
+    from mimocorb2.net import run_exporter, run_importer
+
+    def export(run: str, first: int, count: int) -> None:
+        source = mimoBuffer("arch", 128, 2, {"x": "i8"}, reader_groups=["send"])
+        try:
+            writer = BufferWriter(source)
+            for i in range(first, first + count):
+                with writer as (metadata, data):
+                    data["x"] = i
+                    metadata["counter"] = i
+            source.send_flush_event()
+            (tmp_path / run).mkdir()
+            run_exporter(_io("send", tmp_path / run, sources=[source],
+                             config={"url": nats_server.url, "retention": "archive", "block_size": 2048}))
+        finally:
+            source.close()
+
+    def replay(group: str, **config) -> list[int]:
+        sink = mimoBuffer("arch_in", 512, 2, {"x": "i8"}, reader_groups=["check"])
+        try:
+            (tmp_path / group).mkdir()
+            run_importer(_io(group, tmp_path / group, sinks=[sink], config={"url": nats_server.url, "stream": "arch", **config}))
+            reader, seen = BufferReader(sink, "check"), []
+            while True:
+                with reader as (metadata, data):
+                    if data is None:
+                        return seen
+                    seen.append(int(data["x"][0]))
+        finally:
+            sink.close()
+
+    export("run1", 0, 100)
+    middle = datetime.now(timezone.utc).isoformat()
+    export("run2", 100, 100)
+    assert sorted(replay("everything", producers=2)) == list(range(200))
+    assert sorted(replay("everything_again", producers=2)) == list(range(200))  # nothing was removed
+    assert sorted(replay("later", deliver="start_time", start_time=middle)) == list(range(100, 200))
