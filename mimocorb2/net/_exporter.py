@@ -203,7 +203,6 @@ class _BlockSender:
     def __init__(self, io: Any, cfg: ExporterConfig, loop: LoopThread, publisher: _Publisher, max_events: int,
                  sinks: list[Any]) -> None:
         reader = io.read[0]
-        self.reader = reader
         self.sinks = sinks  # each stored event is also passed on to them
         self.ring = reader._ring
         self.group = reader._group_index
@@ -227,7 +226,7 @@ class _BlockSender:
         """Publish the events in ``slots`` as one block (waits while too many are in flight)."""
         while len(self.sent) >= self.cfg.in_flight:
             self.settle_oldest()
-        cb, views = self.ring.cb, self.bytes
+        views = self.bytes
         metas = [views[s][0] for s in slots]
         payload = b"".join([*metas, *(views[s][1] for s in slots)])
         sequences = self.sequences(slots)

@@ -297,22 +297,30 @@ class _Writer:
             if block.descr != self.descr or block.length != self.length:
                 raise _dtype_problem(self.io, self.cfg, block.descr, str(block.length), self.descr, self.length)
             self.consumer.working = msg
-            self._write(block)
+            written = self._write(block)
             self.consumer.working = None
+            if written < block.count:  # the sink ended (stop, run limit): the block stays in the stream
+                self.loop.call(self.consumer.nak([msg]))
+                self.status.log.warning("sink ended after %d of %d events of block %d; the block was "
+                                        "given back to the stream", written, block.count, seq)
+                return
             self.status.count(blocks=1, events=block.count)
         self.remembered.add(seq)
         self._ack(msg)
 
-    def _write(self, block: _wire.Block) -> None:
-        """Every event of ``block`` into the sink, metadata byte for byte."""
+    def _write(self, block: _wire.Block) -> int:
+        """The events of ``block`` into the sink, metadata byte for byte; how many (fewer if the sink ended)."""
         assert block.metadata is not None and block.events is not None
         meta_raw = block.metadata.view(np.uint8).reshape(block.count, _wire.META_SIZE)
         sink = self.sink
         for i in range(block.count):
+            if not sink.accepting:
+                return i
             with sink:
                 meta_dst, data_dst = sink.current_bytes()
                 data_dst[:] = block.events[i]
                 meta_dst[:] = meta_raw[i]
+        return block.count
 
     def _ack(self, msg: Any) -> None:
         self.acks.append(self.loop.submit(self.consumer.ack(msg)))
