@@ -522,3 +522,20 @@ def test_archive_mode_keeps_blocks_for_replay_from_the_start_or_from_a_time(tmp_
     assert sorted(replay("everything", producers=2)) == list(range(200))
     assert sorted(replay("everything_again", producers=2)) == list(range(200))  # nothing was removed
     assert sorted(replay("later", deliver="start_time", start_time=middle)) == list(range(100, 200))
+
+
+def test_credentials_come_from_a_file_and_never_reach_logs_or_status(tmp_path):
+    _need_server()
+    server = NatsServer(tmp_path / "jetstream", extra_args=["--user", "daq", "--pass", "s3cret-pw"]).start()
+    try:
+        (tmp_path / "nats.secret").write_text("s3cret-pw\n")
+        login = {"user": "daq", "password_file": "nats.secret"}
+        setup = write_setup(tmp_path, server.url, n_events=300, exporter_config=login,
+                            importers={"receive": dict(login)})
+        report = Runner(load_setup(setup)).run()
+    finally:
+        server.stop()
+    assert report.ok, report.failed_workers
+    assert_identical(report.run_dir, "record_receive", 300)
+    for path in [*report.run_dir.rglob("*.log"), *report.run_dir.rglob("*.json")]:
+        assert "s3cret-pw" not in path.read_text(), path
