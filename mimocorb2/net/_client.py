@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
-from ._config import Retention, _Common
+from ._config import DEFAULT_ACK_WAIT, Retention, _Common
 
-__all__ = ["LoopThread", "State", "Status", "StatusFile", "connect", "import_nats", "is_stream_full"]
+__all__ = ["LoopThread", "State", "Status", "StatusFile", "connect", "ensure_consumer", "import_nats", "is_stream_full", "status_path", "stream_settings"]
 
 T = TypeVar("T")
 _WAIT_SLICE = 0.2  # seconds between heartbeats while the main thread waits for the loop thread
@@ -257,3 +257,28 @@ def stream_settings(cfg: Any, retention: Retention, metadata: dict[str, str]) ->
         "duplicate_window": cfg.duplicate_window,
         "metadata": metadata,
     }
+
+
+async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any],
+                          ack_wait: float = DEFAULT_ACK_WAIT) -> Any:
+    """Create the durable pull consumer ``group`` on ``stream`` unless it exists; return its info.
+
+    ``start``: None (deliver everything kept), ``"new"``, or a datetime.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    try:
+        return await retry("consumer info", lambda: js.consumer_info(stream, group))
+    except NotFoundError:
+        pass
+    options: dict[str, Any] = {"durable_name": group, "ack_policy": AckPolicy.EXPLICIT,
+                               "max_ack_pending": 10_000, "ack_wait": ack_wait}
+    if start == "new":
+        options["deliver_policy"] = DeliverPolicy.NEW
+    elif start is not None:
+        options["deliver_policy"] = DeliverPolicy.BY_START_TIME
+        options["opt_start_time"] = start
+    else:
+        options["deliver_policy"] = DeliverPolicy.ALL
+    return await retry("creating the consumer", lambda: js.add_consumer(stream, ConsumerConfig(**options)))

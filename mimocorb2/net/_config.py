@@ -28,6 +28,7 @@ __all__ = [
     "Retention",
     "exporter_config",
     "importer_config",
+    "producer_identity",
     "redact_url",
 ]
 

@@ -32,8 +32,19 @@ from ..errors import SetupError
 from ..functions._common import ConfigChecker
 from . import _wire
 from ._journal import Journal, Orphans
-from ._client import LoopThread, State, Status, StatusFile, connect, import_nats, is_stream_full, status_path, stream_settings
-from ._config import DEFAULT_ACK_WAIT, ExporterConfig, Retention, exporter_config, producer_identity
+from ._client import (
+    LoopThread,
+    State,
+    Status,
+    StatusFile,
+    connect,
+    ensure_consumer,
+    import_nats,
+    is_stream_full,
+    status_path,
+    stream_settings,
+)
+from ._config import ExporterConfig, Retention, exporter_config, producer_identity
 
 __all__ = ["FUNCTION", "run_exporter"]
 
@@ -170,31 +181,6 @@ def _no_stream(exc: BaseException) -> bool:
     from nats.errors import NoRespondersError
 
     return isinstance(exc, NoRespondersError)
-
-
-async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any],
-                          ack_wait: float = DEFAULT_ACK_WAIT) -> Any:
-    """Create the durable pull consumer ``group`` on ``stream`` unless it exists; return its info.
-
-    ``start``: None (deliver everything kept), ``"new"``, or a datetime.
-    """
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-    from nats.js.errors import NotFoundError
-
-    try:
-        return await retry("consumer info", lambda: js.consumer_info(stream, group))
-    except NotFoundError:
-        pass
-    options: dict[str, Any] = {"durable_name": group, "ack_policy": AckPolicy.EXPLICIT,
-                               "max_ack_pending": 10_000, "ack_wait": ack_wait}
-    if start == "new":
-        options["deliver_policy"] = DeliverPolicy.NEW
-    elif start is not None:
-        options["deliver_policy"] = DeliverPolicy.BY_START_TIME
-        options["opt_start_time"] = start
-    else:
-        options["deliver_policy"] = DeliverPolicy.ALL
-    return await retry("creating the consumer", lambda: js.add_consumer(stream, ConsumerConfig(**options)))
 
 
 class _BlockSender:

@@ -30,9 +30,8 @@ import numpy as np
 from ..errors import SetupError
 from ..functions._common import ConfigChecker
 from . import _wire
-from ._client import LoopThread, State, Status, StatusFile, connect, import_nats, status_path
+from ._client import LoopThread, State, Status, StatusFile, connect, ensure_consumer, import_nats, status_path
 from ._config import Deliver, ImporterConfig, importer_config
-from ._exporter import ensure_consumer
 
 __all__ = ["FUNCTION", "run_importer"]
 
