@@ -82,7 +82,7 @@ EVENT = "{index: int64, wave: float32}"
 
 def write_setup(tmp_path: Path, url: str, *, n_events: int = 2000, rate: float = 0, length: int = 16,
                 importers: dict[str, dict] | None = None, exporter_config: dict | None = None,
-                sink_dtype: str = EVENT) -> Path:
+                sink_dtype: str = EVENT, exporter_processes: int = 1) -> Path:
     """source -> raw -> send (exporters.nats) -> sent -> record_sent; per importer: NATS -> <name>_in -> record."""
     (tmp_path / "functions.py").write_text(FUNCTIONS)
     importers = importers if importers is not None else {"receive": {}}
@@ -105,6 +105,7 @@ def write_setup(tmp_path: Path, url: str, *, n_events: int = 2000, rate: float =
         "  send:",
         "    function: exporters.nats",
         f"    config: {json.dumps(exporter)}",
+        f"    number_of_processes: {exporter_processes}",
         "    sources: [raw]",
         "    sinks: [sent]",
         "  record_sent:",
@@ -160,7 +161,9 @@ def test_round_trip_is_exact_and_end_of_stream_ends_the_importing_graph(tmp_path
 
 
 def test_two_groups_both_get_every_event_and_one_groups_processes_share_them(tmp_path, nats_server):
-    setup = write_setup(tmp_path, nats_server.url, n_events=2000,
+    """Two exporting processes (the group ends after both end markers), two importing
+    groups, one of them with two processes."""
+    setup = write_setup(tmp_path, nats_server.url, n_events=2000, exporter_processes=2,
                         importers={"left": {"batch": 1}, "right": {"processes": 2, "batch": 1}})
     report = Runner(load_setup(setup)).run()
     assert report.ok, report.failed_workers
