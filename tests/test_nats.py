@@ -366,12 +366,11 @@ def test_importer_killed_and_restarted_loses_nothing(tmp_path, nats_server):
     assert len(indices) - n <= 16, "more than the block being written arrived twice"
 
 
-def test_a_digitizer_exports_to_its_leaf_server_and_the_central_server_sources_the_stream(tmp_path):
+def test_a_leaf_server_stores_and_forwards_while_the_central_server_is_down(tmp_path):
     """Digitizer -> its leaf server (own JetStream domain, own store, archive retention) ->
-    a stream on the central server sourcing the leaf's stream -> importer: every event
-    exactly once, also those the leaf stored before the central stream existed.
-    (Killing the central server mid-run also works, but the server resumes sourcing only
-    after ~40 s, too slow for this suite: docs/network.md.)"""
+    a stream on the central server sourcing the leaf's stream -> importer. The central
+    server is killed mid-run: the exporter goes on into the leaf's store, and after the
+    restart every event arrives exactly once."""
     import asyncio
 
     import nats
@@ -394,18 +393,23 @@ def test_a_digitizer_exports_to_its_leaf_server_and_the_central_server_sources_t
         await js.add_consumer("events", ConsumerConfig(durable_name="receive", ack_wait=5.0))
         await nc.close()
 
-    n = 2000
-    setup = write_setup(tmp_path, leaf.url, n_events=n, exporter_config={"groups": [], "retention": "archive"},
+    n = 5000
+    setup = write_setup(tmp_path, leaf.url, n_events=n, rate=1000, exporter_config={"groups": [], "retention": "archive"},
                         importers={"receive": {"url": hub.url}})
     target = tmp_path / "target"
     setup.write_text(f"target_directory: {target}\n" + setup.read_text())
     proc = None
     try:
+        asyncio.run(central_stream())
         proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
-        _wait(lambda: _status(run_dir, "send").get("events", 0) > 0, 60, "blocks in the leaf's stream")
-        asyncio.run(central_stream())  # sources the leaf's stream from its first block
+        _wait(lambda: _status(run_dir, "send").get("events", 0) >= 1000, 60, "events sent")
+        hub.kill()
+        sent = _status(run_dir, "send").get("events", 0)
+        _wait(lambda: _status(run_dir, "send").get("events", 0) >= sent + 1000, 30,
+              "the exporter to go on into the leaf's store while the central server is down")
+        hub.start()
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc is not None and proc.poll() is None:
