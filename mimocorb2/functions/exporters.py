@@ -356,13 +356,21 @@ def nats(buffer_io: BufferIO) -> None:
     user : str, optional (default=None)
         User name; with password or password_file.
     password : str, optional (default=None)
-        Password (better: password_file, a file holding it).
+        Password (better: password_file; the run directory keeps a copy of the setup).
+    password_file : str, optional (default=None)
+        File whose first line is the password (relative to the setup file).
     token : str, optional (default=None)
-        Authentication token (or token_file).
+        Authentication token.
+    token_file : str, optional (default=None)
+        File whose first line is the token.
     creds : str, optional (default=None)
         A NATS credentials file (JWT and NKey seed).
     tls_ca : str, optional (default=None)
-        CA certificate file for tls:// servers; tls_cert and tls_key for a client certificate.
+        CA certificate file for tls:// servers.
+    tls_cert : str, optional (default=None)
+        Client certificate file (with tls_key) for servers that verify clients.
+    tls_key : str, optional (default=None)
+        Private key file of tls_cert.
     connect_backoff_max : float, optional (default=5.0)
         Cap in seconds of the backoff between connection attempts.
 
