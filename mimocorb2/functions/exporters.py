@@ -343,8 +343,8 @@ def nats(buffer_io: BufferIO) -> None:
         Size limit of the stream in bytes (used only when the stream is created).
     max_age : float, optional (default=0)
         With retention 'archive': seconds a block is kept (0: no age limit).
-    block_size : int, optional (default=983040)
-        Largest block in bytes (at most the server's max_payload, 1 MiB by default).
+    block_size : int, optional (default=None)
+        Largest block in bytes; None: the server's max_payload (1 MiB unless configured; daemon/nats-server.conf sets 8 MiB), at most 4 MiB, less 64 KiB.
     latency : float, optional (default=0.02)
         Longest time in seconds an event waits in an open block.
     in_flight : int, optional (default=4)

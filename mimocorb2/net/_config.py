@@ -36,6 +36,10 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 #: Seconds before the server re-sends a block nobody acknowledged (a group created by an exporter gets this).
 DEFAULT_ACK_WAIT = 5.0
 MIB = 1 << 20
+#: Largest block the exporter makes by itself; more only with an explicit block_size.
+MAX_DEFAULT_BLOCK = 4 * MIB
+#: Room left in a message for headers and the server's framing.
+BLOCK_HEADROOM = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")  # safe as a stream name, a consumer name and a subject token
 _COMMON_KEYS = ("url", "stream", "user", "password", "password_file", "token", "token_file",
                 "creds", "tls_ca", "tls_cert", "tls_key", "connect_backoff_max")
@@ -113,7 +117,7 @@ class _Common:
 class ExporterConfig(_Common):
     """Checked config of ``exporters.nats``."""
 
-    block_size: int
+    block_size: int | None  #: None: min(server max_payload, MAX_DEFAULT_BLOCK) less headroom
     latency: float
     retention: Retention
     max_bytes: int
@@ -266,7 +270,7 @@ def exporter_config(check: ConfigChecker, io: Any) -> ExporterConfig:
                 groups.append(group)
     return ExporterConfig(
         **common,
-        block_size=check.number("block_size", MIB - 64 * 1024, integer=True, positive=True) or MIB - 64 * 1024,
+        block_size=check.number("block_size", None, integer=True, positive=True, allow_none=True),
         latency=check.number("latency", 0.02, positive=True) or 0.02,
         retention=Retention(retention or Retention.INTEREST.value),
         max_bytes=check.number("max_bytes", 1 << 30, integer=True, positive=True) or 1 << 30,

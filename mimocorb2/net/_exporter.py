@@ -44,7 +44,7 @@ from ._client import (
     status_path,
     stream_settings,
 )
-from ._config import ExporterConfig, Retention, exporter_config, producer_identity
+from ._config import BLOCK_HEADROOM, MAX_DEFAULT_BLOCK, ExporterConfig, Retention, exporter_config, producer_identity
 
 __all__ = ["FUNCTION", "run_exporter"]
 
@@ -351,12 +351,13 @@ def run_exporter(buffer_io: Any) -> None:
     publisher = _Publisher(cfg, buffer_io, status, descr, length)
     try:
         max_payload = loop.call(publisher.start())
-        room = min(cfg.block_size, max_payload) - _wire.header_overhead(producer_identity(buffer_io), descr)
+        block_size = cfg.block_size or min(max_payload, MAX_DEFAULT_BLOCK) - BLOCK_HEADROOM
+        room = min(block_size, max_payload) - _wire.header_overhead(producer_identity(buffer_io), descr)
         if event_bytes > room:
             raise SetupError(f"worker '{buffer_io.name}' ({FUNCTION}): events too large for NATS", problems=[
                 f"Workers.{buffer_io.name}.sources: one event of '{source.name}' takes {event_bytes} bytes on the "
                 f"wire, more than the {room} bytes a message may carry (max_payload {max_payload} of "
-                f"{cfg.shown_url}, block_size {cfg.block_size}); raise max_payload in nats-server.conf "
+                f"{cfg.shown_url}, block_size {block_size}); raise max_payload in nats-server.conf "
                 "and block_size, or make events smaller"])
         if cfg.retention is Retention.INTEREST and not cfg.groups:
             loop.call(publisher.wait_for_consumer(lambda: False))

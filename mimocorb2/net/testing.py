@@ -44,9 +44,12 @@ class NatsServer:
 
     def __init__(self, store_dir: str | os.PathLike[str], *, port: int | None = None,
                  binary: str | None = None, extra_args: list[str] | None = None,
-                 domain: str | None = None, leaf_port: int | None = None, hub_leaf_port: int | None = None) -> None:
+                 domain: str | None = None, leaf_port: int | None = None, hub_leaf_port: int | None = None,
+                 extra_config: str = "") -> None:
         """``leaf_port``: accept leaf servers there (a hub); ``hub_leaf_port``: be a leaf of the
-        hub listening there, with JetStream ``domain``."""
+        hub listening there, with JetStream ``domain``; ``extra_config``: more config lines
+        (e.g. ``max_payload: 8MB``)."""
+        self.extra_config = extra_config
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.domain = domain
@@ -100,6 +103,8 @@ class NatsServer:
             lines.append(f"leafnodes {{ listen: 127.0.0.1:{self.leaf_port} }}")
         if self.hub_leaf_port:
             lines.append(f'leafnodes {{ remotes [ {{ url: "nats-leaf://127.0.0.1:{self.hub_leaf_port}" }} ] }}')
+        if self.extra_config:
+            lines.append(self.extra_config)
         path = self.store_dir.parent / f"nats-server-{self.port}.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
