@@ -25,7 +25,12 @@ from mimocorb2.net.testing import NatsServer, find_nats_server
 from mimocorb2.runtime import Runner
 from mimocorb2.setup import load_setup
 
-pytest.importorskip("nats", reason="nats-py is in the test extra")
+try:
+    import nats  # noqa: F401  (nats-py, in the test extra)
+except ImportError:  # pragma: no cover - only on a machine set up without the test extra
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise
+    pytest.skip("nats-py is not installed: pip install -e '.[test]'", allow_module_level=True)
 
 
 def _need_server() -> None:

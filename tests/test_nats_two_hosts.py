@@ -15,7 +15,12 @@ import yaml
 from mimocorb2.net.testing import NatsServer, find_nats_server
 from mimocorb2.supervisor.testing import DaemonProcess, segments_of
 
-pytest.importorskip("nats", reason="nats-py is in the test extra")
+try:
+    import nats  # noqa: F401  (nats-py, in the test extra)
+except ImportError:  # pragma: no cover - only on a machine set up without the test extra
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise
+    pytest.skip("nats-py is not installed: pip install -e '.[test]'", allow_module_level=True)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "two_hosts"
 N_EVENTS = 6000
