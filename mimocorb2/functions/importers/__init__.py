@@ -51,7 +51,7 @@ def nats(buffer_io: Any) -> None:
     stream : str, optional (default=sink buffer name)
         Name of the JetStream stream.
     group : str, optional (default=worker name)
-        Name of the reader group (the durable consumer); workers on other hosts with the same group share its events.
+        Name of the reader group (the durable consumer); workers on other hosts with the same group share its events (but such a shared group does not end by itself).
     producers : int, optional (default=1)
         Number of exporting workers feeding the stream; the group ends after the end-of-stream markers of all of them.
     deliver : str, optional (default='all')
