@@ -101,9 +101,10 @@ from ._layout import (
 )
 from ._shm import pid_alive
 
-__all__ = ["SlotRing", "END_OF_STREAM", "PAUSED", "REJECTED"]
+__all__ = ["SlotRing", "END_OF_STREAM", "NOTHING_YET", "PAUSED", "REJECTED"]
 
 END_OF_STREAM = -1  # take() result: nothing more will come for this group
+NOTHING_YET = -2  # take(wait=False) result: nothing to take right now
 PAUSED = -1  # claim() result: paused, write into a private scratch slot (counted on commit)
 REJECTED = -2  # claim() result: the buffer has ended, the write is refused (counted now)
 
@@ -458,8 +459,11 @@ class SlotRing:
         self._unlock()
 
     # ---------------------------------------------------------------- readers
-    def take(self, g: int) -> int:
-        """Take the next slot for reader group ``g``, waiting; END_OF_STREAM at the end."""
+    def take(self, g: int, wait: bool = True) -> int:
+        """Take the next slot for reader group ``g``, waiting; END_OF_STREAM at the end.
+
+        With ``wait=False`` it returns NOTHING_YET at once instead of waiting.
+        """
         cb, lock, n = self.cb, self.lock, self.n
         gbase = self._groups + g * GROUP_WORDS
         hbase = self._holders + g * n
@@ -494,6 +498,8 @@ class SlotRing:
                 return END_OF_STREAM
             cb[H_LOCK_OWNER] = 0
             lock.release()
+            if not wait:
+                return NOTHING_YET
             self._wait(_READER, lambda: self._reader_may_go(gbase), gbase + G_WAITING, self.group_sems[g])
 
     def finish(self, g: int, slot: int) -> None:

@@ -24,7 +24,7 @@ from .visualizers import histogram as visualize_histogram
 if TYPE_CHECKING:
     from ..mimo_worker import BufferIO
 
-__all__ = ["csv", "drain", "histogram", "visualize_histogram"]
+__all__ = ["csv", "drain", "histogram", "nats", "visualize_histogram"]
 
 #: Name of the marker file the histogram exporter writes after its final update.
 HISTOGRAM_COMPLETE_MARKER = ".complete"
@@ -307,3 +307,91 @@ def csv(buffer_io: BufferIO) -> None:
                 last = now
         writer.writerows(rows)
         fh.flush()
+
+
+def nats(buffer_io: BufferIO) -> None:
+    """mimoCoRB2 Function: Publish the events of the source buffer to a NATS JetStream stream.
+
+    Sends every event of the source buffer, with its metadata (counter, timestamp,
+    deadtime), to a JetStream stream, where importers.nats on this or another host
+    reads it. Events travel in blocks of many events, sent when a block reaches
+    block_size bytes or its first event is latency seconds old. A block's slots are
+    freed only after the server stored it, so a slow or unreachable server fills the
+    source buffer and dead time is counted upstream; nothing is dropped. Failed
+    publishes (server restarted, link dropped, stream full) are retried with backoff
+    under the same message id, which the server stores once; a killed and restarted
+    exporter process sends the blocks it had in flight again as the same blocks (its
+    journal in RUN_DIR/nats/<worker>/), so they are stored once too. When the source ends,
+    each process sends an end-of-stream marker. The state ("waiting for NATS at URL",
+    "stream full", ...) is in RUN_DIR/status/<worker>.json. Needs nats-py
+    (pip install 'mimocorb2[nats]'). Wire format, server setup and faults: docs/network.md.
+
+    Type
+    ----
+    Exporter
+
+    Buffers
+    -------
+    sources
+        1
+    sinks
+        Pass through data without modification to all sinks. Must share same dtype as source buffer.
+    observes
+        0
+
+    Configs
+    -------
+    url : str or list, optional (default='nats://127.0.0.1:4222')
+        Server URL, or a list of the URLs of a cluster.
+    stream : str, optional (default=source buffer name)
+        Name of the JetStream stream (letters, digits, '-', '_'); subjects mimocorb2.<stream>.events and .end.
+    retention : str, optional (default='interest')
+        'interest': the server keeps a block until every importing group acknowledged it and refuses new ones when max_bytes is reached (the exporter waits). 'archive': keeps blocks by max_age and max_bytes, dropping the oldest; groups may replay.
+    groups : list, optional (default=[])
+        Importing groups that must get every event (with retention 'interest' their consumers are created before the first publish). Without it the exporter waits until some group exists.
+    max_bytes : int, optional (default=1073741824)
+        Size limit of the stream in bytes (used only when the stream is created).
+    max_age : float, optional (default=0)
+        With retention 'archive': seconds a block is kept (0: no age limit).
+    block_size : int, optional (default=None)
+        Largest block in bytes; None: the server's max_payload (1 MiB unless configured; daemon/nats-server.conf sets 8 MiB), at most 4 MiB, less 64 KiB.
+    latency : float, optional (default=0.02)
+        Longest time in seconds an event waits in an open block.
+    in_flight : int, optional (default=4)
+        Blocks published but not yet acknowledged, per process.
+    duplicate_window : float, optional (default=120)
+        Seconds the server remembers message ids to drop re-sent blocks.
+    publish_timeout : float, optional (default=5.0)
+        Seconds to wait for the server's acknowledgement before sending again.
+    user : str, optional (default=None)
+        User name; with password or password_file.
+    password : str, optional (default=None)
+        Password (better: password_file; the run directory keeps a copy of the setup).
+    password_file : str, optional (default=None)
+        File whose first line is the password (relative to the setup file).
+    token : str, optional (default=None)
+        Authentication token.
+    token_file : str, optional (default=None)
+        File whose first line is the token.
+    creds : str, optional (default=None)
+        A NATS credentials file (JWT and NKey seed).
+    tls_ca : str, optional (default=None)
+        CA certificate file for tls:// servers.
+    tls_cert : str, optional (default=None)
+        Client certificate file (with tls_key) for servers that verify clients.
+    tls_key : str, optional (default=None)
+        Private key file of tls_cert.
+    connect_backoff_max : float, optional (default=5.0)
+        Cap in seconds of the backoff between connection attempts.
+
+    Examples
+    --------
+    >>> # Workers:
+    >>> #   to_network:
+    >>> #     function: exporters.nats
+    >>> #     config: {url: nats://analysis-pc:4222, stream: waveforms, groups: [analysis]}
+    >>> #     sources: [waveforms]
+    """
+    from ..net import run_exporter
+
+    run_exporter(buffer_io)

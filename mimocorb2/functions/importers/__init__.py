@@ -1,7 +1,96 @@
-"""Prebuilt importers: workers that bring data from hardware into a buffer.
+"""Prebuilt importers: workers that bring data from hardware or the network into a buffer.
 
 - :mod:`.redpitaya`: ``importers.redpitaya.waveform``, a Red Pitaya STEMlab 125-14
   read over its SCPI server.
+- :func:`nats`: ``importers.nats``, the events of a NATS JetStream stream written by
+  ``exporters.nats`` (implemented in :mod:`mimocorb2.net`).
 
 Submodules are imported on demand (importing this package is cheap).
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["nats"]
+
+
+def nats(buffer_io: Any) -> None:
+    """mimoCoRB2 Function: Import the events of a NATS JetStream stream into the sink buffer.
+
+    Reads the blocks that exporters.nats published to a stream and writes their
+    events into the sink, with counter, timestamp and deadtime restored unchanged.
+    The worker is one reader group of the stream (a durable consumer named after the
+    worker, or group): its processes share the group's events, and every group gets
+    every event. A block is acknowledged only after its events are in the sink; a
+    block delivered again after a server restart is skipped. The stream's dtype must
+    be the sink's (checked at start: a SetupError names both). The group ends, and the
+    sink with it, when every process of producers exporting workers has sent its
+    end-of-stream marker and everything before it is in the sink. While the server or
+    the stream is missing the worker waits and retries ("waiting for NATS at URL" in
+    RUN_DIR/status/<worker>.json). Needs nats-py (pip install 'mimocorb2[nats]').
+    Details: docs/network.md.
+
+    Type
+    ----
+    Importer
+
+    Buffers
+    -------
+    sources
+        0
+    sinks
+        1 with the data_dtype and data_length of the exporting buffer
+    observes
+        0
+
+    Configs
+    -------
+    url : str or list, optional (default='nats://127.0.0.1:4222')
+        Server URL, or a list of the URLs of a cluster.
+    stream : str, optional (default=sink buffer name)
+        Name of the JetStream stream.
+    group : str, optional (default=worker name)
+        Name of the reader group (the durable consumer); workers on other hosts with the same group share its events (but such a shared group does not end by itself).
+    producers : int, optional (default=1)
+        Number of exporting workers feeding the stream; the group ends after the end-of-stream markers of all of them.
+    deliver : str, optional (default='all')
+        Where a new group starts: 'all' (everything the stream keeps), 'new' (from now on) or 'start_time'.
+    start_time : str, optional (default=None)
+        With deliver 'start_time': an ISO time (2026-11-27T18:00:00Z) or epoch seconds to replay from.
+    batch : int, optional (default=1)
+        Blocks fetched per request. A request waits until it has them all (at most 0.25 s), so more than 1 adds latency on a slow stream.
+    ack_wait : float, optional (default=5.0)
+        Seconds before the server re-sends an unacknowledged block (kept alive while the sink is full); set when the group is created.
+    user : str, optional (default=None)
+        User name; with password or password_file.
+    password : str, optional (default=None)
+        Password (better: password_file; the run directory keeps a copy of the setup).
+    password_file : str, optional (default=None)
+        File whose first line is the password (relative to the setup file).
+    token : str, optional (default=None)
+        Authentication token.
+    token_file : str, optional (default=None)
+        File whose first line is the token.
+    creds : str, optional (default=None)
+        A NATS credentials file (JWT and NKey seed).
+    tls_ca : str, optional (default=None)
+        CA certificate file for tls:// servers.
+    tls_cert : str, optional (default=None)
+        Client certificate file (with tls_key) for servers that verify clients.
+    tls_key : str, optional (default=None)
+        Private key file of tls_cert.
+    connect_backoff_max : float, optional (default=5.0)
+        Cap in seconds of the backoff between connection attempts.
+
+    Examples
+    --------
+    >>> # Workers:
+    >>> #   from_network:
+    >>> #     function: importers.nats
+    >>> #     config: {url: nats://analysis-pc:4222, stream: waveforms}
+    >>> #     sinks: [waveforms]
+    """
+    from ...net import run_importer
+
+    run_importer(buffer_io)

@@ -1,0 +1,43 @@
+"""Events beyond one machine: buffers exported to and imported from NATS JetStream streams.
+
+- :mod:`._wire`: the self-describing block format (no dependency on nats-py).
+- :mod:`._config`: the checked config keys of both functions, credentials.
+- :mod:`._client`: the asyncio loop thread inside a worker, connecting with backoff, status files.
+- :mod:`._exporter`: ``exporters.nats``; :mod:`._importer`: ``importers.nats``.
+
+nats-py is an optional dependency (``pip install 'mimocorb2[nats]'``), imported only
+when a function runs. See docs/network.md.
+"""
+
+from ._config import DEFAULT_URL, Deliver, ExporterConfig, ImporterConfig, Retention, redact_url
+from ._exporter import run_exporter
+from ._importer import run_importer
+from ._wire import (
+    META_DTYPE,
+    META_SIZE,
+    Block,
+    BlockKind,
+    WireError,
+    decode_block,
+    describe_dtype,
+    dtype_from_descr,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "META_DTYPE",
+    "META_SIZE",
+    "Block",
+    "BlockKind",
+    "Deliver",
+    "ExporterConfig",
+    "ImporterConfig",
+    "Retention",
+    "WireError",
+    "decode_block",
+    "describe_dtype",
+    "dtype_from_descr",
+    "redact_url",
+    "run_exporter",
+    "run_importer",
+]

@@ -1,0 +1,284 @@
+"""Client glue: an asyncio loop thread inside the worker, connecting with backoff, status.
+
+A worker is a synchronous process and nats-py is asyncio. :class:`LoopThread` runs one
+event loop in a background thread of the worker process: it keeps the connection
+alive (pings, reconnects, acknowledgements) while the worker's main thread moves
+slots in shared memory. The main thread hands coroutines over with
+:meth:`LoopThread.call` and waits for them in short slices, beating its heartbeat, so
+a worker waiting for the network is never taken for a stalled one. Events never pass
+through the loop thread other than as the bytes of a message being sent or received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..datapath import heartbeat as _heartbeat
+from ..errors import SetupError
+from ._config import DEFAULT_ACK_WAIT, Retention, _Common
+
+__all__ = ["LoopThread", "State", "Status", "StatusFile", "connect", "ensure_consumer", "import_nats", "is_stream_full", "status_path", "stream_settings"]
+
+T = TypeVar("T")
+_WAIT_SLICE = 0.2  # seconds between heartbeats while the main thread waits for the loop thread
+
+
+def import_nats(worker: str, function: str) -> Any:
+    """The ``nats`` package, or a SetupError saying what to install."""
+    try:
+        import nats  # noqa: F401
+        import nats.js  # noqa: F401
+    except ImportError:
+        raise SetupError(
+            f"worker '{worker}' ({function}): the NATS client is not installed",
+            problems=[f"Workers.{worker}.function: {function} needs nats-py: "
+                      "pip install 'mimocorb2[nats]' (or pip install nats-py)"],
+        ) from None
+    return nats
+
+
+class State(Enum):
+    """What a NATS worker process is doing (the ``state`` of its status file)."""
+
+    STARTING = "starting"
+    WAITING_FOR_SERVER = "waiting for NATS"
+    WAITING_FOR_STREAM = "waiting for stream"
+    WAITING_FOR_CONSUMER = "waiting for an importing group"
+    STREAM_FULL = "stream full, waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Status:
+    """Written to ``RUN_DIR/status/<worker>[.<index>].json``; holds no secret."""
+
+    worker: str
+    process: int
+    url: str
+    stream: str
+    state: str = State.STARTING.value
+    message: str = ""
+    blocks: int = 0
+    events: int = 0
+    retries: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    pid: int = field(default_factory=os.getpid)
+    updated: float = 0.0
+
+
+class StatusFile:
+    """Keeps a :class:`Status`, logs state changes once, rewrites the file atomically."""
+
+    def __init__(self, path: Path | None, status: Status, logger: logging.Logger) -> None:
+        self.path = path
+        self.status = status
+        self.log = logger
+        self._lock = threading.Lock()
+        self._last_write = 0.0
+
+    def set(self, state: State, message: str = "", error: str | None = None) -> None:
+        """Enter ``state``; log it when it changes (never a secret: messages carry redacted URLs)."""
+        with self._lock:
+            if self.status.state == State.FINISHED.value:
+                return  # closing the connection afterwards is no news
+            changed = state.value != self.status.state or message != self.status.message
+            self.status.state = state.value
+            self.status.message = message
+            if error is not None:
+                self.status.last_error = error
+        if changed:
+            level = logging.INFO if state in (State.RUNNING, State.FINISHED, State.STARTING) else logging.WARNING
+            self.log.log(level, "%s%s", message or state.value, f" ({error})" if error else "")
+            self.write()
+
+    def count(self, blocks: int = 0, events: int = 0) -> None:
+        """Add to the counters; rewrite the file at most once a second."""
+        self.status.blocks += blocks
+        self.status.events += events
+        if time.monotonic() - self._last_write >= 1.0:
+            self.write()
+
+    def write(self) -> None:
+        """Rewrite the status file (readers see the old or the new one, never half)."""
+        if self.path is None:
+            return
+        self._last_write = time.monotonic()
+        with self._lock:
+            self.status.updated = time.time()
+            text = json.dumps(asdict(self.status), indent=1) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # informative only: never let it stop the data
+
+
+def status_path(io: Any) -> Path:
+    """Where a process of ``io``'s worker writes its status."""
+    n = int(getattr(io, "number_of_processes", 1) or 1)
+    suffix = "" if n == 1 else f".{int(getattr(io, 'process_index', 0))}"
+    return Path(io.run_dir) / "status" / f"{io.name}{suffix}.json"
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+
+
+class LoopThread:
+    """One asyncio loop in a daemon thread of this worker process."""
+
+    def __init__(self) -> None:
+        self.loop = _new_loop()
+        self._thread = threading.Thread(target=self._run, name="nats-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop; returns at once."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    @staticmethod
+    def wait(future: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+        """The result of ``future``, beating the heartbeat while waiting (TimeoutError after ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_ = _WAIT_SLICE if deadline is None else max(0.0, min(_WAIT_SLICE, deadline - time.monotonic()))
+            try:
+                return future.result(slice_)
+            except concurrent.futures.TimeoutError:
+                _heartbeat.beat()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError("the NATS loop did not answer in time") from None
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for it (beating the heartbeat)."""
+        return self.wait(self.submit(coro), timeout)
+
+    def close(self, nc: Any = None) -> None:
+        """Close the connection (flushing what is buffered) and stop the loop."""
+        if nc is not None:
+            try:
+                self.submit(nc.close()).result(10)
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Callable[[], bool]) -> Any:
+    """Connect to the server(s), retrying without limit until it works (None: told to stop).
+
+    nats-py retries the first connection and later reconnects by itself every
+    ``reconnect_time_wait``; the callbacks keep the status file true ("waiting for
+    NATS at URL") and ``should_stop`` is asked while waiting.
+    """
+    import nats
+
+    waiting = f"waiting for NATS at {cfg.shown_url}"
+    connected = False
+
+    async def on_disconnect() -> None:
+        status.set(State.WAITING_FOR_SERVER, waiting, "connection lost")
+
+    async def on_reconnect() -> None:
+        status.status.reconnects += 1
+        status.set(State.RUNNING, f"reconnected to NATS at {cfg.shown_url}")
+
+    async def on_error(exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if _is_auth_error(exc):
+            error = "authorization failed (check user/password, token or creds)"
+        status.status.last_error = error
+        if not connected:
+            status.set(State.WAITING_FOR_SERVER, waiting, error)
+
+    task = asyncio.ensure_future(nats.connect(
+        servers=list(cfg.urls), name=name, allow_reconnect=True, max_reconnect_attempts=-1,
+        reconnect_time_wait=min(1.0, cfg.connect_backoff_max), connect_timeout=2, ping_interval=10,
+        max_outstanding_pings=3, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+        error_cb=on_error, pending_size=64 * 1024 * 1024, **cfg.credentials.connect_options(),
+    ))
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.2)
+        if not task.done() and should_stop():
+            task.cancel()
+            return None
+    nc = task.result()
+    connected = True
+    return nc
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    return "authorization" in str(exc).lower()
+
+
+def is_stream_full(exc: BaseException) -> bool:
+    """Whether a publish failed because the stream refuses new messages (discard new)."""
+    text = str(exc).lower()
+    return "maximum" in text and ("exceeded" in text or "bytes" in text or "messages" in text)
+
+
+def stream_settings(cfg: Any, retention: Retention, metadata: dict[str, str]) -> dict[str, Any]:
+    """Keyword arguments of the StreamConfig an exporter creates."""
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
+
+    interest = retention is Retention.INTEREST
+    return {
+        "name": cfg.stream,
+        "subjects": [f"mimocorb2.{cfg.stream}.>"],
+        "retention": RetentionPolicy.INTEREST if interest else RetentionPolicy.LIMITS,
+        "discard": DiscardPolicy.NEW if interest else DiscardPolicy.OLD,
+        "max_bytes": cfg.max_bytes,
+        "max_age": cfg.max_age or None,
+        "storage": StorageType.FILE,
+        "duplicate_window": cfg.duplicate_window,
+        "metadata": metadata,
+    }
+
+
+async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any],
+                          ack_wait: float = DEFAULT_ACK_WAIT) -> Any:
+    """Create the durable pull consumer ``group`` on ``stream`` unless it exists; return its info.
+
+    ``start``: None (deliver everything kept), ``"new"``, or a datetime.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    try:
+        return await retry("consumer info", lambda: js.consumer_info(stream, group))
+    except NotFoundError:
+        pass
+    options: dict[str, Any] = {"durable_name": group, "ack_policy": AckPolicy.EXPLICIT,
+                               "max_ack_pending": 10_000, "ack_wait": ack_wait}
+    if start == "new":
+        options["deliver_policy"] = DeliverPolicy.NEW
+    elif start is not None:
+        options["deliver_policy"] = DeliverPolicy.BY_START_TIME
+        options["opt_start_time"] = start
+    else:
+        options["deliver_policy"] = DeliverPolicy.ALL
+    return await retry("creating the consumer", lambda: js.add_consumer(stream, ConsumerConfig(**options)))

