@@ -328,7 +328,7 @@ def test_exporter_killed_with_blocks_in_flight_and_restarted_loses_and_duplicate
     those blocks under the same ids (its journal), so each event is stored once."""
     import signal
 
-    from mimocorb2.supervisor.testing import DaemonProcess
+    from mimocorb2.testing import DaemonProcess
 
     n = 3000
     setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000, exporter_config={"in_flight": 8})
@@ -354,7 +354,7 @@ def test_importer_killed_and_restarted_loses_nothing(tmp_path, nats_server):
     writing at the kill may arrive twice (docs/network.md, Faults)."""
     import signal
 
-    from mimocorb2.supervisor.testing import DaemonProcess
+    from mimocorb2.testing import DaemonProcess
 
     n = 3000
     setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000, importers={"receive": {"ack_wait": 1.0}})

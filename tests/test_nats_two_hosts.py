@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mimocorb2.net.testing import NatsServer, find_nats_server
-from mimocorb2.supervisor.testing import DaemonProcess, segments_of
+from mimocorb2.testing import DaemonProcess, segments_of
 
 try:
     import nats  # noqa: F401  (nats-py, in the test extra)
