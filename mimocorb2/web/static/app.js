@@ -238,8 +238,9 @@ function renderWorkers(status, web) {
   });
   tbody.replaceChildren(...rows);
   const d = status.daemon || {};
-  $("#daemon-self").textContent = `daemon pid ${d.pid}: CPU ${web.daemon_cpu}%, memory ${fmtBytes(memory[String(d.pid)])}, ` +
-    `loop lag ${((d.loop_lag_recent_max || 0) * 1000).toFixed(1)} ms`;
+  const lag = d.loop_lag_recent_max == null ? "" : `, loop lag ${(d.loop_lag_recent_max * 1000).toFixed(1)} ms`;
+  $("#daemon-self").textContent = `${d.foreground ? "mimocorb2 run" : "daemon"} pid ${d.pid}: CPU ${web.daemon_cpu}%, ` +
+    `memory ${fmtBytes(memory[String(d.pid)])}${lag}`;
 }
 
 // ---------------------------------------------------------------- controls (operator only)
