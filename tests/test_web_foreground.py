@@ -104,6 +104,8 @@ def test_foreground_run_serves_the_page_and_stops_from_it(tmp_path):
                 assert page.locator("#setup-select").count() == 0
                 page.get_by_role("button", name="Stop").click()
                 assert cli.proc.wait(90) == 0, cli.output()
+                # the page's last frame, sent before it closed, shows how the run ended
+                poll(lambda: page.text_content("#run-state") == "finished", 10, "the run box to show finished")
             finally:
                 browser.close()
         out = cli.output()

@@ -15,6 +15,7 @@ aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -104,7 +105,13 @@ class ForegroundPage:
         return cls(host, server)
 
     async def close(self) -> None:
-        """Stop serving (the run has ended) and forget the tokens."""
+        """Tell the open pages how the run ended, stop serving, forget the tokens."""
+        feeds, hub = self.server.feeds, self.server.hub
+        await feeds.close()  # no ticker frame after the last one
+        last = feeds.status_frame(await self.host.dispatch("status", {}, "web"))
+        for page in list(hub.pages):
+            with contextlib.suppress(Exception):
+                await page.ws.send_str(last)
         await self.server.close()
         await asyncio.to_thread(shutil.rmtree, self.host.runtime_directory, True)
 
