@@ -1,6 +1,6 @@
 """``mimocorb2`` command line: run a setup in the foreground, check it, list functions.
 
-    mimocorb2 run SETUP.yaml [--max-events N] [--max-seconds T] [--quiet]
+    mimocorb2 run SETUP.yaml [--max-events N] [--max-seconds T] [--quiet] [--web [[HOST:]PORT]]
     mimocorb2 check SETUP.yaml [--import [--import-timeout T]]
     mimocorb2 functions
 """
@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, metavar="N", help="stop gracefully once the root buffers took N events")
     run.add_argument("--max-seconds", type=float, metavar="T", help="stop gracefully after T seconds")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary (no worker output, no progress)")
+    run.add_argument("--web", nargs="?", const=True, default=False, metavar="[HOST:]PORT",
+                     help="serve the live web page of this run (default 127.0.0.1:8765, a free port "
+                          "if that is taken); prints its address with the operator token")
     check = sub.add_parser("check", help="validate a setup file and print every problem")
     check.add_argument("setup")
     check.add_argument("--import", dest="live_import", action="store_true",
@@ -100,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         {name: w.number_of_processes for name, w in setup.workers.items()})
     try:
         report = run_in_foreground(setup, max_events=args.max_events, max_seconds=args.max_seconds,
-                                   echo=echo, quiet=args.quiet, log_echo=log_echo)
+                                   echo=echo, quiet=args.quiet, log_echo=log_echo, web=args.web)
     except RunError as exc:
         print(f"mimocorb2 run: {exc.message}", file=sys.stderr)
         for problem in exc.problems:

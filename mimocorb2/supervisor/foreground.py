@@ -18,6 +18,10 @@ was in the buffers is counted lost).
 The terminal gets one line per notable event (process started, failed,
 stopping, drain timeout) unless ``quiet``, and the supervisor's warnings and
 errors on stderr.
+
+With ``web``, the daemon's web page serves this run (:mod:`.foreground_web`,
+loaded only then): opened before the run starts, closed once it has ended; its
+operator address is printed.
 """
 
 from __future__ import annotations
@@ -61,22 +65,27 @@ class RunReport:
 
 def run_in_foreground(setup: Setup, *, max_events: int | None = None, max_seconds: float | None = None,
                       run_dir: Path | None = None, echo: Callable[[str], None] | None = None,
-                      quiet: bool = False, log_echo: LogEcho | None = None) -> RunReport:
-    """Run ``setup`` to its end on a new uvloop loop in this thread (the main thread, for signals)."""
+                      quiet: bool = False, log_echo: LogEcho | None = None,
+                      web: bool | str = False) -> RunReport:
+    """Run ``setup`` to its end on a new uvloop loop in this thread (the main thread, for signals).
+
+    ``web``: False, no page; True, the page on 127.0.0.1:8765 (a free port if taken);
+    ``"[HOST:]PORT"``, there or a RunError. Its address is printed on stdout even when ``quiet``.
+    """
     import uvloop
 
     saved = _save_logging()
     logsetup.configure_daemon_logging("INFO", stderr_level="WARNING")
     try:
         return uvloop.run(_main(setup, max_events, max_seconds, run_dir, echo or (lambda line: None),
-                                log_echo))
+                                log_echo, web))
     finally:
         logsetup.shutdown_logging()
         _restore_logging(saved)
 
 
 async def _main(setup: Setup, max_events: int | None, max_seconds: float | None, run_dir: Path | None,
-                echo: Callable[[str], None], log_echo: LogEcho | None) -> RunReport:
+                echo: Callable[[str], None], log_echo: LogEcho | None, web: bool | str = False) -> RunReport:
     loop = asyncio.get_running_loop()
     # in the terminal a failure is reported at once instead of being restarted, and the
     # rest of the graph runs on (the original mimoCoRB's behaviour); all else is the daemon's
@@ -100,7 +109,13 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     echoing = False
+    page = None
     try:
+        if web is not False:
+            from mimocorb2.supervisor.foreground_web import ForegroundPage
+
+            page = await ForegroundPage.open(run, None if web is True else web,
+                                             lambda line: print(line, flush=True))
         await run.start()
         if log_echo is not None and run.directory is not None:
             # the workers' own output (RUN_DIR/logs/*.log), live on the terminal
@@ -110,6 +125,8 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if page is not None:
+            await page.close()
         if echoing:
             assert log_echo is not None
             log_echo.stop()

@@ -1,7 +1,8 @@
 """The live web dashboard served by the daemon (see docs/web.md).
 
 A thin adapter: :class:`WebServer` needs only a :class:`Backend`;
-:class:`DaemonBackend` adapts today's ``mimocorb2d``. ``start_web(daemon, config)``
+:class:`DaemonBackend` adapts ``mimocorb2d``, :class:`ForegroundBackend` a
+foreground run (``mimocorb2 run --web``, see ``supervisor/foreground_web.py``). ``start_web(daemon, config)``
 is the daemon's single hook.
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mimocorb2.web._backend import Backend, DaemonBackend, describe_setup
+from mimocorb2.web._backend import Backend, DaemonBackend, ForegroundBackend, describe_setup
 from mimocorb2.web._config import WebConfig, WebConfigError, apply_flags, config_from_file, parse_listen
 from mimocorb2.web._server import WebServer
 
-__all__ = ["Backend", "DaemonBackend", "WebConfig", "WebConfigError", "WebServer", "apply_flags",
+__all__ = ["Backend", "DaemonBackend", "ForegroundBackend", "WebConfig", "WebConfigError", "WebServer", "apply_flags",
            "config_from_file", "describe_setup", "parse_listen", "start_web"]
 
 

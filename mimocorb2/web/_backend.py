@@ -3,7 +3,9 @@
 The web package talks to the daemon only through :class:`Backend`. Today's
 implementation, :class:`DaemonBackend`, adapts ``mimocorb2.supervisor.server.Daemon``
 and its ``Handlers``; another engine (the foreground runner) only needs another
-adapter. Attributes of the daemon used here (and nowhere else in ``web/``):
+adapter: :class:`ForegroundBackend` serves ``mimocorb2 run --web`` through
+``supervisor/foreground_web.py``'s host object. Attributes of the daemon used here
+(and nowhere else in ``web/``):
 
 - ``daemon.dispatch(cmd, args, peer)``         -- the Unix socket's command path
 - ``daemon.socket_path``                         -- its directory is the runtime directory
@@ -123,6 +125,14 @@ class DaemonBackend:
         if run is None:
             return None
         return describe_setup(run.setup, list(run.roots))
+
+
+class ForegroundBackend(DaemonBackend):
+    """:class:`Backend` for ``mimocorb2 run --web``: the daemon's adapter over a host object
+    (``supervisor.foreground_web.ForegroundHost``) that has ``runtime_directory`` instead of a socket."""
+
+    def runtime_directory(self) -> Path:
+        return Path(self.daemon.runtime_directory)
 
 
 def describe_setup(setup: Any, roots: list[str]) -> dict[str, Any]:

@@ -32,7 +32,8 @@ class WebConfigError(ValueError):
 
 @dataclass
 class WebConfig:
-    """Settings of the web page. ``explicit``: asked for by flag or file, so a bind failure is fatal."""
+    """Settings of the web page. ``explicit``: asked for by flag or file, so a bind failure is fatal.
+    ``start_offered``: False for a foreground run (the page has no Start; the verb is refused)."""
 
     enabled: bool = True
     host: str = DEFAULT_HOST
@@ -42,6 +43,7 @@ class WebConfig:
     auth: bool = True
     viewer_token: str | None = None
     operator_token: str | None = None
+    start_offered: bool = True
 
     @property
     def loopback(self) -> bool:

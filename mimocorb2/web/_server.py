@@ -192,7 +192,8 @@ class WebServer:
     def _require(self, request: web.Request, role: str = VIEWER) -> str:
         got = self.role_of(request)
         if got is None:
-            raise web.HTTPUnauthorized(text="no valid token: open the address printed by `mimoctl web`\n")
+            raise web.HTTPUnauthorized(text="no valid token: open the address printed by `mimoctl web` "
+                                            "(or by `mimocorb2 run --web`)\n")
         if role == OPERATOR and got != OPERATOR:
             raise web.HTTPForbidden(text="the viewer token may not act; use `mimoctl web --operator`\n")
         return got
@@ -204,7 +205,8 @@ class WebServer:
             role = self.tokens.role_of(token) if self.tokens else OPERATOR
             if role is None:
                 log.warning("web login with a wrong token", remote=request.remote)
-                return web.Response(status=401, text="wrong token: open the address printed by `mimoctl web`\n")
+                return web.Response(status=401, text="wrong token: open the address printed by `mimoctl web` "
+                                                     "(or by `mimocorb2 run --web`)\n")
             # the token leaves the address bar (and the history)
             response = web.Response(status=303, headers={"Location": "/"})
             response.set_cookie(self.cookie_name, token, httponly=True, samesite="Strict", path="/")
@@ -220,8 +222,9 @@ class WebServer:
 
     async def _session(self, request: web.Request) -> web.Response:
         role = self._require(request)
-        out: dict[str, Any] = {"role": role, "version": __version__, "cookie": self.cookie_name}
-        if role == OPERATOR:
+        out: dict[str, Any] = {"role": role, "version": __version__, "cookie": self.cookie_name,
+                               "can_start": self.config.start_offered}
+        if role == OPERATOR and self.config.start_offered:
             setups = await asyncio.to_thread(allowed_setups, self.config)
             out["setups"] = list(setups)
         return web.json_response(out)
@@ -288,6 +291,10 @@ class WebServer:
         verb = request.match_info["verb"]
         if verb not in VERBS:
             raise web.HTTPNotFound(text=f"no action {verb!r}; actions: {', '.join(VERBS)}\n")
+        if verb == "start" and not self.config.start_offered:
+            return web.json_response({"ok": False, "problems": [],
+                                      "error": "this page serves one foreground run: Start is not offered"},
+                                     status=409)
         try:
             body = await request.json() if request.can_read_body else {}
         except ValueError:

@@ -28,7 +28,7 @@ async function init() {
   state.role = session.role;
   $("#role").textContent = session.role;
   $("#version").textContent = `mimocorb2 ${session.version}`;
-  if (session.role === "operator") setupControls(session.setups || []);
+  if (session.role === "operator") setupControls(session.setups || [], session.can_start !== false);
   else $("#controls").remove(); // a viewer gets no buttons at all
   connect();
   setInterval(tickStaleness, 1000);
@@ -238,17 +238,24 @@ function renderWorkers(status, web) {
   });
   tbody.replaceChildren(...rows);
   const d = status.daemon || {};
-  $("#daemon-self").textContent = `daemon pid ${d.pid}: CPU ${web.daemon_cpu}%, memory ${fmtBytes(memory[String(d.pid)])}, ` +
-    `loop lag ${((d.loop_lag_recent_max || 0) * 1000).toFixed(1)} ms`;
+  const lag = d.loop_lag_recent_max == null ? "" : `, loop lag ${(d.loop_lag_recent_max * 1000).toFixed(1)} ms`;
+  $("#daemon-self").textContent = `${d.foreground ? "mimocorb2 run" : "daemon"} pid ${d.pid}: CPU ${web.daemon_cpu}%, ` +
+    `memory ${fmtBytes(memory[String(d.pid)])}${lag}`;
 }
 
 // ---------------------------------------------------------------- controls (operator only)
-function setupControls(setups) {
+function setupControls(setups, canStart) {
   $("#controls").hidden = false;
-  const sel = $("#setup-select");
-  sel.replaceChildren(...setups.map((s) => el("option", { value: s, text: s.split("/").slice(-2).join("/") })));
-  if (!setups.length) sel.append(el("option", { value: "", text: "(no setups configured)" }));
-  $("#btn-start").addEventListener("click", () => act("start", { setup: sel.value, comment: $("#run-comment").value || undefined }));
+  if (canStart) {
+    const sel = $("#setup-select");
+    sel.replaceChildren(...setups.map((s) => el("option", { value: s, text: s.split("/").slice(-2).join("/") })));
+    if (!setups.length) sel.append(el("option", { value: "", text: "(no setups configured)" }));
+    $("#btn-start").addEventListener("click", () => act("start", { setup: sel.value, comment: $("#run-comment").value || undefined }));
+  } else { // a foreground run (mimocorb2 run --web): the page serves that one run
+    $("#setup-select").closest("label").remove();
+    $("#run-comment").closest("label").remove();
+    $("#btn-start").remove();
+  }
   $("#btn-pause").addEventListener("click", () => act("pause"));
   $("#btn-resume").addEventListener("click", () => act("resume"));
   $("#btn-stop").addEventListener("click", () => act("stop"));
@@ -260,7 +267,8 @@ function setupControls(setups) {
 function renderControls(status) {
   if (state.role !== "operator") return;
   const s = status.state, active = ACTIVE.has(s);
-  $("#btn-start").disabled = active || !$("#setup-select").value;
+  const start = $("#btn-start");
+  if (start) start.disabled = active || !$("#setup-select").value;
   $("#btn-pause").disabled = s !== "running";
   $("#btn-resume").disabled = s !== "paused";
   $("#btn-stop").disabled = !(s === "running" || s === "paused" || s === "starting");
