@@ -29,19 +29,17 @@ import numpy as np
 from ..datapath import END_OF_STREAM, NOTHING_YET
 from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
-from ..functions._common import ConfigChecker
 from . import _wire
 from ._journal import Journal, Orphans
 from ._client import (
     LoopThread,
     State,
-    Status,
     StatusFile,
+    checked_config,
     connect,
     ensure_consumer,
-    import_nats,
     is_stream_full,
-    status_path,
+    open_status,
     stream_settings,
 )
 from ._config import BLOCK_HEADROOM, MAX_DEFAULT_BLOCK, ExporterConfig, Retention, exporter_config, producer_identity
@@ -325,18 +323,9 @@ def _pump(sender: _BlockSender) -> None:
         poll = min(poll * 2, _POLL_MAX)
 
 
-def _check_buffers(check: ConfigChecker, io: Any) -> None:
-    check.buffer_count("sources", list(io.buffer_names_in), 1)
-    check.buffer_count("observes", list(io.buffer_names_observe), 0)
-
-
 def run_exporter(buffer_io: Any) -> None:
     """The body of ``exporters.nats`` (see its docstring in :mod:`mimocorb2.functions.exporters`)."""
-    check = ConfigChecker(buffer_io, FUNCTION)
-    _check_buffers(check, buffer_io)
-    cfg = exporter_config(check, buffer_io)
-    check.done()
-    import_nats(buffer_io.name, FUNCTION)
+    cfg = checked_config(buffer_io, FUNCTION, exporter_config, sources=1)  # the sinks: checked by Exporter
     from ..worker_templates import Exporter
 
     exporter = Exporter(buffer_io)  # checks the sinks' layout; we read the source ourselves
@@ -344,8 +333,7 @@ def run_exporter(buffer_io: Any) -> None:
     dtype, length = source.data_example.dtype, len(source.data_example)
     descr = _wire.describe_dtype(dtype)
     event_bytes = _wire.META_SIZE + dtype.itemsize * length
-    status = StatusFile(status_path(buffer_io), Status(buffer_io.name, int(getattr(buffer_io, "process_index", 0)),
-                                                       cfg.shown_url, cfg.stream), buffer_io.logger)
+    status = open_status(buffer_io, cfg)
     status.set(State.STARTING, f"exporting '{source.name}' to stream '{cfg.stream}' at {cfg.shown_url}")
     loop = LoopThread()
     publisher = _Publisher(cfg, buffer_io, status, descr, length)
