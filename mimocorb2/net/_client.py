@@ -30,7 +30,7 @@ from ..functions._common import ConfigChecker
 from ._config import DEFAULT_ACK_WAIT, Retention, _Common
 
 __all__ = ["LoopThread", "State", "Status", "StatusFile", "checked_config", "connect", "ensure_consumer",
-           "import_nats", "is_stream_full", "open_status", "status_path", "stream_settings"]
+           "import_nats", "is_stream_full", "open_status", "retry_api", "status_path", "stream_settings"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=_Common)
@@ -285,6 +285,30 @@ def stream_settings(cfg: Any, retention: Retention, metadata: dict[str, str]) ->
         "duplicate_window": cfg.duplicate_window,
         "metadata": metadata,
     }
+
+
+async def retry_api(what: str, call: Callable[[], Any], status: StatusFile, cfg: _Common,
+                    fatal: Callable[[BaseException], bool] = lambda exc: False) -> Any:
+    """Run a JetStream API call, retrying with backoff while the server is unreachable.
+
+    Meanwhile the status says "waiting for NATS at URL (what)". A NotFoundError, and an
+    error that ``fatal`` picks (one retrying will not fix), is raised at once.
+    """
+    from nats.js.errors import NotFoundError
+
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except NotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - server restarting, no JetStream yet, timeouts
+            if fatal(exc):
+                raise
+            status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {cfg.shown_url} ({what})",
+                       f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cfg.connect_backoff_max)
 
 
 async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any],

@@ -40,6 +40,7 @@ from ._client import (
     ensure_consumer,
     is_stream_full,
     open_status,
+    retry_api,
     stream_settings,
 )
 from ._config import BLOCK_HEADROOM, MAX_DEFAULT_BLOCK, ExporterConfig, Retention, exporter_config, producer_identity
@@ -82,22 +83,8 @@ class _Publisher:
         return int(self.nc.max_payload)
 
     async def _api_retry(self, what: str, call: Callable[[], Any]) -> Any:
-        """Run a JetStream API call, retrying while the server is unreachable."""
-        from nats.js.errors import NotFoundError
-
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except NotFoundError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - server restarting, no JetStream yet, timeouts
-                if _is_api_refusal(exc):
-                    raise
-                self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url} ({what})",
-                                f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.cfg.connect_backoff_max)
+        """Run a JetStream API call, retrying while the server is unreachable; a refusal is raised."""
+        return await retry_api(what, call, self.status, self.cfg, fatal=_is_api_refusal)
 
     async def _ensure_stream(self) -> None:
         from nats.js.api import StreamConfig

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import SetupError
 from . import _wire
-from ._client import LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, open_status
+from ._client import LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, open_status, retry_api
 from ._config import Deliver, ImporterConfig, importer_config
 
 __all__ = ["FUNCTION", "run_importer"]
@@ -120,19 +120,8 @@ class _Consumer:
         return dict(getattr(info.config, "metadata", None) or {})
 
     async def _retry(self, what: str, call: Any) -> Any:
-        from nats.js.errors import NotFoundError
-
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except NotFoundError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - server restarting, timeouts
-                self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url} ({what})",
-                                f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.cfg.connect_backoff_max)
+        """Run a JetStream API call, retrying while the server is unreachable."""
+        return await retry_api(what, call, self.status, self.cfg)
 
     async def _keep_in_progress(self) -> None:
         """While the sink is full, tell the server the block being written is still being worked on."""
