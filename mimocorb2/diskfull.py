@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DiskFullError", "writing", "find_disk_full", "describe", "free_space"]
+__all__ = ["DiskFullError", "writing", "find_disk_full", "describe", "free_space", "human_bytes"]
 
 
 def free_space(path: str | os.PathLike[str]) -> tuple[int, int] | None:
@@ -33,11 +33,12 @@ def free_space(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return None
 
 
-def _size(n: int) -> str:
+def human_bytes(n: float) -> str:
+    """``n`` bytes for a person: ``812 B``, ``3.4 GB`` (decimal units, at most PB)."""
     value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if value < 1000 or unit == "PB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{n} B"
 
@@ -47,7 +48,7 @@ def _space_text(path: str | os.PathLike[str]) -> str:
     if space is None:
         return "free space unknown"
     free, total = space
-    return f"{_size(free)} free of {_size(total)}"
+    return f"{human_bytes(free)} free of {human_bytes(total)}"
 
 
 class DiskFullError(OSError):

@@ -19,36 +19,10 @@ from pathlib import Path
 import pytest
 
 from mimocorb2.control.client import RequestFailed
-from mimocorb2.testing import DaemonProcess, segments_of
+from mimocorb2.testing import DaemonProcess, is_alive, segments_of, wait_until
 
 FUNCS = '''
-import time
-import numpy as np
-from mimocorb2.worker_templates import Importer, Exporter
-
-def source(buffer_io):
-    imp = Importer(buffer_io)
-    n = buffer_io.get("n_events", 0)
-    rate = buffer_io.get("rate", 0)
-    def gen():
-        i = 0
-        start = time.monotonic()
-        while n <= 0 or i < n:
-            d = np.zeros(imp.data_example.shape, imp.data_example.dtype)
-            d["x"] = i
-            yield d
-            i += 1
-            if rate:
-                ahead = start + i / rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
-        yield None
-    imp(gen)
-
-def sink(buffer_io):
-    with open(buffer_io.run_dir / f"sink-{buffer_io.process_index}-{__import__('os').getpid()}.txt", "a", buffering=1) as fh:
-        for data, meta in Exporter(buffer_io):
-            fh.write(f"{int(meta['counter'][0])}\\n")
+from mimocorb2.testing.workers import counting_source as source, recording_sink as sink
 '''
 
 
@@ -88,33 +62,6 @@ def importer_total(run_dir: Path) -> int:
     found = re.findall(r"importer finished after (\d+) events", text)
     assert found, text[-2000:]
     return sum(int(x) for x in found)
-
-
-def alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in (b"Z", b"X")
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
-    yield d
-    code = d.stop()
-    assert code == 0, d.log_text()[-3000:]
-    assert segments_of(d.pid) == [], "the daemon left shared memory behind"
 
 
 def test_lifecycle_pause_resume_stop_accounts_for_every_event(daemon, tmp_path):
@@ -239,7 +186,7 @@ def test_kill_9_of_the_daemon_takes_the_workers_and_a_new_daemon_cleans_up(tmp_p
         d.signal(signal.SIGKILL)
         d.wait_exit(10)
         t0 = time.monotonic()
-        wait_until(lambda: not any(alive(p) for p in pids), 5.0, f"workers {pids} outlived the daemon")
+        wait_until(lambda: not any(is_alive(p) for p in pids), 5.0, f"workers {pids} to exit with the daemon")
         assert time.monotonic() - t0 < 5.0
         stale = segments_of(d.pid)
         assert stale, "nothing left to clean (test would prove nothing)"

@@ -6,31 +6,15 @@ import signal
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from mimocorb2.testing import DaemonProcess, segments_of
 
 FUNCS = '''
-import os, time
-import numpy as np
-from mimocorb2.worker_templates import Importer, Exporter
+import time
+from mimocorb2.testing.workers import counting_source, draining_sink as sink
 
 def source(io):
-    imp = Importer(io)
-    n = io.get("n_events", 0)
-    def gen():
-        i = 0
-        while n <= 0 or i < n:
-            d = np.zeros(imp.data_example.shape, imp.data_example.dtype)
-            yield d
-            i += 1
-            time.sleep(0.0005)
-        yield None
-    imp(gen)
-
-def sink(io):
-    for data, meta in Exporter(io):
-        pass
+    counting_source(io, pace=0.0005)
 
 def crash(io):
     raise RuntimeError("this worker always fails")
@@ -61,14 +45,6 @@ def make_setup(tmp_path: Path, workers: str, top: str = "") -> Path:
           snk: {file: funcs.py, function: sink, sources: [raw]}
         """) + textwrap.indent(textwrap.dedent(workers), "  ") + "stats_interval: 0.2\n" + textwrap.dedent(top))
     return p
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
-    yield d
-    assert d.stop() == 0, d.log_text()[-3000:]
-    assert segments_of(d.pid) == []
 
 
 def ended(s):

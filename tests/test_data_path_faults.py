@@ -16,31 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mimocorb2.testing import DaemonProcess, segments_of
-
 FUNCS = '''
 import os, signal, threading, time
-import numpy as np
-from mimocorb2.worker_templates import Importer, Exporter, Filter, Observer, IsAlive
+from mimocorb2.worker_templates import Filter, Observer, IsAlive
 from mimocorb2.functions import misc
+from mimocorb2.testing.workers import counting_source, draining_sink as sink
 
 def source(io):
-    imp = Importer(io)
-    n = io.get("n_events", 0)
-    pace = io.get("pace", 0.001)
-    def gen():
-        i = 0
-        while n <= 0 or i < n:
-            d = np.full(imp.data_example.shape, i, imp.data_example.dtype)
-            yield d
-            i += 1
-            time.sleep(pace)
-        yield None
-    imp(gen)
-
-def sink(io):
-    for data, meta in Exporter(io):
-        pass
+    counting_source(io, pace=0.001)
 
 def sleepy_observer(io):
     for data, meta in Observer(io)():
@@ -92,12 +75,9 @@ def make_setup(tmp_path: Path, body: str) -> Path:
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    env = {**os.environ, "MIMOCORB2_HEADLESS": "1"}
-    d = DaemonProcess(tmp_path / "sock" / "control.sock", env=env).start()
-    yield d
-    assert d.stop() == 0, d.log_text()[-3000:]
-    assert segments_of(d.pid) == []
+def daemon_env() -> dict[str, str]:
+    """The conftest ``daemon`` runs headless here."""
+    return {**os.environ, "MIMOCORB2_HEADLESS": "1"}
 
 
 def ended(status: dict) -> bool:

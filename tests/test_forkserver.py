@@ -7,33 +7,17 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from mimocorb2.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess, is_alive, parent_of, wait_until
 
 FUNCS = '''
-import time
-import numpy as np
-from mimocorb2.worker_templates import Importer, Exporter
+from mimocorb2.testing.workers import counting_source, draining_sink as sink
 
 def source(io):
-    imp = Importer(io)
-    n = io.get("n_events", 0)
-    def gen():
-        i = 0
-        while n <= 0 or i < n:
-            yield np.full(imp.data_example.shape, i, imp.data_example.dtype)
-            i += 1
-            time.sleep(0.001)
-        yield None
-    imp(gen)
-
-def sink(io):
-    for data, meta in Exporter(io):
-        pass
+    counting_source(io, pace=0.001)
 '''
 
 
@@ -51,27 +35,18 @@ def write_setup(tmp_path: Path, n_events: int) -> Path:
     return setup
 
 
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        return int(fh.read().rsplit(b")", 1)[1].split()[1])
-
-
-def alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in (b"Z", b"X")
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
+def write_single_source_setup(tmp_path: Path, funcs: str) -> Path:
+    """setup.yaml: worker ``source`` of ``funcs`` (written to funcs.py) into one small buffer, drained."""
+    (tmp_path / "funcs.py").write_text(funcs)
+    setup = tmp_path / "setup.yaml"
+    setup.write_text(textwrap.dedent("""\
+        Buffers:
+          raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}
+        Workers:
+          src: {file: funcs.py, function: source, sinks: [raw]}
+          snk: {function: exporters.drain, sources: [raw]}
+        """))
+    return setup
 
 
 def test_kill_9_of_the_daemon_takes_the_forkserver_and_its_workers(tmp_path):
@@ -86,8 +61,8 @@ def test_kill_9_of_the_daemon_takes_the_forkserver_and_its_workers(tmp_path):
         assert parent_of(server) == d.pid
         d.signal(signal.SIGKILL)
         d.wait_exit(10)
-        wait_until(lambda: not alive(server), 5.0, f"forkserver {server} outlived the daemon")
-        wait_until(lambda: not any(alive(p) for p in workers), 5.0, f"workers {workers} outlived the daemon")
+        wait_until(lambda: not is_alive(server), 5.0, f"forkserver {server} to exit with the daemon")
+        wait_until(lambda: not any(is_alive(p) for p in workers), 5.0, f"workers {workers} to exit with the daemon")
     finally:
         d.stop()
 
@@ -118,15 +93,8 @@ def test_a_worker_sees_the_environment_of_its_starter_not_of_the_forkserver(tmp_
 
     start_worker_server(wait=True)  # the forkserver exists before the variable is set
     monkeypatch.setenv("MIMOCORB2_TEST_MARK", "set after the forkserver started")
-    (tmp_path / "funcs.py").write_text(ENV_FUNCS)
-    (tmp_path / "setup.yaml").write_text(textwrap.dedent("""\
-        Buffers:
-          raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}
-        Workers:
-          src: {file: funcs.py, function: source, sinks: [raw]}
-          snk: {function: exporters.drain, sources: [raw]}
-        """))
-    report = Runner(load_setup(tmp_path / "setup.yaml")).run()
+    setup = write_single_source_setup(tmp_path, ENV_FUNCS)
+    report = Runner(load_setup(setup)).run()
     assert report.ok, report
     assert (report.run_dir / "seen.txt").read_text() == "set after the forkserver started"
 
@@ -158,17 +126,10 @@ def source(io):
 
 
 def test_a_forkserver_started_by_something_else_is_not_shared(tmp_path):
-    (tmp_path / "funcs.py").write_text(PPID_FUNCS)
-    (tmp_path / "setup.yaml").write_text(textwrap.dedent("""\
-        Buffers:
-          raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}
-        Workers:
-          src: {file: funcs.py, function: source, sinks: [raw]}
-          snk: {function: exporters.drain, sources: [raw]}
-        """))
+    setup = write_single_source_setup(tmp_path, PPID_FUNCS)
     script = tmp_path / "foreign.py"
     script.write_text(FOREIGN)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "setup.yaml")], capture_output=True,
+    done = subprocess.run([sys.executable, str(script), str(setup)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     starter, parent = done.stdout.split()[-2:]

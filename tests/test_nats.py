@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ import pytest
 from mimocorb2 import BufferIO, SetupError
 from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
 from mimocorb2.net import decode_block, describe_dtype, dtype_from_descr, redact_url
-from mimocorb2.net.testing import NatsServer, find_nats_server
+from mimocorb2.net.testing import NatsServer, find_nats_server, read_status
+from mimocorb2.testing import wait_until
 from mimocorb2.runtime import Runner
 from mimocorb2.setup import load_setup
 
@@ -244,71 +244,64 @@ def test_wire_format_decodes_without_mimocorb2_buffers():
     assert block.data(dtype_from_descr(headers["Mimo-Descr"])).tobytes() == data.tobytes()
 
 
-def _status(run_dir: Path, worker: str) -> dict:
-    try:
-        return json.loads((run_dir / "status" / f"{worker}.json").read_text())
-    except (OSError, ValueError):
-        return {}
+class ForegroundRun:
+    """``mimocorb2 run SETUP`` in a subprocess, its runs under ``target/`` beside the setup;
+    killed when the ``with`` block is left with it still running."""
 
+    def __init__(self, setup: Path) -> None:
+        self.target = setup.parent / "target"
+        setup.write_text(f"target_directory: {self.target}\n" + setup.read_text())
+        self.proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=setup.parent,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+    def run_dir(self, timeout: float = 60) -> Path:
+        """The run's directory, once it exists."""
+        return wait_until(lambda: next(iter(self.target.glob("run_*")), None), timeout, "the run directory")
+
+    def finish(self, timeout: float = 120) -> None:
+        """Wait for the run to end; it must succeed (else its output is shown)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out
+
+    def __enter__(self) -> "ForegroundRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, nats_server):
     n = 4000
-    setup = write_setup(tmp_path, nats_server.url, n_events=n, rate=1000)
-    target = tmp_path / "target"
-    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
-        _wait(lambda: _status(run_dir, "send").get("events", 0) >= 500, 60, "events to be sent")
+    with ForegroundRun(write_setup(tmp_path, nats_server.url, n_events=n, rate=1000)) as run:
+        run_dir = run.run_dir()
+        wait_until(lambda: read_status(run_dir, "send").get("events", 0) >= 500, 60, "events to be sent")
         nats_server.kill()
-        _wait(lambda: _status(run_dir, "send").get("state") in ("waiting for NATS", "finished"), 30,
-              "the exporter to notice")  # (finished: only on a machine far too loaded)
+        wait_until(lambda: read_status(run_dir, "send").get("state") in ("waiting for NATS", "finished"), 30,
+                   "the exporter to notice")  # (finished: only on a machine far too loaded)
         nats_server.start()
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
+        run.finish()
     assert_identical(run_dir, "record_receive", n)
-    assert _status(run_dir, "receive")["reconnects"] >= 1
+    assert read_status(run_dir, "receive")["reconnects"] >= 1
 
 
 def test_a_server_unreachable_at_start_is_waited_for_with_the_status_saying_so(tmp_path):
     _need_server()
     server = NatsServer(tmp_path / "jetstream")  # not started yet
     n = 500
-    setup = write_setup(tmp_path, server.url, n_events=n)
-    target = tmp_path / "target"
-    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
-        for worker in ("send", "receive"):
-            status = _wait(lambda: _status(run_dir, worker).get("state") == "waiting for NATS" and _status(run_dir, worker),
-                           60, f"{worker} to wait for the server")
-            assert status["message"] == f"waiting for NATS at {server.url}"
-        assert proc.poll() is None  # waiting, not crashing
-        server.start()
-        out, _ = proc.communicate(timeout=120)
+        with ForegroundRun(write_setup(tmp_path, server.url, n_events=n)) as run:
+            run_dir = run.run_dir()
+            for worker in ("send", "receive"):
+                status = wait_until(lambda: read_status(run_dir, worker).get("state") == "waiting for NATS"
+                                    and read_status(run_dir, worker), 60, f"{worker} to wait for the server")
+                assert status["message"] == f"waiting for NATS at {server.url}"
+            assert run.proc.poll() is None  # waiting, not crashing
+            server.start()
+            run.finish()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         server.stop()
-    assert proc.returncode == 0, out
     assert_identical(run_dir, "record_receive", n)
     log = (run_dir / "logs" / "send.log").read_text()
     assert f"waiting for NATS at {server.url}" in log
@@ -339,7 +332,7 @@ def test_exporter_killed_with_blocks_in_flight_and_restarted_loses_and_duplicate
         os.kill(nats_server.pid, signal.SIGSTOP)
         try:
             at_stop = journaled(journal)
-            _wait(lambda: journaled(journal) - at_stop, 30, "a block published to the stopped server")
+            wait_until(lambda: journaled(journal) - at_stop, 30, "a block published to the stopped server")
             os.kill(status["workers"]["send"]["processes"][0]["pid"], signal.SIGKILL)
         finally:
             os.kill(nats_server.pid, signal.SIGCONT)
@@ -401,28 +394,20 @@ def test_a_leaf_server_stores_and_forwards_while_the_central_server_is_down(tmp_
     n = 5000
     setup = write_setup(tmp_path, leaf.url, n_events=n, rate=1000, exporter_config={"groups": [], "retention": "archive"},
                         importers={"receive": {"url": hub.url}})
-    target = tmp_path / "target"
-    setup.write_text(f"target_directory: {target}\n" + setup.read_text())
-    proc = None
     try:
         asyncio.run(central_stream())
-        proc = subprocess.Popen([sys.executable, "-m", "mimocorb2", "run", str(setup)], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        run_dir = _wait(lambda: next(iter(target.glob("run_*")), None), 60, "the run directory")
-        _wait(lambda: _status(run_dir, "send").get("events", 0) >= 1000, 60, "events sent")
-        hub.kill()
-        sent = _status(run_dir, "send").get("events", 0)
-        _wait(lambda: _status(run_dir, "send").get("events", 0) >= sent + 1000, 30,
-              "the exporter to go on into the leaf's store while the central server is down")
-        hub.start()
-        out, _ = proc.communicate(timeout=120)
+        with ForegroundRun(setup) as run:
+            run_dir = run.run_dir()
+            wait_until(lambda: read_status(run_dir, "send").get("events", 0) >= 1000, 60, "events sent")
+            hub.kill()
+            sent = read_status(run_dir, "send").get("events", 0)
+            wait_until(lambda: read_status(run_dir, "send").get("events", 0) >= sent + 1000, 30,
+                       "the exporter to go on into the leaf's store while the central server is down")
+            hub.start()
+            run.finish()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
         leaf.stop()
         hub.stop()
-    assert proc.returncode == 0, out
     assert_identical(run_dir, "record_receive", n)
 
 
@@ -462,8 +447,8 @@ def test_a_full_stream_makes_the_exporter_wait_and_loses_nothing(tmp_path, nats_
     try:
         for thread in threads:
             thread.start()
-        status = _wait(lambda: _status(tmp_path, "send").get("state") == "stream full, waiting" and _status(tmp_path, "send"),
-                       60, "the stream to fill")
+        status = wait_until(lambda: read_status(tmp_path, "send").get("state") == "stream full, waiting" and read_status(tmp_path, "send"),
+                            60, "the stream to fill")
         assert status["events"] < n and "max_bytes 20000" in status["message"]
         run_importer(_io("take", tmp_path, sinks=[sink], config={"url": nats_server.url, "stream": "full"}))
         for thread in threads:
@@ -472,7 +457,7 @@ def test_a_full_stream_makes_the_exporter_wait_and_loses_nothing(tmp_path, nats_
         source.close()
         sink.close()
     assert sorted(received) == list(range(n))
-    assert _status(tmp_path, "send")["state"] == "finished"
+    assert read_status(tmp_path, "send")["state"] == "finished"
 
 
 def test_without_nats_py_the_error_says_what_to_install(tmp_path):

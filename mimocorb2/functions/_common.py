@@ -22,6 +22,7 @@ __all__ = [
     "is_int",
     "is_number",
     "resolve_path",
+    "with_nats_connection_configs",
 ]
 
 _MISSING = object()
@@ -294,3 +295,48 @@ def copy_event(src: np.ndarray, dst: np.ndarray) -> None:
                 dst[field][n:] = 0
         else:
             dst[field][:] = 0
+
+
+#: The config keys with which exporters.nats and importers.nats reach a server, as their
+#: docstrings list them (the keys are read by mimocorb2.net._config for both).
+_NATS_URL_CONFIG = """\
+    url : str or list, optional (default='nats://127.0.0.1:4222')
+        Server URL, or a list of the URLs of a cluster.
+"""
+_NATS_LOGIN_CONFIGS = """\
+    user : str, optional (default=None)
+        User name; with password or password_file.
+    password : str, optional (default=None)
+        Password (better: password_file; the run directory keeps a copy of the setup).
+    password_file : str, optional (default=None)
+        File whose first line is the password (relative to the setup file).
+    token : str, optional (default=None)
+        Authentication token.
+    token_file : str, optional (default=None)
+        File whose first line is the token.
+    creds : str, optional (default=None)
+        A NATS credentials file (JWT and NKey seed).
+    tls_ca : str, optional (default=None)
+        CA certificate file for tls:// servers.
+    tls_cert : str, optional (default=None)
+        Client certificate file (with tls_key) for servers that verify clients.
+    tls_key : str, optional (default=None)
+        Private key file of tls_cert.
+    connect_backoff_max : float, optional (default=5.0)
+        Cap in seconds of the backoff between connection attempts.
+"""
+
+
+def with_nats_connection_configs(doc: str | None) -> str | None:
+    """The docstring ``doc`` of a NATS function with the connection keys added to its Configs.
+
+    ``url`` becomes the first key, the login and TLS keys the last, before Examples. None
+    stays None (``python -OO`` drops docstrings).
+    """
+    if doc is None:
+        return None
+    configs_heading, examples_heading = "    Configs\n    -------\n", "\n    Examples\n"
+    assert configs_heading in doc and examples_heading in doc, doc
+    head, rest = doc.split(configs_heading, 1)
+    own_keys, examples = rest.split(examples_heading, 1)
+    return head + configs_heading + _NATS_URL_CONFIG + own_keys + _NATS_LOGIN_CONFIGS + examples_heading + examples

@@ -19,6 +19,7 @@ from ._common import output_path as _output_path
 from ._common import is_int as _is_int
 from ._common import is_number as _is_number
 from ._common import single_process as _single_process
+from ._common import with_nats_connection_configs as _with_nats_connection_configs
 from .visualizers import histogram as visualize_histogram
 
 if TYPE_CHECKING:
@@ -341,8 +342,6 @@ def nats(buffer_io: BufferIO) -> None:
 
     Configs
     -------
-    url : str or list, optional (default='nats://127.0.0.1:4222')
-        Server URL, or a list of the URLs of a cluster.
     stream : str, optional (default=source buffer name)
         Name of the JetStream stream (letters, digits, '-', '_'); subjects mimocorb2.<stream>.events and .end.
     retention : str, optional (default='interest')
@@ -363,26 +362,6 @@ def nats(buffer_io: BufferIO) -> None:
         Seconds the server remembers message ids to drop re-sent blocks.
     publish_timeout : float, optional (default=5.0)
         Seconds to wait for the server's acknowledgement before sending again.
-    user : str, optional (default=None)
-        User name; with password or password_file.
-    password : str, optional (default=None)
-        Password (better: password_file; the run directory keeps a copy of the setup).
-    password_file : str, optional (default=None)
-        File whose first line is the password (relative to the setup file).
-    token : str, optional (default=None)
-        Authentication token.
-    token_file : str, optional (default=None)
-        File whose first line is the token.
-    creds : str, optional (default=None)
-        A NATS credentials file (JWT and NKey seed).
-    tls_ca : str, optional (default=None)
-        CA certificate file for tls:// servers.
-    tls_cert : str, optional (default=None)
-        Client certificate file (with tls_key) for servers that verify clients.
-    tls_key : str, optional (default=None)
-        Private key file of tls_cert.
-    connect_backoff_max : float, optional (default=5.0)
-        Cap in seconds of the backoff between connection attempts.
 
     Examples
     --------
@@ -395,3 +374,7 @@ def nats(buffer_io: BufferIO) -> None:
     from ..net import run_exporter
 
     run_exporter(buffer_io)
+
+
+# url and the login/TLS keys, the same for both NATS functions, come from functions._common
+nats.__doc__ = _with_nats_connection_configs(nats.__doc__)

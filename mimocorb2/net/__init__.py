@@ -2,7 +2,8 @@
 
 - :mod:`._wire`: the self-describing block format (no dependency on nats-py).
 - :mod:`._config`: the checked config keys of both functions, credentials.
-- :mod:`._client`: the asyncio loop thread inside a worker, connecting with backoff, status files.
+- :mod:`._client`: the asyncio loop thread inside a worker, connecting and JetStream API calls
+  with backoff, the config and buffer checks both functions share, status files.
 - :mod:`._exporter`: ``exporters.nats``; :mod:`._importer`: ``importers.nats``.
 
 nats-py is an optional dependency (``pip install 'mimocorb2[nats]'``), imported only

@@ -26,11 +26,14 @@ from typing import Any, TypeVar
 
 from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
+from ..functions._common import ConfigChecker
 from ._config import DEFAULT_ACK_WAIT, Retention, _Common
 
-__all__ = ["LoopThread", "State", "Status", "StatusFile", "connect", "ensure_consumer", "import_nats", "is_stream_full", "status_path", "stream_settings"]
+__all__ = ["LoopThread", "State", "Status", "StatusFile", "checked_config", "connect", "ensure_consumer",
+           "import_nats", "is_stream_full", "open_status", "retry_api", "status_path", "stream_settings"]
 
 T = TypeVar("T")
+C = TypeVar("C", bound=_Common)
 _WAIT_SLICE = 0.2  # seconds between heartbeats while the main thread waits for the loop thread
 
 
@@ -46,6 +49,25 @@ def import_nats(worker: str, function: str) -> Any:
                       "pip install 'mimocorb2[nats]' (or pip install nats-py)"],
         ) from None
     return nats
+
+
+def checked_config(io: Any, function: str, read: Callable[[ConfigChecker, Any], C], *,
+                   sources: int, sinks: int | None = None) -> C:
+    """The checked config of a NATS worker, once nats-py is known to be importable.
+
+    Checks the buffer counts (``sources``, ``sinks`` unless None, never observes) and
+    the config keys with ``read``; every problem is one line of a single SetupError
+    naming ``function``. Only a setup without problems is asked for nats-py.
+    """
+    check = ConfigChecker(io, function)
+    check.buffer_count("sources", list(io.buffer_names_in), sources)
+    if sinks is not None:
+        check.buffer_count("sinks", list(io.buffer_names_out), sinks)
+    check.buffer_count("observes", list(io.buffer_names_observe), 0)
+    cfg = read(check, io)
+    check.done()
+    import_nats(io.name, function)
+    return cfg
 
 
 class State(Enum):
@@ -133,6 +155,12 @@ def status_path(io: Any) -> Path:
     n = int(getattr(io, "number_of_processes", 1) or 1)
     suffix = "" if n == 1 else f".{int(getattr(io, 'process_index', 0))}"
     return Path(io.run_dir) / "status" / f"{io.name}{suffix}.json"
+
+
+def open_status(io: Any, cfg: _Common) -> StatusFile:
+    """The status file of this process of ``io``'s worker, for ``cfg``'s server and stream."""
+    status = Status(io.name, int(getattr(io, "process_index", 0)), cfg.shown_url, cfg.stream)
+    return StatusFile(status_path(io), status, io.logger)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -257,6 +285,30 @@ def stream_settings(cfg: Any, retention: Retention, metadata: dict[str, str]) ->
         "duplicate_window": cfg.duplicate_window,
         "metadata": metadata,
     }
+
+
+async def retry_api(what: str, call: Callable[[], Any], status: StatusFile, cfg: _Common,
+                    fatal: Callable[[BaseException], bool] = lambda exc: False) -> Any:
+    """Run a JetStream API call, retrying with backoff while the server is unreachable.
+
+    Meanwhile the status says "waiting for NATS at URL (what)". A NotFoundError, and an
+    error that ``fatal`` picks (one retrying will not fix), is raised at once.
+    """
+    from nats.js.errors import NotFoundError
+
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except NotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - server restarting, no JetStream yet, timeouts
+            if fatal(exc):
+                raise
+            status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {cfg.shown_url} ({what})",
+                       f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cfg.connect_backoff_max)
 
 
 async def ensure_consumer(js: Any, stream: str, group: str, start: Any, retry: Callable[..., Any],

@@ -29,19 +29,18 @@ import numpy as np
 from ..datapath import END_OF_STREAM, NOTHING_YET
 from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
-from ..functions._common import ConfigChecker
 from . import _wire
 from ._journal import Journal, Orphans
 from ._client import (
     LoopThread,
     State,
-    Status,
     StatusFile,
+    checked_config,
     connect,
     ensure_consumer,
-    import_nats,
     is_stream_full,
-    status_path,
+    open_status,
+    retry_api,
     stream_settings,
 )
 from ._config import BLOCK_HEADROOM, MAX_DEFAULT_BLOCK, ExporterConfig, Retention, exporter_config, producer_identity
@@ -84,22 +83,8 @@ class _Publisher:
         return int(self.nc.max_payload)
 
     async def _api_retry(self, what: str, call: Callable[[], Any]) -> Any:
-        """Run a JetStream API call, retrying while the server is unreachable."""
-        from nats.js.errors import NotFoundError
-
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except NotFoundError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - server restarting, no JetStream yet, timeouts
-                if _is_api_refusal(exc):
-                    raise
-                self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url} ({what})",
-                                f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.cfg.connect_backoff_max)
+        """Run a JetStream API call, retrying while the server is unreachable; a refusal is raised."""
+        return await retry_api(what, call, self.status, self.cfg, fatal=_is_api_refusal)
 
     async def _ensure_stream(self) -> None:
         from nats.js.api import StreamConfig
@@ -325,18 +310,9 @@ def _pump(sender: _BlockSender) -> None:
         poll = min(poll * 2, _POLL_MAX)
 
 
-def _check_buffers(check: ConfigChecker, io: Any) -> None:
-    check.buffer_count("sources", list(io.buffer_names_in), 1)
-    check.buffer_count("observes", list(io.buffer_names_observe), 0)
-
-
 def run_exporter(buffer_io: Any) -> None:
     """The body of ``exporters.nats`` (see its docstring in :mod:`mimocorb2.functions.exporters`)."""
-    check = ConfigChecker(buffer_io, FUNCTION)
-    _check_buffers(check, buffer_io)
-    cfg = exporter_config(check, buffer_io)
-    check.done()
-    import_nats(buffer_io.name, FUNCTION)
+    cfg = checked_config(buffer_io, FUNCTION, exporter_config, sources=1)  # the sinks: checked by Exporter
     from ..worker_templates import Exporter
 
     exporter = Exporter(buffer_io)  # checks the sinks' layout; we read the source ourselves
@@ -344,8 +320,7 @@ def run_exporter(buffer_io: Any) -> None:
     dtype, length = source.data_example.dtype, len(source.data_example)
     descr = _wire.describe_dtype(dtype)
     event_bytes = _wire.META_SIZE + dtype.itemsize * length
-    status = StatusFile(status_path(buffer_io), Status(buffer_io.name, int(getattr(buffer_io, "process_index", 0)),
-                                                       cfg.shown_url, cfg.stream), buffer_io.logger)
+    status = open_status(buffer_io, cfg)
     status.set(State.STARTING, f"exporting '{source.name}' to stream '{cfg.stream}' at {cfg.shown_url}")
     loop = LoopThread()
     publisher = _Publisher(cfg, buffer_io, status, descr, length)

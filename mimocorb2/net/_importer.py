@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SetupError
-from ..functions._common import ConfigChecker
 from . import _wire
-from ._client import LoopThread, State, Status, StatusFile, connect, ensure_consumer, import_nats, status_path
+from ._client import LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, open_status, retry_api
 from ._config import Deliver, ImporterConfig, importer_config
 
 __all__ = ["FUNCTION", "run_importer"]
@@ -121,19 +120,8 @@ class _Consumer:
         return dict(getattr(info.config, "metadata", None) or {})
 
     async def _retry(self, what: str, call: Any) -> Any:
-        from nats.js.errors import NotFoundError
-
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except NotFoundError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - server restarting, timeouts
-                self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url} ({what})",
-                                f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.cfg.connect_backoff_max)
+        """Run a JetStream API call, retrying while the server is unreachable."""
+        return await retry_api(what, call, self.status, self.cfg)
 
     async def _keep_in_progress(self) -> None:
         """While the sink is full, tell the server the block being written is still being worked on."""
@@ -337,22 +325,11 @@ class _Writer:
         return self.loop.call(self.consumer.drained())
 
 
-def _check_buffers(check: ConfigChecker, io: Any) -> None:
-    check.buffer_count("sources", list(io.buffer_names_in), 0)
-    check.buffer_count("sinks", list(io.buffer_names_out), 1)
-    check.buffer_count("observes", list(io.buffer_names_observe), 0)
-
-
 def run_importer(buffer_io: Any) -> None:
     """The body of ``importers.nats`` (see its docstring in :mod:`mimocorb2.functions.importers`)."""
-    check = ConfigChecker(buffer_io, FUNCTION)
-    _check_buffers(check, buffer_io)
-    cfg = importer_config(check, buffer_io)
-    check.done()
-    import_nats(buffer_io.name, FUNCTION)
+    cfg = checked_config(buffer_io, FUNCTION, importer_config, sources=0, sinks=1)
     sink = buffer_io.write[0]
-    status = StatusFile(status_path(buffer_io), Status(buffer_io.name, int(getattr(buffer_io, "process_index", 0)),
-                                                       cfg.shown_url, cfg.stream), buffer_io.logger)
+    status = open_status(buffer_io, cfg)
     status.set(State.STARTING, f"importing stream '{cfg.stream}' at {cfg.shown_url} into '{sink.name}' as group '{cfg.group}'")
     loop = LoopThread()
     consumer = _Consumer(cfg, buffer_io, status)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["NatsServer", "find_nats_server", "free_port"]
+__all__ = ["NatsServer", "find_nats_server", "free_port", "read_status"]
 
 
 def find_nats_server() -> str | None:
@@ -37,6 +37,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def read_status(run_dir: str | os.PathLike[str], worker: str) -> dict:
+    """What a NATS worker's status file in ``run_dir`` says; empty while there is none (or half written)."""
+    try:
+        return json.loads((Path(run_dir) / "status" / f"{worker}.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class NatsServer:

@@ -45,6 +45,7 @@ import structlog
 
 from mimocorb2 import logsetup
 from mimocorb2.datapath.heartbeat import HeartbeatTable
+from mimocorb2.diskfull import human_bytes
 from mimocorb2.runtime import build_buffers, read_setup_failure, root_buffers, save_quarantined
 from mimocorb2.setup import Setup
 from mimocorb2.supervisor import policy
@@ -653,8 +654,8 @@ class Run:
         if disk.free_bytes < floor:
             log.error("disk nearly full: stopping the run", path=disk.path, free_bytes=disk.free_bytes,
                       min_free_bytes=floor)
-            self._later(self.stop(f"disk nearly full: {_human_bytes(disk.free_bytes)} free on {disk.path}, "
-                                  f"min_free_disk is {_human_bytes(floor)}"), "disk-stop")
+            self._later(self.stop(f"disk nearly full: {human_bytes(disk.free_bytes)} free on {disk.path}, "
+                                  f"min_free_disk is {human_bytes(floor)}"), "disk-stop")
 
     # ------------------------------------------------------------------ completion
     def _check_done(self) -> None:
@@ -750,12 +751,3 @@ class Run:
         names = [worker] if worker else list(self.setup.workers)
         files = await read_logs(self.directory / "logs", names, offsets, max_bytes)
         return {"files": files, "run_done": self.done}
-
-
-def _human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"

@@ -1,8 +1,10 @@
-"""Helpers for tests, benchmarks and the demo: a real daemon in a subprocess.
+"""Helpers for tests, benchmarks and the demo: a real daemon in a subprocess, polling, /proc.
 
-    from mimocorb2.testing import DaemonProcess, segments_of
+    from mimocorb2.testing import DaemonProcess, segments_of, wait_until, is_alive
 """
 
 from ._daemon import DaemonProcess, segments_of
+from ._polling import wait_until
+from ._procfs import is_alive, parent_of
 
-__all__ = ["DaemonProcess", "segments_of"]
+__all__ = ["DaemonProcess", "is_alive", "parent_of", "segments_of", "wait_until"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._common import with_nats_connection_configs
+
 __all__ = ["nats"]
 
 
@@ -46,8 +48,6 @@ def nats(buffer_io: Any) -> None:
 
     Configs
     -------
-    url : str or list, optional (default='nats://127.0.0.1:4222')
-        Server URL, or a list of the URLs of a cluster.
     stream : str, optional (default=sink buffer name)
         Name of the JetStream stream.
     group : str, optional (default=worker name)
@@ -62,26 +62,6 @@ def nats(buffer_io: Any) -> None:
         Blocks fetched per request. A request waits until it has them all (at most 0.25 s), so more than 1 adds latency on a slow stream.
     ack_wait : float, optional (default=5.0)
         Seconds before the server re-sends an unacknowledged block (kept alive while the sink is full); set when the group is created.
-    user : str, optional (default=None)
-        User name; with password or password_file.
-    password : str, optional (default=None)
-        Password (better: password_file; the run directory keeps a copy of the setup).
-    password_file : str, optional (default=None)
-        File whose first line is the password (relative to the setup file).
-    token : str, optional (default=None)
-        Authentication token.
-    token_file : str, optional (default=None)
-        File whose first line is the token.
-    creds : str, optional (default=None)
-        A NATS credentials file (JWT and NKey seed).
-    tls_ca : str, optional (default=None)
-        CA certificate file for tls:// servers.
-    tls_cert : str, optional (default=None)
-        Client certificate file (with tls_key) for servers that verify clients.
-    tls_key : str, optional (default=None)
-        Private key file of tls_cert.
-    connect_backoff_max : float, optional (default=5.0)
-        Cap in seconds of the backoff between connection attempts.
 
     Examples
     --------
@@ -94,3 +74,7 @@ def nats(buffer_io: Any) -> None:
     from ...net import run_importer
 
     run_importer(buffer_io)
+
+
+# url and the login/TLS keys, the same for both NATS functions, come from functions._common
+nats.__doc__ = with_nats_connection_configs(nats.__doc__)
