@@ -38,16 +38,20 @@ def read_status_files(directory: Path, complain: Callable[[str, str], None]) -> 
     directory is simply no files.
     """
     try:
-        names = sorted(e.name for e in os.scandir(directory)
-                       if e.name.endswith(".json") and not e.name.startswith("."))
+        with os.scandir(directory) as listing:
+            entries = sorted((e for e in listing if e.name.endswith(".json") and not e.name.startswith(".")),
+                             key=lambda e: e.name)
     except OSError:
         return {}
     found: dict[str, dict[str, Any]] = {}
-    for name in names[:MAX_FILES]:
+    for entry in entries[:MAX_FILES]:
+        name = entry.name
         try:
+            if not entry.is_file(follow_symlinks=False):  # not even opened: a device may act on open
+                raise OSError("not a regular file")
             parsed = json.loads(_read_regular_file(directory / name))
-        except (OSError, ValueError) as exc:
-            complain(name, str(exc))
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            complain(name, str(exc) or type(exc).__name__)
             continue
         if not isinstance(parsed, dict):
             complain(name, "not a JSON object")
