@@ -207,3 +207,62 @@ def test_second_daemon_on_the_same_socket_is_refused(daemon):
     assert "already listening" in other.stderr
     assert daemon.socket_path.exists()
     assert daemon.status()["daemon"]["pid"] == daemon.pid
+
+
+DEVICE_FUNCS = '''
+import json, os
+from mimocorb2.testing.workers import counting_source as source, draining_sink
+
+def device(io):
+    """Publish a device state the way the Red Pitaya importer does, then drain."""
+    path = io.run_dir / "status" / f"{io.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"worker": io.name, "state": "failed",
+                               "last_error": "BoardError: no answer from\\nboard 10.0.0.9"}))
+    os.replace(tmp, path)
+    draining_sink(io)
+'''
+
+
+def test_device_state_files_reach_status_and_bad_ones_do_not_hurt(daemon, tmp_path):
+    (tmp_path / "funcs.py").write_text(DEVICE_FUNCS)
+    setup = tmp_path / "setup.yaml"
+    setup.write_text(textwrap.dedent("""\
+        Buffers:
+          raw: {slot_count: 16, data_length: 4, data_dtype: {x: float64}}
+        Workers:
+          src: {file: funcs.py, function: source, sinks: [raw], config: {rate: 200}}
+          dev: {file: funcs.py, function: device, sources: [raw]}
+        stats_interval: 0.1
+        """))
+    run_dir = Path(daemon.call("start", {"setup": str(setup)})["directory"])
+    st = daemon.wait_for(lambda s: (s["workers"]["dev"].get("device") or {}).get("state") == "failed",
+                         60, "the worker's device state in status")
+    dev = st["workers"]["dev"]
+    assert dev["device"]["last_error"] == "BoardError: no answer from\nboard 10.0.0.9"
+    assert dev["device_summary"] == "state=failed  BoardError: no answer from board 10.0.0.9"
+    assert dev["processes"][0]["device"] is None  # one file for the worker, none per process
+    assert st["workers"]["src"]["device"] is None and st["workers"]["src"]["device_summary"] is None
+    text = subprocess.run([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(daemon.socket_path),
+                           "status"], capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert "  dev: state=failed  BoardError: no answer from board 10.0.0.9\n" in text.stdout
+
+    # garbage and a FIFO (a reader opening it blockingly would hang) must not stop the sampler
+    status_dir = run_dir / "status"
+    (status_dir / "bad.json").write_text("{not json")
+    os.mkfifo(status_dir / "x.json")
+    (status_dir / "big.json").write_text(json.dumps({"state": "x" * 70_000}))
+    daemon.wait_for(lambda s: True, 5, "an answer")
+    tmp = status_dir / ".src.json.tmp"
+    tmp.write_text(json.dumps({"state": "waiting for NATS", "message": "waiting for NATS at nats://127.0.0.1:4"}))
+    os.replace(tmp, status_dir / "src.json")
+    st = daemon.wait_for(lambda s: s["workers"]["src"]["device_summary"] == "waiting for NATS at nats://127.0.0.1:4",
+                         30, "a status file written after the bad ones")
+    assert st["workers"]["dev"]["device"]["state"] == "failed"
+    log = daemon.log_text()
+    for name in ("bad.json", "x.json", "big.json"):
+        assert log.count(f"status/{name}") == 1, log[-3000:]  # logged once, not every sample
+    assert daemon.call("stop", {})["state"] == "finished"
+    assert daemon.status()["workers"]["dev"]["device"]["state"] == "failed"  # the last word stays

@@ -286,25 +286,32 @@ def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_pa
     assert read_status(run_dir, "receive")["reconnects"] >= 1
 
 
-def test_a_server_unreachable_at_start_is_waited_for_with_the_status_saying_so(tmp_path):
+def test_a_server_unreachable_at_start_is_waited_for_with_the_status_saying_so(tmp_path, daemon):
     _need_server()
     server = NatsServer(tmp_path / "jetstream")  # not started yet
     n = 500
+    waiting = f"waiting for NATS at {server.url}"
     try:
-        with ForegroundRun(write_setup(tmp_path, server.url, n_events=n)) as run:
-            run_dir = run.run_dir()
-            for worker in ("send", "receive"):
-                status = wait_until(lambda: read_status(run_dir, worker).get("state") == "waiting for NATS"
-                                    and read_status(run_dir, worker), 60, f"{worker} to wait for the server")
-                assert status["message"] == f"waiting for NATS at {server.url}"
-            assert run.proc.poll() is None  # waiting, not crashing
-            server.start()
-            run.finish()
+        run_dir = Path(daemon.call("start", {"setup": str(write_setup(tmp_path, server.url, n_events=n))})["directory"])
+        for worker in ("send", "receive"):
+            status = wait_until(lambda: read_status(run_dir, worker).get("state") == "waiting for NATS"
+                                and read_status(run_dir, worker), 60, f"{worker} to wait for the server")
+            assert status["message"] == waiting
+        # the operator sees it too, in status --json (mimoctl status prints device_summary)
+        st = daemon.wait_for(lambda s: all((s["workers"][w]["device_summary"] or "").startswith(waiting)
+                                           for w in ("send", "receive")),
+                             30, "the waiting in status")
+        assert st["workers"]["send"]["device"]["url"] == server.url
+        assert all(w["state"] == "running" for w in st["workers"].values())  # waiting, not crashing
+        server.start()
+        st = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 120, "the run to end")
+        assert st["state"] == "finished", st["run"]
     finally:
         server.stop()
+    assert st["workers"]["receive"]["device"]["state"] == "finished"
     assert_identical(run_dir, "record_receive", n)
     log = (run_dir / "logs" / "send.log").read_text()
-    assert f"waiting for NATS at {server.url}" in log
+    assert waiting in log
 
 
 def journaled(path: Path) -> set[str]:

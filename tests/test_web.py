@@ -164,6 +164,13 @@ def test_rates_graph_logs_and_a_scope_on_demand(env):
     panel.scroll_into_view_if_needed()
     poll(lambda: int(panel.get_attribute("data-frames") or 0) >= 1, 30, "frames of a buffer shown on demand")
     assert float(panel.get_attribute("data-max")) == pytest.approx(PULSE_HEIGHT, rel=1e-3)
+    # a device state file in the run's status/ shows in the workers panel
+    status_dir = Path(env["daemon"].status()["run"]["directory"]) / "status"
+    status_dir.mkdir(exist_ok=True)
+    (status_dir / ".source.json.tmp").write_text(json.dumps({"state": "connecting", "message": "dialing the board"}))
+    os.replace(status_dir / ".source.json.tmp", status_dir / "source.json")
+    cell = page.locator("#workers tr[data-worker='source'] [data-key='device']")
+    poll(lambda: cell.inner_text() == "dialing the board", 30, "the device summary in the workers panel")
     page.close()
 
 

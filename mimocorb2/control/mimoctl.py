@@ -375,6 +375,8 @@ def format_status(status: dict[str, Any]) -> str:
         for name, w in workers.items():
             if w.get("error"):
                 notes.append(f"  {name}: failed: {w['error']}")
+            if w.get("device_summary"):
+                notes.append(f"  {name}: {w['device_summary']}")
             for p in w.get("processes") or []:
                 if p.get("stuck"):
                     notes.append(f"  {name}#{p.get('index')} (pid {p.get('pid')}): {p['stuck']}")

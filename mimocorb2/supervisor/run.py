@@ -635,7 +635,7 @@ class Run:
                     kill(rec, "stalled")
 
     async def _stats_loop(self) -> None:
-        """Every stats_interval: stats.csv rows, CPU per process, free disk (and its guard)."""
+        """Every stats_interval: stats.csv rows, CPU per process, free disk (and its guard), device state."""
         assert self.sampler is not None
         interval = max(0.05, float(self.setup.stats_interval))
         while True:
@@ -644,6 +644,7 @@ class Run:
             await asyncio.sleep(interval)
             await self.sampler.refresh_stats()
             self.sampler.sample_cpu(self.processes())
+            await self.sampler.refresh_devices()
 
     def _check_disk(self) -> None:
         assert self.sampler is not None
@@ -687,6 +688,7 @@ class Run:
                           per_buffer={n: s.get("pending") for n, s in self.sampler.stats.items() if s.get("pending")})
             with contextlib.suppress(OSError):
                 await self.sampler.refresh_disk()
+            await self.sampler.refresh_devices()  # the last word of every device (e.g. "failed")
             if self.stop_reason is None and self._roots_at_limit(self.sampler.stats):
                 # the graph drained before a tick saw the limit: the limit still ended the run
                 self.stop_reason = f"max_events={self.max_events} reached"

@@ -12,6 +12,9 @@ Invariants:
 * ``stats`` holds the last ``get_stats()`` of every buffer; after the run's
   final sample it is the run's record (``event_count`` per buffer).
 * every ``stats`` sample is also one row per buffer in ``RUN_DIR/stats.csv``.
+* ``devices`` holds the status files of ``RUN_DIR/status/`` as last read (file
+  stem -> object, see :mod:`mimocorb2.supervisor.devices`); a bad file is logged
+  once per name, never raised.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import IO, Any
 
 import structlog
 
+from mimocorb2.supervisor.devices import read_status_files
 from mimocorb2.supervisor.gateway import BufferGateway
 from mimocorb2.supervisor.processes import ProcessRecord
 
@@ -66,6 +70,8 @@ class Sampler:
         self.counters: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.disk: DiskSpace | None = None
+        self.devices: dict[str, dict[str, Any]] = {}
+        self._complained: set[str] = set()  # status files already logged as unreadable
         self._generation = 0
         self._file: IO[str] | None = open(directory / "stats.csv", "w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
@@ -110,6 +116,22 @@ class Sampler:
             except OSError as exc:
                 log.warning("closing stats.csv failed", error=str(exc))
             self._file = None
+
+    # ---------------------------------------------------------------- devices
+    async def refresh_devices(self) -> dict[str, dict[str, Any]]:
+        """Re-read ``RUN_DIR/status/*.json`` (in a thread); keeps the last good read on error."""
+        try:
+            self.devices = await asyncio.to_thread(read_status_files, self.directory / "status", self._complain)
+        except Exception as exc:  # noqa: BLE001 - status files are informative; never stop the run
+            log.warning("cannot read worker status files", error=str(exc))
+        return self.devices
+
+    def _complain(self, name: str, reason: str) -> None:
+        """Log an unreadable status file once per name (called from the reading thread)."""
+        if name not in self._complained:
+            self._complained.add(name)
+            log.warning("ignoring unreadable worker status file", file=str(self.directory / "status" / name),
+                        reason=reason)
 
     # ---------------------------------------------------------------- disk
     async def refresh_disk(self) -> DiskSpace | None:

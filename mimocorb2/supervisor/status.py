@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mimocorb2.supervisor import policy
+from mimocorb2.supervisor.devices import device_summary
 
 if TYPE_CHECKING:
     from mimocorb2.supervisor.run import Run
@@ -99,6 +100,7 @@ def _buffers_part(run: "Run") -> dict[str, Any]:
 def _workers_part(run: "Run") -> dict[str, Any]:
     workers: dict[str, Any] = {}
     mono = time.monotonic()
+    devices = run.sampler.devices if run.sampler else {}
     for name, w in run.workers.items():
         procs = []
         for rec in w.processes:
@@ -116,13 +118,27 @@ def _workers_part(run: "Run") -> dict[str, Any]:
                 "uptime": round(mono - rec.started, 3) if rec.alive else None,
                 "restart_pending": rec.restart_handle is not None,
                 "holding_event": held, "holding_seconds": held_for, "stuck": stuck,
+                "device": devices.get(f"{name}.{rec.index}"),
             })
+        device = _worker_device(devices.get(name), procs)
         workers[name] = {
             "state": w.state.value, "restarts": w.restarts, "configured": w.spec.number_of_processes,
             "alive": sum(1 for p in procs if p["alive"]), "restart_policy": w.spec.restart,
             "last_exit": w.last_exit, "error": w.error, "processes": procs,
+            "device": device, "device_summary": device_summary(device),
         }
     return workers
+
+
+def _worker_device(own: dict[str, Any] | None, procs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The worker's ``<worker>.json``; else the first per-process file not running, else the first one."""
+    if own is not None:
+        return own
+    per_process = [p["device"] for p in procs if p["device"] is not None]
+    for device in per_process:
+        if device.get("state") not in ("running", "finished"):
+            return device
+    return per_process[0] if per_process else None
 
 
 def summary_line(run: "Run | None") -> str:

@@ -234,7 +234,8 @@ function renderWorkers(status, web) {
       el("td", { "data-key": "last_exit", text: w.last_exit || "" }),
       el("td", { text: ages.length ? `${Math.max(...ages).toFixed(1)} s` : "–" }),
       el("td", { text: `${cpu.toFixed(0)}%` }),
-      el("td", { text: mem ? fmtBytes(mem) : "–" }));
+      el("td", { text: mem ? fmtBytes(mem) : "–" }),
+      el("td", { "data-key": "device", text: w.device_summary || "" }));
   });
   tbody.replaceChildren(...rows);
   const d = status.daemon || {};
