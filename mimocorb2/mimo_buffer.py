@@ -31,6 +31,7 @@ or spawn) as an argument.
 
 from __future__ import annotations
 
+import enum
 import multiprocessing
 import time
 from collections.abc import Iterable, Mapping
@@ -424,6 +425,15 @@ class QuarantinedEvent:
         return int(self.metadata["counter"][0])
 
 
+class _Copy(enum.Enum):
+    """What one try of :meth:`BufferObserver._copy_newest` found."""
+
+    DONE = "copied"  # a new event is in the private copy
+    NOTHING_NEW = "nothing new"  # no event since the last copy (yet)
+    ENDED = "ended"  # nothing new and the stream has ended
+    RACED = "raced"  # the slot was rewritten while copying: try again
+
+
 class _ScratchToken:
     """Token of a write that went to the scratch slot (paused or after the end)."""
 
@@ -593,17 +603,13 @@ class BufferObserver(Interface):
     def __enter__(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
         poll = _OBSERVER_POLL_MIN
         while True:
-            seq, slot, gen, ended = self._ring.latest()
-            if seq > self.last_seq and slot >= 0:
-                row = self._raw[slot]
-                self._meta_bytes[:] = row[: self._meta_size]
-                self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
-                if self._ring.still_holds(slot, seq, gen):  # not rewritten while we copied
-                    self.last_seq = seq
-                    _heartbeat.beat()  # observing an event is progress too
-                    return (self._copy_meta, self._copy_data)
+            got = self._copy_newest()
+            if got is _Copy.DONE:
+                _heartbeat.beat()  # observing an event is progress too
+                return (self._copy_meta, self._copy_data)
+            if got is _Copy.RACED:
                 continue
-            if ended:
+            if got is _Copy.ENDED:
                 return (None, None)
             _heartbeat.beat()
             time.sleep(poll)
@@ -619,16 +625,29 @@ class BufferObserver(Interface):
         like ``with observer``, it never holds a slot.
         """
         for _attempt in range(8):
-            seq, slot, gen, _ended = self._ring.latest()
-            if seq <= self.last_seq or slot < 0:
-                return None
-            row = self._raw[slot]
-            self._meta_bytes[:] = row[: self._meta_size]
-            self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
-            if self._ring.still_holds(slot, seq, gen):  # not rewritten while we copied
-                self.last_seq = seq
+            got = self._copy_newest()
+            if got is _Copy.DONE:
                 return (self._copy_meta, self._copy_data)
+            if got is not _Copy.RACED:
+                return None
         return None  # rewritten under us every time (very high rate): try again later
+
+    def _copy_newest(self) -> "_Copy":
+        """One try at copying the newest unseen event into this observer's private arrays.
+
+        Invariant: ``last_seq`` advances only when the copy is known to be whole
+        (the slot still held the same commit after copying).
+        """
+        seq, slot, gen, ended = self._ring.latest()
+        if seq <= self.last_seq or slot < 0:
+            return _Copy.ENDED if ended else _Copy.NOTHING_NEW
+        row = self._raw[slot]
+        self._meta_bytes[:] = row[: self._meta_size]
+        self._data_bytes[:] = row[DATA_OFFSET : DATA_OFFSET + self._data_size]
+        if not self._ring.still_holds(slot, seq, gen):  # rewritten while we copied
+            return _Copy.RACED
+        self.last_seq = seq
+        return _Copy.DONE
 
     def current_bytes(self) -> tuple[np.ndarray, np.ndarray]:
         """``(metadata, data)`` of the observer's private copy, as flat uint8 arrays."""
