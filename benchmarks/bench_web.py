@@ -11,8 +11,16 @@ scopes, histograms and logs stream) alternate, round by round. Per phase:
 - daemon CPU (% of one core, from /proc); the web side is the difference to the
   phases without pages ("web time": wall time in web handlers and the status ticker)
 - the browser's own CPU (all its processes): it shares the machine with the pipeline
-- the daemon loop's latency p99 and max (status `loop_lag_last`, sampled at 10 Hz)
+- the daemon loop's latency p99 and max (status `loop_lag_last`, sampled at 10 Hz), and
+  the p99 of the part of it that was not waiting for a CPU (`loop_blocked_last`: the
+  loop's own code)
 - the pipeline's root event rate (events/s)
+
+The daemon's loop runs at its default priority (realtime where allowed, see
+mimocorb2/supervisor/priority.py); `--loop-priority normal` measures it without.
+At full speed (`--rate 0`, the default) the pipeline takes every cycle of the machine,
+so the browsers' CPU comes out of its event rate; `--rate R` paces the simulated
+source at R events/s, as a detector does, and shows whether the pages cost events.
 
 Targets (not asserted): web side < 3 % of one core, loop latency p99 < 20 ms,
 event rate unchanged within noise.
@@ -75,27 +83,22 @@ def descendants(root: int, exclude: int) -> list[int]:
     return out
 
 
-def renice_tree(root: int, exclude: int) -> None:
-    for pid in descendants(root, exclude):
-        try:
-            os.setpriority(os.PRIO_PROCESS, pid, 19)
-        except OSError:
-            pass
-
-
 def measure(daemon: DaemonProcess, seconds: float) -> dict[str, float]:
     status = daemon.status()
     root = status["run"]["roots"][0]
     events0, cpu0, t0 = status["buffers"][root]["event_count"], cpu_seconds(daemon.pid), time.monotonic()
     browser0 = tree_cpu(os.getpid(), daemon.pid)
     busy0 = daemon.call("web")["busy_seconds"]
-    lags = []
+    lags, blocked = [], []
     while time.monotonic() - t0 < seconds:
         time.sleep(0.1)
-        lags.append(daemon.status()["daemon"]["loop_lag_last"])
+        info = daemon.status()["daemon"]
+        lags.append(info["loop_lag_last"])
+        blocked.append(info["loop_blocked_last"])
     status = daemon.status()
     elapsed = time.monotonic() - t0
     lags.sort()
+    blocked.sort()
     return {
         "daemon_cpu": 100 * (cpu_seconds(daemon.pid) - cpu0) / elapsed,
         "web_loop": 100 * (daemon.call("web")["busy_seconds"] - busy0) / elapsed,
@@ -104,6 +107,7 @@ def measure(daemon: DaemonProcess, seconds: float) -> dict[str, float]:
                                  for pid, cpu in tree_cpu(os.getpid(), daemon.pid).items()) / elapsed,
         "lag_p99_ms": 1000 * lags[min(len(lags) - 1, int(0.99 * len(lags)))],
         "lag_max_ms": 1000 * lags[-1],
+        "blocked_p99_ms": 1000 * blocked[min(len(blocked) - 1, int(0.99 * len(blocked)))],
         "rate": (status["buffers"][root]["event_count"] - events0) / elapsed,
     }
 
@@ -113,9 +117,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pages", type=int, default=5)
-    parser.add_argument("--nice-browser", action="store_true",
-                        help="run the browser at nice 19 (as if it ran on another machine: it then takes "
-                        "only idle CPU from the pipeline)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="events/s of the simulated source (default 0: as fast as the pipeline goes)")
+    parser.add_argument("--loop-priority", choices=("realtime", "normal"), default=None,
+                        help="the daemon's --loop-priority (default: the daemon's default)")
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         print(f"bench_web: {CHROMIUM} missing (apt-get install chromium); skipped")
@@ -126,18 +131,18 @@ def main() -> int:
     shutil.copytree(ROOT / "examples" / "simple", work / "setup", ignore=shutil.ignore_patterns("target"))
     sim = work / "setup" / "simulation_config.yaml"
     text = re.sub(r"(?m)^n_events:.*$", "n_events: 100000000", sim.read_text())
-    sim.write_text(re.sub(r"(?m)^rate:.*$", "rate: 0", text))
+    sim.write_text(re.sub(r"(?m)^rate:.*$", f"rate: {args.rate:g}", text))
     daemon = DaemonProcess(work / "run" / "control.sock", log_path=work / "mimocorb2d.log",
-                           extra_args=["--web", "127.0.0.1:0"]).start()
+                           extra_args=["--web", "127.0.0.1:0", *(["--loop-priority", args.loop_priority]
+                                                                 if args.loop_priority else [])]).start()
     results: dict[str, list[dict[str, float]]] = {"none": [], "pages": []}
     try:
         daemon.call("start", {"setup": str(work / "setup" / "setup.yaml")})
         daemon.wait_for(lambda s: s["buffers"]["PulseParameters"]["event_count"] > 0, 60, "events")
+        priority = daemon.status()["daemon"]["loop_priority"]
         url = daemon.call("web")["viewer_url"]
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            if args.nice_browser:
-                renice_tree(os.getpid(), daemon.pid)
             for _ in range(args.rounds):
                 results["none"].append(measure(daemon, args.seconds))
                 pages = []
@@ -145,8 +150,6 @@ def main() -> int:
                     page = browser.new_page(viewport={"width": 1400, "height": 3000})
                     page.goto(url)
                     pages.append(page)
-                if args.nice_browser:
-                    renice_tree(os.getpid(), daemon.pid)  # renderers of the new pages
                 for page in pages:  # every panel in view and streaming (polled from here: the CSP forbids eval)
                     deadline = time.monotonic() + 60
                     while int(page.get_attribute(".scope", "data-frames") or 0) < 1:
@@ -162,14 +165,16 @@ def main() -> int:
     finally:
         daemon.stop()
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
-    print(f"{args.rounds} rounds of {args.seconds:.0f} s, {args.pages} pages, medians:")
+    print(f"{args.rounds} rounds of {args.seconds:.0f} s, {args.pages} pages"
+          f", source {'at full speed' if not args.rate else f'at {args.rate:g} events/s'}, daemon loop priority {priority}, medians:")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'phase':<10} {'daemon CPU':>11} {'web time':>9} {'browser CPU':>12} {'lag p99':>8} {'lag max':>8} "
-          f"{'events/s':>10}")
+          f"{'blocked p99':>12} {'events/s':>10}")
     for key, label in (("none", "no page"), ("pages", f"{args.pages} pages")):
         m = med[key]
         print(f"{label:<10} {m['daemon_cpu']:>10.1f}% {m['web_loop']:>8.2f}% {m['browser_cpu']:>11.1f}% "
-              f"{m['lag_p99_ms']:>6.1f}ms {m['lag_max_ms']:>6.1f}ms {m['rate']:>10.0f}")
+              f"{m['lag_p99_ms']:>6.1f}ms {m['lag_max_ms']:>6.1f}ms {m['blocked_p99_ms']:>10.1f}ms "
+              f"{m['rate']:>10.0f}")
     web_side = med["pages"]["daemon_cpu"] - med["none"]["daemon_cpu"]
     change = 100 * (med["pages"]["rate"] / med["none"]["rate"] - 1) if med["none"]["rate"] else 0.0
     print(f"web side: {web_side:.1f} % of one core (target < 3 %); loop latency p99 with pages "

@@ -89,6 +89,8 @@ def test_foreground_run_serves_the_page_and_stops_from_it(tmp_path):
         assert set(status) == {"state", "daemon", "run", "buffers", "workers", "alarms"}
         assert set(status["buffers"]) == {"Raw", "Heights"} and status["buffers"]["Raw"]["root"]
         assert status["daemon"]["pid"] == cli.proc.pid and status["run"]["setup"] == str(setup)
+        # the foreground loop has its latency meter too (at the terminal's priority)
+        assert status["daemon"]["loop_priority"] == "normal" and status["daemon"]["loop_lag_max"] >= 0.0
         refused = get_json(base + "api/action/start", token, "POST",
                            {"X-Mimocorb2-Action": "1", "Origin": f"http://127.0.0.1:{port}"})
         assert refused[0] == 409 and "Start is not offered" in refused[1]["error"]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from mimocorb2 import __version__
+
+if TYPE_CHECKING:
+    from mimocorb2.supervisor.priority import LoopPriority
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-web", action="store_true", help="serve no web page")
     parser.add_argument("--web-setup", action="append", metavar="PATH",
                         help="a setup file or folder the page may start (repeatable)")
+    parser.add_argument("--loop-priority", choices=("realtime", "normal"),
+                        help="the event loop thread's scheduling: realtime (SCHED_RR 1, the default where "
+                        "allowed: root or LimitRTPRIO=1; workers stay at normal priority) or normal; "
+                        "also loop_priority: in the configuration file")
     parser.add_argument("--version", action="version", version=f"mimocorb2d {__version__}")
     return parser
 
@@ -55,19 +63,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         web_config = config_from_file(config_path) if config_path else WebConfig()
         web_config = apply_flags(web_config, listen=args.web, disabled=args.no_web, setups=args.web_setup)
-    except WebConfigError as exc:
+        loop_priority = _loop_priority(args.loop_priority, config_path)
+    except (WebConfigError, ValueError) as exc:
         print(f"mimocorb2d: {exc}", file=sys.stderr)
         logsetup.shutdown_logging()
         return 2
     from mimocorb2.supervisor.blocking import arm_exit_guard
 
-    daemon = Daemon(socket_path, notifier, web_config)
+    daemon = Daemon(socket_path, notifier, web_config, loop_priority)
     daemon.after_shutdown = arm_exit_guard  # a wedged thread never keeps the process alive
     try:
         code = daemon.run()
     finally:
         logsetup.shutdown_logging()
     return code
+
+
+def _loop_priority(flag: str | None, config_path: str | None) -> LoopPriority:
+    """``--loop-priority``, else ``loop_priority:`` of the configuration file, else realtime."""
+    from mimocorb2.supervisor.priority import LoopPriority, parse_priority
+
+    if flag is not None:
+        return parse_priority(flag, "--loop-priority")
+    if config_path:
+        import yaml
+
+        # the file was read and checked by config_from_file just before: a mapping of valid YAML
+        data = yaml.safe_load(open(config_path, encoding="utf-8")) or {}
+        if "loop_priority" in data:
+            return parse_priority(data["loop_priority"], f"{config_path}: loop_priority")
+    return LoopPriority.REALTIME
 
 
 if __name__ == "__main__":

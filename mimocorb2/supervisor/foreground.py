@@ -27,6 +27,7 @@ operator address is printed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from mimocorb2 import logsetup
 from mimocorb2.runtime._echo import LogEcho
 from mimocorb2.setup import Setup
 from mimocorb2.supervisor.errors import RunError
+from mimocorb2.supervisor.loopmeter import LoopMeter
 from mimocorb2.supervisor.run import Ending, Phase, Run
 
 __all__ = ["RunError", "RunReport", "run_in_foreground"]
@@ -108,6 +110,8 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    meter = LoopMeter()  # warns in the run's daemon.log when the loop is late; shown on the page
+    meter_task = loop.create_task(meter.run(), name="loop-meter")
     echoing = False
     page = None
     try:
@@ -115,7 +119,7 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
             from mimocorb2.supervisor.foreground_web import ForegroundPage
 
             page = await ForegroundPage.open(run, None if web is True else web,
-                                             lambda line: print(line, flush=True))
+                                             lambda line: print(line, flush=True), meter)
         await run.start()
         if log_echo is not None and run.directory is not None:
             # the workers' own output (RUN_DIR/logs/*.log), live on the terminal
@@ -125,6 +129,9 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        meter_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await meter_task
         if page is not None:
             await page.close()
         if echoing:

@@ -29,6 +29,7 @@ from mimocorb2.control import protocol as P
 from mimocorb2.control.server import Peer
 from mimocorb2.supervisor.errors import RunError
 from mimocorb2.supervisor.handlers import Handlers
+from mimocorb2.supervisor.loopmeter import LoopMeter
 from mimocorb2.supervisor.run import Run
 from mimocorb2.supervisor.status import build_status
 
@@ -42,8 +43,9 @@ NO_START = ("this page serves the one run of `mimocorb2 run`: Start is not offer
 class ForegroundHost:
     """The daemon's face of one foreground run. Invariant: ``current_run`` never changes."""
 
-    def __init__(self, run: Run, runtime_directory: Path) -> None:
+    def __init__(self, run: Run, runtime_directory: Path, meter: LoopMeter | None = None) -> None:
         self.current_run: Run = run
+        self.loop_meter = meter or LoopMeter()  # the foreground loop's (run_in_foreground runs it)
         self.runtime_directory = runtime_directory  # private (0700): the web tokens file
         self.web: Any = None  # the WebServer, for the ``web`` command
         self.started_at = time.time()
@@ -58,10 +60,11 @@ class ForegroundHost:
         return build_status(self.current_run.state, self.info(), self.current_run)
 
     def info(self) -> dict[str, Any]:
-        """The ``daemon`` object of the status: this process (no socket, no loop-lag meter)."""
+        """The ``daemon`` object of the status: this process (no socket; its loop at normal priority)."""
         return {"pid": os.getpid(), "version": __version__, "protocol": P.PROTOCOL_VERSION,
                 "socket": None, "uptime": round(time.time() - self.started_at, 3),
-                "loop_lag_max": None, "loop_lag_last": None, "loop_lag_recent_max": None,
+                **self.loop_meter.report(), "loop_priority": "normal",
+                "loop_priority_reason": "a foreground run keeps the terminal's priority",
                 "foreground": True}
 
     async def start_run(self, setup_path: Path, max_events: int | None, max_seconds: float | None) -> Run:
@@ -77,7 +80,8 @@ class ForegroundPage:
         self.server = server
 
     @classmethod
-    async def open(cls, run: Run, listen: str | None, say: Callable[[str], None]) -> "ForegroundPage":
+    async def open(cls, run: Run, listen: str | None, say: Callable[[str], None],
+                   meter: LoopMeter | None = None) -> "ForegroundPage":
         """Serve the page for ``run`` and ``say`` its operator address.
 
         ``listen``: ``[HOST:]PORT`` as given to ``--web``, or None for the default
@@ -94,7 +98,7 @@ class ForegroundPage:
         except WebConfigError as exc:
             raise RunError(str(exc)) from None
         runtime = Path(await asyncio.to_thread(_private_directory))
-        host = ForegroundHost(run, runtime)
+        host = ForegroundHost(run, runtime, meter)
         try:
             server = await _listen(ForegroundBackend(host), config)
         except BaseException:

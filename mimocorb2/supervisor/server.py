@@ -8,6 +8,7 @@ Lifecycle::
               install signal handlers, READY=1
     serve     wait until asked to exit (shutdown command, SIGTERM/SIGINT);
               meanwhile: watchdog pings, STATUS= lines, loop latency meter
+              (the loop thread runs at realtime priority where allowed: priority.py)
     shutdown  STOPPING=1, stop the run gracefully (drain), close the socket
 
 Signals: the first SIGTERM/SIGINT asks for a graceful exit (the run drains);
@@ -21,7 +22,6 @@ reply (:mod:`.status`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import signal
 import time
@@ -36,20 +36,19 @@ from mimocorb2.control import protocol as P
 from mimocorb2.control.server import ControlServer, Peer
 from mimocorb2.supervisor.errors import RunError
 from mimocorb2.supervisor.handlers import Handlers
+from mimocorb2.supervisor.loopmeter import LoopMeter
+from mimocorb2.supervisor.priority import LoopPriority, PriorityResult, apply_loop_priority
 from mimocorb2.supervisor.run import Phase, Run, load_setup_async
 from mimocorb2.supervisor.sdnotify import Notifier
 from mimocorb2.supervisor.status import build_status, summary_line
 
 log = structlog.get_logger("mimocorb2.daemon")
 
-#: how often the loop-latency meter wakes up
-LAG_INTERVAL = 0.1
-
-
 class Daemon:
     """The supervisor daemon: one run at a time, commands over the control socket (and the web page)."""
 
-    def __init__(self, socket_path: Path, notifier: Notifier | None = None, web_config: Any = None) -> None:
+    def __init__(self, socket_path: Path, notifier: Notifier | None = None, web_config: Any = None,
+                 loop_priority: LoopPriority = LoopPriority.REALTIME) -> None:
         self.socket_path = Path(socket_path)
         self.notifier = notifier or Notifier()
         self.handlers = Handlers(self)
@@ -63,17 +62,22 @@ class Daemon:
         self._signals = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._start_lock = asyncio.Lock()
-        self.loop_lag_max = 0.0
-        self.loop_lag_last = 0.0
-        self._lag_buckets: collections.deque[tuple[int, float]] = collections.deque(maxlen=6)
+        self.loop_meter = LoopMeter()
+        self.wanted_priority = loop_priority
+        #: what the loop thread got (set by :meth:`run` before the loop starts)
+        self.priority = PriorityResult(LoopPriority.NORMAL, "not applied")
         #: called with the exit code once shutdown is complete (the CLI arms its exit guard)
         self.after_shutdown: Callable[[int], Any] | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def run(self) -> int:
-        """Run the daemon on a uvloop event loop until it exits; return the exit code."""
+        """Run the daemon on a uvloop event loop until it exits; return the exit code.
+
+        The calling thread becomes the loop thread: its priority is set first, before
+        it starts any thread or process (they run at normal priority)."""
         import uvloop
 
+        self.priority = apply_loop_priority(self.wanted_priority)
         return uvloop.run(self.main())
 
     async def main(self) -> int:
@@ -112,12 +116,16 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self._tasks.append(asyncio.create_task(self._lag_meter(), name="lag-meter"))
+        self._tasks.append(asyncio.create_task(self.loop_meter.run(), name="loop-meter"))
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._status_reporter(), name="sd-status"))
         self.notifier.ready(status="idle")
-        log.info("mimocorb2d ready", pid=os.getpid(), socket=str(self.socket_path), version=__version__)
+        log.info("mimocorb2d ready", pid=os.getpid(), socket=str(self.socket_path), version=__version__,
+                 loop_priority=self.priority.priority.value)
+        if self.wanted_priority is LoopPriority.REALTIME and self.priority.priority is not LoopPriority.REALTIME:
+            log.info("event loop at normal priority: a saturated machine can make it late",
+                     reason=self.priority.reason)
 
     async def serve(self) -> None:
         await self._exit.wait()
@@ -169,26 +177,6 @@ class Daemon:
                 self._tasks.append(asyncio.create_task(run.abort(f"second {name}"), name="abort"))
 
     # ---------------------------------------------------------------- housekeeping tasks
-    async def _lag_meter(self) -> None:
-        """How late the loop wakes up: a measure of anything blocking it."""
-        loop = asyncio.get_running_loop()
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(LAG_INTERVAL)
-            lag = max(0.0, loop.time() - t0 - LAG_INTERVAL)
-            self.loop_lag_last = lag
-            if lag > self.loop_lag_max:
-                self.loop_lag_max = lag
-            # worst lag of each 10 s bucket, the last 6 kept: "recent" = the last minute
-            bucket = int(loop.time() // 10)
-            if self._lag_buckets and self._lag_buckets[-1][0] == bucket:
-                if lag > self._lag_buckets[-1][1]:
-                    self._lag_buckets[-1] = (bucket, lag)
-            else:
-                self._lag_buckets.append((bucket, lag))
-            if lag > 0.25:
-                log.warning("event loop was blocked", seconds=round(lag, 3))
-
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 1.0
         while True:
@@ -225,9 +213,9 @@ class Daemon:
             "protocol": P.PROTOCOL_VERSION,
             "socket": str(self.socket_path),
             "uptime": round(time.time() - self.started_at, 3),
-            "loop_lag_max": round(self.loop_lag_max, 6),
-            "loop_lag_last": round(self.loop_lag_last, 6),
-            "loop_lag_recent_max": round(max((b[1] for b in self._lag_buckets), default=0.0), 6),
+            **self.loop_meter.report(),
+            "loop_priority": self.priority.priority.value,
+            "loop_priority_reason": self.priority.reason,
         }
 
     async def start_run(self, setup_path: Path, max_events: int | None, max_seconds: float | None) -> Run:

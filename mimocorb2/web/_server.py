@@ -70,7 +70,7 @@ class WebServer:
         self.port = config.port
         self._runner: web.AppRunner | None = None
         self._login_html = ""
-        self.web_busy = 0.0  # seconds in web request handlers (awaits included)
+        self.web_busy = 0.0  # seconds in web request handlers (awaits included; a WebSocket's life is not)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -187,7 +187,8 @@ class WebServer:
                 response = web.Response(status=exc.status, text=exc.text, content_type="text/plain")
             return _headers(response)
         finally:
-            self.web_busy += time.perf_counter() - started
+            if request.path != "/ws":  # a WebSocket handler lasts as long as its page stays open
+                self.web_busy += time.perf_counter() - started
 
     def _require(self, request: web.Request, role: str = VIEWER) -> str:
         got = self.role_of(request)
