@@ -239,7 +239,9 @@ function renderWorkers(status, web) {
   });
   tbody.replaceChildren(...rows);
   const d = status.daemon || {};
-  const lag = d.loop_lag_recent_max == null ? "" : `, loop lag ${(d.loop_lag_recent_max * 1000).toFixed(1)} ms`;
+  const lag = d.loop_lag_recent_max == null ? "" :
+    `, loop lag ${(d.loop_lag_recent_max * 1000).toFixed(1)} ms` +
+    (d.loop_priority === "realtime" ? " (realtime loop)" : "");
   $("#daemon-self").textContent = `${d.foreground ? "mimocorb2 run" : "daemon"} pid ${d.pid}: CPU ${web.daemon_cpu}%, ` +
     `memory ${fmtBytes(memory[String(d.pid)])}${lag}`;
 }
