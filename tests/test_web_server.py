@@ -32,8 +32,9 @@ def daemon(tmp_path_factory):
         assert d.stop() == 0
 
 
-def request(url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET",
-            body: bytes | None = None) -> tuple[int, bytes]:
+def exchange(url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET",
+             body: bytes | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One HTTP request to the server at ``url`` (``Host`` may be overridden): status, headers, body."""
     host, port = url.split("//")[1].strip("/").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -44,9 +45,15 @@ def request(url: str, path: str, headers: dict[str, str] | None = None, method: 
         conn.putheader("Content-Length", str(len(body or b"")))
         conn.endheaders(body)
         response = conn.getresponse()
-        return response.status, response.read()
+        return response.status, response.headers, response.read()
     finally:
         conn.close()
+
+
+def request(url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET",
+            body: bytes | None = None) -> tuple[int, bytes]:
+    status, _, data = exchange(url, path, headers, method, body)
+    return status, data
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -294,3 +301,110 @@ def test_tokens_and_setups_from_the_configuration_file(tmp_path):
     assert web["viewer_token"] == "viewer-token-0123456789"
     assert web["operator_url"].endswith("?token=operator-token-0123456789")
     assert not (tmp_path / "s" / TOKENS_FILE).exists()  # configured tokens are not written anywhere
+
+
+# ---------------------------------------------------------------------------- behind a reverse proxy
+PUBLIC = "https://daq.example:8443/"
+PUBLIC_ORIGIN = "https://daq.example:8443"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """A daemon whose page users reach through an HTTPS proxy at PUBLIC (the proxy itself is not needed:
+    the requests carry the Host and Origin a browser behind it would send)."""
+    work = tmp_path_factory.mktemp("webproxy")
+    d = DaemonProcess(work / "run" / "control.sock",
+                      extra_args=["--web", "127.0.0.1:0", "--web-public-url", PUBLIC]).start()
+    try:
+        yield d
+    finally:
+        assert d.stop() == 0
+
+
+def test_public_url_is_validated_and_errors_name_the_key_or_flag(tmp_path):
+    from mimocorb2.web import parse_public_url
+
+    url = parse_public_url("HTTPS://Daq.Example:443")
+    assert (url.origin, url.url, url.secure) == ("https://daq.example", "https://daq.example/", True)
+    assert parse_public_url(PUBLIC).origin == PUBLIC_ORIGIN
+    for bad, why in [("ftp://daq.example/", "http or https"), ("https://daq.example/daq/", "path prefix"),
+                     ("https://daq.example/?a=1", "query"), ("https://daq.example/#top", "fragment"),
+                     ("https:///", "no host"), ("https://user:pw@daq.example/", "no user"),
+                     ("daq.example:8443", "http or https"), ("https://daq_example/", "not a host name"),
+                     ("https://daq.example:99999/", "URL")]:
+        with pytest.raises(WebConfigError, match=f"--web-public-url.*{why}"):
+            apply_flags(WebConfig(), listen=None, disabled=False, setups=None, public_url=bad)
+    path = tmp_path / "daemon.yaml"
+    path.write_text("web:\n  public_url: https://daq.example/daq/\n")
+    with pytest.raises(WebConfigError, match="web.public_url"):
+        config_from_file(path)
+    path.write_text("web:\n  public_url: [https://daq.example/]\n")
+    with pytest.raises(WebConfigError, match="web.public_url"):
+        config_from_file(path)
+    path.write_text("web:\n  public_url: https://daq.example/\n  tokens: off\n")
+    with pytest.raises(WebConfigError, match="web.public_url.*requires tokens"):
+        apply_flags(config_from_file(path), listen=None, disabled=False, setups=None)
+    result = subprocess.run([sys.executable, "-m", "mimocorb2.supervisor.cli", "--socket",
+                             str(tmp_path / "s" / "control.sock"), "--web-public-url", "https://daq.example/x"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--web-public-url" in result.stderr
+
+
+def test_mimoctl_web_prints_the_public_address(proxied):
+    web = proxied.call("web")
+    assert web["url"].startswith("http://127.0.0.1:")  # where it listens, for scripts on the lab PC
+    assert web["public_url"] == PUBLIC
+    out = subprocess.run([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(proxied.socket_path),
+                          "web", "--operator"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == f"{PUBLIC}?token={web['operator_token']}"
+
+
+def test_public_host_passes_the_host_check_and_its_login_cookie_is_secure(proxied):
+    web = proxied.call("web")
+    url = web["url"]
+    assert request(url, "/healthz", {"Host": "daq.example:8443"})[0] == 200
+    assert request(url, "/healthz", {"Host": "daq.example"})[0] == 200  # nginx's $host drops the port
+    assert request(url, "/healthz", {"Host": "attacker.example:8443"})[0] == 421
+    assert request(url, "/healthz", {"Host": "daq.example.attacker.example"})[0] == 421
+    status, headers, _ = exchange(url, f"/?token={web['viewer_token']}", {"Host": "daq.example:8443"})
+    cookie = headers["Set-Cookie"]
+    assert status == 303 and "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    status, headers, _ = exchange(url, f"/?token={web['viewer_token']}")  # directly (ssh tunnel): plain http
+    assert status == 303 and "Secure" not in headers["Set-Cookie"]
+
+
+def test_actions_are_accepted_from_the_public_origin_only(proxied):
+    web = proxied.call("web")
+    operator = {"Authorization": f"Bearer {web['operator_token']}", "X-Mimocorb2-Action": "1"}
+
+    def ack(host: str, origin: str) -> int:
+        return request(web["url"], "/api/action/ack", {**operator, "Host": host, "Origin": origin},
+                       method="POST", body=b"{}")[0]
+
+    assert ack("daq.example:8443", PUBLIC_ORIGIN) == 200
+    assert ack("daq.example", PUBLIC_ORIGIN) == 200
+    assert ack("daq.example:8443", "https://attacker.example") == 403
+    assert ack("daq.example:8443", "http://daq.example:8443") == 403  # not the https page
+    assert ack("daq.example:8443", "https://daq.example") == 403  # another port, another origin
+    direct = web["url"].rstrip("/")
+    assert ack(direct.split("//")[1], direct) == 200  # the direct page still works
+    assert ack(direct.split("//")[1], PUBLIC_ORIGIN) == 200  # a proxy that does not pass Host on
+    assert ack(direct.split("//")[1], "https://attacker.example") == 403
+    status, _ = request(web["url"], "/api/action/ack", {"Authorization": f"Bearer {web['viewer_token']}",
+                        "X-Mimocorb2-Action": "1", "Host": "daq.example:8443", "Origin": PUBLIC_ORIGIN},
+                        method="POST", body=b"{}")
+    assert status == 403  # the viewer still may not act
+
+
+async def test_websocket_opens_from_the_public_origin_and_not_from_a_foreign_one(proxied):
+    import aiohttp
+
+    web = await asyncio.to_thread(proxied.call, "web")
+    headers = {"Host": "daq.example:8443", "Authorization": f"Bearer {web['viewer_token']}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{web['url']}ws", headers={**headers, "Origin": PUBLIC_ORIGIN}) as ws:
+            frame = await ws.receive_json(timeout=20)
+            assert frame["type"] in ("status", "setup")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{web['url']}ws", headers={**headers, "Origin": "https://attacker.example"})
+        assert refused.value.status == 403

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-web", action="store_true", help="serve no web page")
     parser.add_argument("--web-setup", action="append", metavar="PATH",
                         help="a setup file or folder the page may start (repeatable)")
+    parser.add_argument("--web-public-url", metavar="URL",
+                        help="the address users open when a reverse proxy stands in front of the page, "
+                        "e.g. https://daq.lab.example/ (its origin may act; printed URLs use it)")
     parser.add_argument("--loop-priority", choices=("realtime", "normal"),
                         help="the event loop thread's scheduling: realtime (SCHED_RR 1, the default where "
                         "allowed: root or LimitRTPRIO=1; workers stay at normal priority) or normal; "
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.config or os.environ.get("MIMOCORB2_CONFIG")
     try:
         web_config = config_from_file(config_path) if config_path else WebConfig()
-        web_config = apply_flags(web_config, listen=args.web, disabled=args.no_web, setups=args.web_setup)
+        web_config = apply_flags(web_config, listen=args.web, disabled=args.no_web, setups=args.web_setup,
+                                 public_url=args.web_public_url)
         loop_priority = _loop_priority(args.loop_priority, config_path)
     except (WebConfigError, ValueError) as exc:
         print(f"mimocorb2d: {exc}", file=sys.stderr)

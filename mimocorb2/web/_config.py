@@ -2,7 +2,7 @@
 
 Sources, later ones winning: built-in defaults, the ``web:`` section of the
 daemon's configuration file (``mimocorb2d --config FILE``), command-line flags
-(``--web [HOST:]PORT``, ``--no-web``, ``--web-setup PATH``).
+(``--web [HOST:]PORT``, ``--no-web``, ``--web-setup PATH``, ``--web-public-url URL``).
 
 ::
 
@@ -11,14 +11,17 @@ daemon's configuration file (``mimocorb2d --config FILE``), command-line flags
       listen: 127.0.0.1:8765     # [HOST:]PORT
       setups: [/srv/daq/muon/setup.yaml, /srv/daq/setups/]   # what Start may offer
       tokens: generate           # generate | off (loopback only) | {viewer: ..., operator: ...}
+      public_url: https://daq.lab.example/   # optional: the address users type (a reverse proxy in front)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -26,8 +29,89 @@ DEFAULT_PORT = 8765
 MIN_TOKEN_LENGTH = 16
 
 
+#: a DNS name as a public URL may hold it (ASCII labels: letters, digits, hyphens)
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 class WebConfigError(ValueError):
     """A web setting that cannot be used; the message names the key or flag."""
+
+
+@dataclass(frozen=True)
+class PublicUrl:
+    """The address users type when a reverse proxy (usually terminating HTTPS) stands in front of the page.
+
+    Invariants (kept by ``parse_public_url``): ``scheme`` is http or https, ``host`` is a
+    lower-case DNS name or a bracketed IPv6 / plain IPv4 literal, ``port`` is None for the
+    scheme's default port, the path is "/" (no prefix), no user, query or fragment.
+    """
+
+    scheme: str
+    host: str
+    port: int | None
+
+    @property
+    def origin(self) -> str:
+        """The ``Origin`` header a browser sends from a page at this address."""
+        return f"{self.scheme}://{self.netloc}"
+
+    @property
+    def netloc(self) -> str:
+        """``host[:port]``, the port only when it is not the scheme's default."""
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The page's address, ending in "/"."""
+        return f"{self.origin}/"
+
+    @property
+    def secure(self) -> bool:
+        """True for https: cookies given out under this address carry ``Secure``."""
+        return self.scheme == "https"
+
+
+def parse_public_url(text: str, where: str = "--web-public-url") -> PublicUrl:
+    """``http[s]://HOST[:PORT][/]`` -> PublicUrl; anything else is a WebConfigError naming ``where``."""
+    raw = str(text).strip()
+    if not raw or any(c.isspace() for c in raw) or "?" in raw or "#" in raw:
+        raise WebConfigError(f"{where}: expected http[s]://HOST[:PORT]/ without spaces, query or fragment, "
+                             f"got {text!r}")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise WebConfigError(f"{where}: not a usable URL {text!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise WebConfigError(f"{where}: the scheme must be http or https, got {text!r}")
+    if parts.username is not None or parts.password is not None:
+        raise WebConfigError(f"{where}: no user or password in the address, got {text!r}")
+    if parts.path not in ("", "/"):
+        raise WebConfigError(f"{where}: the page must be served at the root of its address (no path prefix "
+                             f"such as {parts.path!r}); got {text!r}")
+    host = _public_host(parts.hostname or "", where, text)
+    if port == 0:
+        raise WebConfigError(f"{where}: port 0 is not an address users can type, got {text!r}")
+    if port == _DEFAULT_PORTS[scheme]:
+        port = None
+    return PublicUrl(scheme, host, port)
+
+
+def _public_host(name: str, where: str, text: str) -> str:
+    """The host part as browsers write it in ``Origin``: lower case, IPv6 in brackets."""
+    name = name.lower()
+    if not name:
+        raise WebConfigError(f"{where}: no host in {text!r}")
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(name):
+            raise WebConfigError(f"{where}: {name!r} is not a host name (ASCII letters, digits, hyphens, dots; "
+                                 f"write an international name in its xn-- form)") from None
+        return name
+    return f"[{address.compressed}]" if address.version == 6 else address.compressed
 
 
 @dataclass
@@ -44,6 +128,7 @@ class WebConfig:
     viewer_token: str | None = None
     operator_token: str | None = None
     start_offered: bool = True
+    public_url: PublicUrl | None = None
 
     @property
     def loopback(self) -> bool:
@@ -57,6 +142,9 @@ class WebConfig:
         if not self.auth and not self.loopback:
             raise WebConfigError(f"web: listening on {self.host} (not loopback) requires tokens; "
                                  "remove 'tokens: off' or listen on 127.0.0.1")
+        if not self.auth and self.public_url is not None:
+            raise WebConfigError(f"web.public_url: a page reached through {self.public_url.url} requires tokens; "
+                                 "remove 'tokens: off'")
         for key in ("viewer_token", "operator_token"):
             token = getattr(self, key)
             if token is not None and len(token) < MIN_TOKEN_LENGTH:
@@ -113,7 +201,7 @@ def config_from_file(path: Path) -> WebConfig:
 
 
 def _from_section(section: dict[str, Any], where: str) -> WebConfig:
-    known = {"enabled", "listen", "setups", "tokens"}
+    known = {"enabled", "listen", "setups", "tokens", "public_url"}
     unknown = sorted(set(section) - known)
     if unknown:
         raise WebConfigError(f"{where}: web: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -139,11 +227,19 @@ def _from_section(section: dict[str, Any], where: str) -> WebConfig:
         cfg.viewer_token, cfg.operator_token = tokens["viewer"], tokens["operator"]
     elif tokens != "generate":
         raise WebConfigError(f"{where}: web.tokens: expected generate, off or {{viewer, operator}}")
+    public_url = section.get("public_url")
+    if public_url is not None:
+        if not isinstance(public_url, str):
+            raise WebConfigError(f"{where}: web.public_url: expected an address such as https://daq.lab.example/")
+        cfg.public_url = parse_public_url(public_url, f"{where}: web.public_url")
     return cfg
 
 
-def apply_flags(cfg: WebConfig, *, listen: str | None, disabled: bool, setups: list[str] | None) -> WebConfig:
+def apply_flags(cfg: WebConfig, *, listen: str | None, disabled: bool, setups: list[str] | None,
+                public_url: str | None = None) -> WebConfig:
     """Command-line flags over the file's settings."""
+    if public_url is not None:
+        cfg.public_url = parse_public_url(public_url)
     if listen is not None:
         cfg.host, cfg.port = parse_listen(listen)
         cfg.enabled, cfg.explicit = True, True

@@ -4,13 +4,17 @@
 ``web.run_app``: the daemon keeps its signal handlers). Security, in order, for
 every request (see docs/web.md):
 
-1. On a loopback bind the ``Host`` header must name a loopback address (DNS
-   rebinding); any port, so that a tunnel may use another one.
+1. On a loopback bind the ``Host`` header must name a loopback address or the
+   host of ``public_url`` (DNS rebinding); any port, so that a tunnel or a
+   proxy may use another one. ``X-Forwarded-*`` headers are not read.
 2. A role from the cookie ``mimocorb2_<port>`` (set from ``/?token=...`` and the
    token then removed from the address bar by a redirect) or from
    ``Authorization: Bearer <token>`` (scripts); no role, no data.
 3. Actions: POST only, operator only, with the header ``X-Mimocorb2-Action: 1``
-   and an ``Origin`` equal to our own; the WebSocket checks ``Origin`` too.
+   and an ``Origin`` equal to our own (``http://`` + ``Host``, or the origin of
+   ``public_url`` behind a reverse proxy); the WebSocket checks ``Origin`` too.
+   The session cookie carries ``Secure`` when it is given out under an https
+   ``public_url``.
 4. Every response carries a Content-Security-Policy without inline scripts;
    everything the page loads comes from this server.
 """
@@ -110,7 +114,7 @@ class WebServer:
             server = site._server  # noqa: SLF001 - aiohttp keeps the asyncio server here
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.feeds.start()
-        log.info("web page listening", url=self.base_url, auth=self.config.auth)
+        log.info("web page listening", url=self.base_url, public_url=self.page_url, auth=self.config.auth)
 
     async def close(self) -> None:
         await self.feeds.close()
@@ -130,10 +134,21 @@ class WebServer:
             host = f"[{host}]"
         return f"http://{host}:{self.port}/"
 
+    @property
+    def page_url(self) -> str:
+        """The address users open: ``public_url`` when a reverse proxy stands in front, else ``base_url``."""
+        public = self.config.public_url
+        return public.url if public is not None else self.base_url
+
     def info(self) -> dict[str, Any]:
-        """Reply of the socket command ``web``: the addresses with their tokens."""
-        base = self.base_url
-        out: dict[str, Any] = {"enabled": True, "url": base, "listen": f"{self.config.host}:{self.port}",
+        """Reply of the socket command ``web``: the addresses with their tokens.
+
+        ``url`` is where the server listens (for scripts on this machine); ``viewer_url``
+        and ``operator_url`` start with ``page_url``, the address to give to people.
+        """
+        base = self.page_url
+        out: dict[str, Any] = {"enabled": True, "url": self.base_url, "public_url": self.page_url,
+                               "listen": f"{self.config.host}:{self.port}",
                                "auth": self.config.auth, "pages": len(self.hub.pages),
                                "busy_seconds": round(self.web_busy + self.feeds.busy, 6)}
         if self.tokens is not None:
@@ -155,8 +170,15 @@ class WebServer:
         if not host:
             return False
         # any port: a tunnel (ssh -L 9000:127.0.0.1:8765) changes it; a rebinding attack needs its own name
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name in {"localhost", "127.0.0.1", "[::1]", self.config.host}
+        name = _host_name(host)
+        public = self.config.public_url
+        return name in {"localhost", "127.0.0.1", "[::1]", self.config.host} or (
+            public is not None and name == public.host)
+
+    def _via_public_url(self, request: web.Request) -> bool:
+        """True when the request names the public address's host (it came through the proxy)."""
+        public = self.config.public_url
+        return public is not None and _host_name(request.headers.get("Host", "")) == public.host
 
     def role_of(self, request: web.Request) -> str | None:
         if self.tokens is None:
@@ -168,8 +190,15 @@ class WebServer:
         return self.tokens.role_of(token)
 
     def _same_origin(self, request: web.Request) -> bool:
+        """``Origin`` is the page's own: ``public_url``'s origin, or ``http://`` + Host unless Host names
+        the public host (through the proxy only its https page may act, not an http twin)."""
         origin = request.headers.get("Origin")
-        return origin is not None and origin == f"http://{request.host}"
+        if origin is None:
+            return False
+        public = self.config.public_url
+        if public is not None and origin == public.origin:
+            return True
+        return not self._via_public_url(request) and origin == f"http://{request.host}"
 
     @web.middleware
     async def _security(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -210,7 +239,9 @@ class WebServer:
                                                      "(or by `mimocorb2 run --web`)\n")
             # the token leaves the address bar (and the history)
             response = web.Response(status=303, headers={"Location": "/"})
-            response.set_cookie(self.cookie_name, token, httponly=True, samesite="Strict", path="/")
+            # Secure under an https public address only: a direct http visit (ssh tunnel) must keep its cookie
+            secure = self._via_public_url(request) and self.config.public_url.secure  # type: ignore[union-attr]
+            response.set_cookie(self.cookie_name, token, httponly=True, samesite="Strict", path="/", secure=secure)
             log.info("web login", role=role, remote=request.remote)
             return response
         if self.role_of(request) is None:
@@ -359,6 +390,12 @@ class WebServer:
     def _buffer_names(self) -> list[str]:
         graph = self.backend.setup_graph()
         return list(graph["buffers"]) if graph else []
+
+
+def _host_name(host: str) -> str:
+    """The name of a ``Host`` header without its port, lower case (``[v6]`` keeps its brackets)."""
+    host = host.strip().lower()
+    return host if host.endswith("]") else host.rsplit(":", 1)[0]
 
 
 def _headers(response: web.StreamResponse) -> web.StreamResponse:

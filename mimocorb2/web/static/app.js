@@ -7,6 +7,8 @@ import { FlowGraph } from "./graph.js";
 import { LogsPanel } from "./logs.js";
 
 const ACTIVE = new Set(["starting", "running", "paused", "stopping"]);
+// where a token comes from: the daemon's `mimoctl web`, or the terminal of a foreground run
+const TOKEN_HELP = "open the address printed by `mimoctl web` (or by `mimocorb2 run --web`)";
 const state = {
   role: null, ws: null, lastFrame: 0, status: null, setup: null, runKey: null,
   localPending: new Map(), scopes: new Map(), visible: new Set(), retry: 1000,
@@ -22,7 +24,7 @@ async function init() {
   try {
     session = await getJSON("/api/session");
   } catch {
-    $("#run-state").textContent = "no valid token: open the address printed by `mimoctl web`";
+    $("#run-state").textContent = `no valid token: ${TOKEN_HELP}`;
     return;
   }
   state.role = session.role;
@@ -64,7 +66,7 @@ function connect() {
     // the daemon may be restarting: try again, and check that our cookie is still good
     setTimeout(async () => {
       try { await getJSON("/api/session"); } catch (e) {
-        if (String(e).includes("401")) { $("#staleness").textContent = "token no longer valid: open `mimoctl web` again"; }
+        if (String(e).includes("401")) { $("#staleness").textContent = `token no longer valid: ${TOKEN_HELP} again`; }
       }
       connect();
     }, state.retry);
