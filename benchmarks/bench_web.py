@@ -83,10 +83,23 @@ def descendants(root: int, exclude: int) -> list[int]:
     return out
 
 
+def fresh_count(daemon: DaemonProcess, buffer: str) -> tuple[int, float]:
+    """The event count of ``buffer`` and the time, taken just after the daemon sampled it anew (counts
+    are sampled every stats_interval: an old sample would put a second's error on a 15 s rate)."""
+    first = daemon.status()["buffers"][buffer]["event_count"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        count = daemon.status()["buffers"][buffer]["event_count"]
+        if count != first:
+            return count, time.monotonic()
+        time.sleep(0.005)
+    raise TimeoutError(f"the event count of {buffer} did not change in 10 s")
+
+
 def measure(daemon: DaemonProcess, seconds: float) -> dict[str, float]:
-    status = daemon.status()
-    root = status["run"]["roots"][0]
-    events0, cpu0, t0 = status["buffers"][root]["event_count"], cpu_seconds(daemon.pid), time.monotonic()
+    root = daemon.status()["run"]["roots"][0]
+    events0, t0 = fresh_count(daemon, root)
+    cpu0 = cpu_seconds(daemon.pid)
     browser0 = tree_cpu(os.getpid(), daemon.pid)
     busy0 = daemon.call("web")["busy_seconds"]
     lags, blocked = [], []
@@ -95,8 +108,8 @@ def measure(daemon: DaemonProcess, seconds: float) -> dict[str, float]:
         info = daemon.status()["daemon"]
         lags.append(info["loop_lag_last"])
         blocked.append(info["loop_blocked_last"])
-    status = daemon.status()
-    elapsed = time.monotonic() - t0
+    events1, t1 = fresh_count(daemon, root)
+    elapsed = t1 - t0
     lags.sort()
     blocked.sort()
     return {
@@ -108,7 +121,7 @@ def measure(daemon: DaemonProcess, seconds: float) -> dict[str, float]:
         "lag_p99_ms": 1000 * lags[min(len(lags) - 1, int(0.99 * len(lags)))],
         "lag_max_ms": 1000 * lags[-1],
         "blocked_p99_ms": 1000 * blocked[min(len(blocked) - 1, int(0.99 * len(blocked)))],
-        "rate": (status["buffers"][root]["event_count"] - events0) / elapsed,
+        "rate": (events1 - events0) / elapsed,
     }
 
 
