@@ -44,6 +44,7 @@ from mimocorb2.supervisor.status import build_status, summary_line
 
 log = structlog.get_logger("mimocorb2.daemon")
 
+
 class Daemon:
     """The supervisor daemon: one run at a time, commands over the control socket (and the web page)."""
 
