@@ -16,7 +16,7 @@ import pytest
 
 from mimocorb2.supervisor.loopmeter import LoopMeter
 from mimocorb2.supervisor.priority import LoopPriority, parse_priority
-from mimocorb2.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess, parent_of
 
 FUNCS = """\
 from mimocorb2.testing.workers import counting_source as source, draining_sink as sink
@@ -75,7 +75,11 @@ def test_loop_thread_is_realtime_and_everything_it_starts_is_not(daemon, tmp_pat
     threads, children = threads_and_children(daemon.pid)
     assert len(workers) == 3 and set(workers) <= set(children), (workers, children)
     assert threads, "the daemon has helper threads (status, buffers)"
-    for tid in threads + children:  # the data path and the daemon's helpers compete as before
+    # the forkserver (the workers' parent) shares the loop's priority: starting a worker waits on it
+    (forkserver,) = {parent_of(pid) for pid in workers}
+    assert forkserver in children and forkserver != daemon.pid
+    assert os.sched_getscheduler(forkserver) == os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    for tid in threads + [c for c in children if c != forkserver]:  # the data path competes as before
         assert policy(tid) == os.SCHED_OTHER, f"{tid} is not at normal priority"
         assert os.sched_getscheduler(tid) & os.SCHED_RESET_ON_FORK == 0
     daemon.call("stop", {})

@@ -18,7 +18,7 @@
 from typing import Any
 
 from ._echo import LogEcho
-from ._forkserver import start_worker_server
+from ._forkserver import forkserver_pid, start_worker_server
 from ._launch import WorkerLaunch, build_buffers, root_buffers
 from ._quarantine import quarantine_path, save_quarantined
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
@@ -33,6 +33,7 @@ __all__ = [
     "WorkerLaunch",
     "build_buffers",
     "child_main",
+    "forkserver_pid",
     "quarantine_path",
     "read_setup_failure",
     "root_buffers",

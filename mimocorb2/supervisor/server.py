@@ -109,6 +109,7 @@ class Daemon:
         if removed:
             log.warning("removed shared memory of a crashed daemon", segments=removed)
         _preload()  # heavy imports now, not in the loop when the first run starts
+        self._share_priority_with_forkserver()
         if self.web_config is not None:  # the web page (mimocorb2.web): the one hook
             from mimocorb2.web import start_web
 
@@ -127,6 +128,15 @@ class Daemon:
         if self.wanted_priority is LoopPriority.REALTIME and self.priority.priority is not LoopPriority.REALTIME:
             log.info("event loop at normal priority: a saturated machine can make it late",
                      reason=self.priority.reason)
+
+    def _share_priority_with_forkserver(self) -> None:
+        """Starting a worker waits on the forkserver: with a realtime loop it must not queue for a CPU."""
+        from mimocorb2.runtime import forkserver_pid
+        from mimocorb2.supervisor.priority import share_priority
+
+        pid = forkserver_pid()
+        if self.priority.priority is LoopPriority.REALTIME and pid is not None and not share_priority(pid):
+            log.warning("forkserver left at normal priority: starting a worker may wait for a CPU", pid=pid)
 
     async def serve(self) -> None:
         await self._exit.wait()
