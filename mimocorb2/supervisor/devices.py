@@ -10,9 +10,9 @@ A file outlives the process that wrote it. While the run goes on,
 :func:`stale_reason` tells a current file from an old one by its modification
 time: a file is current only if it was written after a live process that may
 write it started (a per-process file: its slot's process; a worker's file: any
-of the worker's processes). A restarted process's predecessor's file is "from
-an earlier process" until the new one rewrites it; a process that ended leaves
-a file whose "process ended". Status shows both, marked, never as current.
+of the worker's processes). The file of a restarted process's predecessor is
+"from an earlier process" until the new one rewrites it; the file of a process
+that ended, "its process ended". Status shows both marked, never as current.
 
 Invariants:
 

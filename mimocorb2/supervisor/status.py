@@ -148,7 +148,8 @@ def _process_part(run: "Run", w: "WorkerRecord", rec: "ProcessRecord", mono: flo
     }
 
 
-def _device_of(run: "Run", file: DeviceFile | None, live_starts: list[float]) -> tuple[dict[str, Any] | None, str | None]:
+def _device_of(run: "Run", file: DeviceFile | None,
+               live_starts: list[float]) -> tuple[dict[str, Any] | None, str | None]:
     """A status file's object and why it is stale (None: current, or the run's last word once it ended)."""
     if file is None:
         return None, None
