@@ -2,7 +2,10 @@
 
 Against a live ``mimocorb2d``: ``check`` and ``start`` answer promptly (validation
 only parses the file), the daemon stays up and answers, the run fails cleanly or
-can be aborted, a later good run works, and ``shutdown`` ends the process.
+can be aborted, a later good run works, and ``shutdown`` ends the process. A
+process still importing shows so in status; one that ends or hangs there is a
+setup failure, never restarted. A restarted process's old device file is marked
+stale until its successor rewrites it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from mimocorb2.control.client import Client, RequestFailed
+from mimocorb2.runtime import read_setup_failure
 from mimocorb2.testing import DaemonProcess, segments_of
 
 GOOD_FUNCS = '''
@@ -42,6 +46,7 @@ def sink(buffer_io):
 #: worker files that misbehave when imported; each also defines the function statically
 BAD_IMPORTS = {
     "exits": "import os\nos._exit(3)\n",
+    "kills": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
     "sleeps": "import time\ntime.sleep(3600)\n",
     "spins": "while True:\n    pass\n",
     "raises": "raise RuntimeError('no hardware on this bench')\n",
@@ -50,8 +55,11 @@ BAD_IMPORTS = {
 PROMPT = 15.0
 
 
-def write_setup(directory: Path, bad: str | None = None) -> Path:
-    """A two-worker setup; with ``bad``, the sink's file misbehaves at import that way."""
+def write_setup(directory: Path, bad: str | None = None, sink_keys: str = "") -> Path:
+    """A two-worker setup; with ``bad``, the sink's file misbehaves at import that way.
+
+    ``sink_keys``: more keys of the sink worker (``", stall_timeout: 1"``).
+    """
     (directory / "good.py").write_text(GOOD_FUNCS)
     sink_file = "good.py"
     if bad is not None:
@@ -63,7 +71,7 @@ def write_setup(directory: Path, bad: str | None = None) -> Path:
           raw: {{slot_count: 16, data_length: 4, data_dtype: {{x: float64}}}}
         Workers:
           src: {{file: good.py, function: source, sinks: [raw]}}
-          snk: {{file: {sink_file}, function: sink, sources: [raw], max_restarts: 1}}
+          snk: {{file: {sink_file}, function: sink, sources: [raw], max_restarts: 1{sink_keys}}}
         drain_timeout: 5
         stats_interval: 0.2
         """))
@@ -96,19 +104,23 @@ def test_worker_file_misbehaving_at_import_never_touches_the_daemon(daemon, tmp_
     run_dir = Path(result["directory"])
     assert call(daemon, "ping")["pid"] == daemon.pid
 
-    if bad in ("exits", "raises"):
+    if bad in ("exits", "kills", "raises"):
         status = daemon.wait_for(ended, 60, "the bad run ended")
         assert status["state"] == "failed"
         snk = status["workers"]["snk"]
-        assert snk["state"] == "failed"
-        if bad == "raises":  # a clean start failure: not restarted, the reason in status
-            assert snk["restarts"] == 0
+        # a start failure, however it ended: not restarted (it would do the same again), the reason in status
+        assert snk["state"] == "failed" and snk["restarts"] == 0, snk
+        if bad == "raises":
             assert "RuntimeError: no hardware on this bench (line 1)" in snk["last_exit"]
             assert "no hardware on this bench" in status["run"]["error"]
             log = (run_dir / "logs" / "snk.log").read_text()
             assert "cannot load the worker's function" in log and "bad_raises.py" in log
-        else:
-            assert "exited with code 3" in snk["last_exit"]
+        else:  # it could not say why itself: the supervisor tells from its heartbeat stage
+            how = {"exits": "exited with code 3", "kills": "killed by SIGKILL"}[bad]
+            reason = f"{how} while importing bad_{bad}.py"
+            assert snk["last_exit"] == reason and snk["error"] == reason
+            assert reason in status["run"]["error"]
+            assert read_setup_failure(run_dir, "snk") == reason
     else:  # sleeping or spinning in import: the run waits, the daemon answers, abort ends it
         daemon.wait_for(lambda s: s["workers"]["snk"]["alive"] == 1, 30, "sink process up")
         assert call(daemon, "status")["state"] == "running"
@@ -125,6 +137,114 @@ def test_worker_file_misbehaving_at_import_never_touches_the_daemon(daemon, tmp_
     # shutdown ends the process, promptly, and nothing of ours keeps a CPU busy
     call(daemon, "shutdown")
     assert daemon.wait_exit(30) == 0
+
+
+def mimoctl_status(daemon: DaemonProcess) -> str:
+    done = subprocess.run([sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket", str(daemon.socket_path),
+                           "status"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_status_shows_a_process_importing_its_file(daemon, tmp_path):
+    call(daemon, "start", {"setup": str(write_setup(tmp_path, "sleeps"))})
+    status = daemon.wait_for(lambda s: s["workers"]["snk"]["processes"][0]["stage"] == "loading", 30,
+                             "the sink importing its file")
+    snk = status["workers"]["snk"]
+    assert snk["state"] == "starting" and snk["processes"][0]["loading"].startswith("importing bad_sleeps.py for ")
+    assert status["workers"]["src"]["state"] == "running"
+    assert status["workers"]["src"]["processes"][0]["loading"] is None
+    pid = snk["processes"][0]["pid"]
+    assert f"  snk#0 (pid {pid}): importing bad_sleeps.py for " in mimoctl_status(daemon)
+    call(daemon, "abort")  # ended for the run's sake: not a setup failure
+    status = call(daemon, "status")
+    assert status["workers"]["snk"]["state"] == "stopped" and status["workers"]["snk"]["error"] is None
+    call(daemon, "shutdown")
+    assert daemon.wait_exit(30) == 0
+
+
+def test_a_process_spinning_at_import_past_its_bound_is_a_setup_failure(daemon, tmp_path):
+    # the bound is the stall_timeout, at least 5 s (policy.IMPORT_TIMEOUT_MIN)
+    run_dir = Path(call(daemon, "start", {"setup": str(write_setup(tmp_path, "spins", ", stall_timeout: 1"))})[
+        "directory"])
+    status = daemon.wait_for(ended, 60, "the run ended")
+    snk = status["workers"]["snk"]
+    assert snk["state"] == "failed" and snk["restarts"] == 0, snk
+    assert "stuck importing bad_spins.py for " in snk["error"], snk
+    reason = read_setup_failure(run_dir, "snk")
+    assert reason is not None and reason.startswith("stuck importing bad_spins.py for "), reason
+    assert 5 <= int(reason.split(" for ")[1].split()[0]) < 30
+    assert status["state"] == "failed" and "stuck importing bad_spins.py" in status["run"]["error"]
+    assert call(daemon, "ping")["pid"] == daemon.pid  # the daemon is unharmed
+    call(daemon, "shutdown")
+    assert daemon.wait_exit(30) == 0
+
+
+DEVICE_FUNCS = '''
+from mimocorb2.testing.workers import counting_source as endless_source
+
+def flaky_device(buffer_io):
+    """Publishes its device state per process, fails, and does it again when the test says so."""
+    import json, os, time
+    run_dir = buffer_io.run_dir
+    path = run_dir / "status" / f"{buffer_io.name}.{buffer_io.process_index}.json"
+
+    def publish(message):
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"state": "connected", "message": message, "pid": os.getpid()}))
+        os.replace(tmp, path)
+
+    def wait_for(name):
+        while not (run_dir / name).exists():
+            time.sleep(0.02)
+
+    if not path.exists():
+        publish("first process")
+        wait_for("crash")
+        raise RuntimeError("lost the board")
+    wait_for("publish")  # the old file stays meanwhile
+    publish("second process")
+    wait_for("quit")
+    raise RuntimeError("lost the board again")
+'''
+
+
+def test_a_restarted_or_ended_process_device_file_is_not_shown_as_current(daemon, tmp_path):
+    (tmp_path / "dev.py").write_text(DEVICE_FUNCS)
+    setup = write_setup(tmp_path)
+    text = setup.read_text().replace("file: good.py, function: source,", "file: dev.py, function: endless_source, "
+                                     "config: {rate: 200},")  # the run goes on after dev failed
+    setup.write_text(text.replace("  snk:", "  dev: {file: dev.py, function: flaky_device, sources: [raw], "
+                                  "max_restarts: 1}\n  snk:") + "on_worker_failure: continue\n")
+    run_dir = Path(call(daemon, "start", {"setup": str(setup)})["directory"])
+
+    def dev(status):
+        return status["workers"]["dev"]
+
+    first = daemon.wait_for(lambda s: (dev(s)["device"] or {}).get("message") == "first process", 30,
+                            "the first process's device file")["workers"]["dev"]
+    assert first["device_stale"] is None and first["device_summary"] == "first process"
+    assert first["processes"][0]["device_stale"] is None
+    (run_dir / "crash").touch()
+    old = daemon.wait_for(lambda s: dev(s)["restarts"] == 1 and dev(s)["alive"] == 1, 30,
+                          "the process restarted")["workers"]["dev"]
+    assert old["device"]["message"] == "first process"  # still there, but marked
+    assert old["device_stale"] == "from an earlier process"
+    assert old["device_summary"] == "[stale: from an earlier process] first process"
+    assert old["processes"][0]["device_stale"] == "from an earlier process"
+    assert "  dev: [stale: from an earlier process] first process\n" in mimoctl_status(daemon)
+    (run_dir / "publish").touch()
+    new = daemon.wait_for(lambda s: dev(s)["device"]["message"] == "second process", 30,
+                          "the new process's device file")["workers"]["dev"]
+    assert new["device_stale"] is None and new["device_summary"] == "second process"
+    (run_dir / "quit").touch()
+    gone = daemon.wait_for(lambda s: dev(s)["state"] == "failed", 30, "the worker failed")["workers"]["dev"]
+    assert gone["device_stale"] == "its process ended"
+    assert gone["device_summary"] == "[stale: its process ended] second process"
+    assert call(daemon, "stop")["state"] == "failed"
+    last = call(daemon, "status")["workers"]["dev"]
+    assert last["device"]["message"] == "second process" and last["device_stale"] is None  # the run's last word
 
 
 def test_template_refusing_its_buffers_fails_the_start_without_restarts(daemon, tmp_path):
@@ -225,6 +345,11 @@ def test_foreground_run_reports_a_worker_that_could_not_start(tmp_path):
     assert "worker 'snk' failed (exit codes [78])" in done.stderr, done.stderr
     assert "it could not start: worker 'snk': cannot load function 'sink'" in done.stderr
     assert "RuntimeError: no hardware on this bench (line 1)" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "mimocorb2", "run", "-q", str(write_setup(tmp_path, "exits"))],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "worker 'snk' failed (exit codes [3])" in done.stderr, done.stderr
+    assert "it could not start: exited with code 3 while importing bad_exits.py" in done.stderr
 
 
 def test_mimoctl_start_prints_setup_warnings(daemon, tmp_path):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from mimocorb2.datapath.heartbeat import Stage
 from mimocorb2.runtime import EXIT_SETUP_FAILED
 from mimocorb2.setup import DiskFloor, check_setup, load_setup
+from mimocorb2.supervisor.devices import stale_reason
 from mimocorb2.supervisor.policy import (
     BACKOFF_MAX,
+    IMPORT_TIMEOUT,
+    IMPORT_TIMEOUT_MIN,
     Backoff,
     ExitContext,
     HeldEvent,
@@ -17,6 +22,8 @@ from mimocorb2.supervisor.policy import (
     Verdict,
     decide_exit,
     drain_victims,
+    import_timeout,
+    loading_what,
     stuck_after,
     stuck_message,
 )
@@ -157,3 +164,27 @@ def test_last_error_line_of_a_worker_log(tmp_path):
     )
     assert last_error_line(log) == "ModuleNotFoundError: No module named 'analysis'"
     assert last_error_line(tmp_path / "missing.log") is None
+
+
+def test_an_exit_before_the_function_is_a_setup_failure_whatever_its_code():
+    for exitcode in (0, 3, -9):
+        d = decide_exit(ctx(exitcode, setup_failed=True, how="exited with code 3 while importing funcs.py"),
+                        RestartBudget(), Backoff(), 0.0)
+        assert d.verdict is Verdict.FAIL and d.why == "exited with code 3 while importing funcs.py"
+
+
+def test_the_way_to_the_function_is_bounded_by_the_stall_timeout_or_a_default():
+    assert import_timeout(None) == IMPORT_TIMEOUT == 60.0
+    assert import_timeout(1.0) == IMPORT_TIMEOUT_MIN  # big imports take seconds on a loaded machine
+    assert import_timeout(120.0) == 120.0
+    assert loading_what(Stage.LOADING, Path("/x/funcs.py"), "f") == "importing funcs.py"
+    assert loading_what(Stage.LOADING, None, "exporters.csv") == "loading exporters.csv"
+    assert loading_what(Stage.STARTING, Path("/x/funcs.py"), "f") == "starting"
+
+
+def test_a_device_file_is_current_only_if_written_by_a_live_process_since_its_start():
+    assert stale_reason(100.0, []) == "its process ended"
+    assert stale_reason(100.0, [101.0]) == "from an earlier process"  # written before the restart
+    assert stale_reason(101.0, [101.0]) is None
+    assert stale_reason(100.95, [101.0]) is None  # file times come from a coarse clock
+    assert stale_reason(100.0, [101.0, 99.0]) is None  # a worker's file: one of its live processes may have

@@ -301,6 +301,24 @@ def test_abort_needs_confirmation(env):
     page.close()
 
 
+def test_a_worker_importing_its_file_shows_on_the_page(env):
+    directory = env["work"] / "slow_import"
+    directory.mkdir()
+    (directory / "slow.py").write_text("import time\ntime.sleep(3600)\n\ndef wait(buffer_io):\n    pass\n")
+    (directory / "setup.yaml").write_text(
+        "Buffers:\n  raw: {slot_count: 4, data_length: 1, data_dtype: {x: float64}}\n"
+        "Workers:\n  slow: {file: slow.py, function: wait, sinks: [raw]}\n"
+        "  drain: {function: exporters.drain, sources: [raw]}\n")
+    daemon = env["daemon"]
+    daemon.call("start", {"setup": str(directory / "setup.yaml")})
+    page = operator_page(env)
+    cell = page.locator("#workers tr[data-worker='slow'] [data-key='state']")
+    poll(lambda: cell.inner_text().startswith("starting: importing slow.py for "), 30,
+         "the import in the workers panel")
+    daemon.call("abort", {})
+    page.close()
+
+
 def test_page_reconnects_after_a_daemon_restart(env):
     page = operator_page(env)
     poll(lambda: page.evaluate("document.body.dataset.connection") == "open", 30, "the page's socket")

@@ -378,8 +378,9 @@ def format_status(status: dict[str, Any]) -> str:
             if w.get("device_summary"):
                 notes.append(f"  {name}: {w['device_summary']}")
             for p in w.get("processes") or []:
-                if p.get("stuck"):
-                    notes.append(f"  {name}#{p.get('index')} (pid {p.get('pid')}): {p['stuck']}")
+                for note in (p.get("loading"), p.get("stuck")):
+                    if note:
+                        notes.append(f"  {name}#{p.get('index')} (pid {p.get('pid')}): {note}")
         lines.extend(notes)
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """Per-process heartbeats in shared memory.
 
 A :class:`HeartbeatTable` is one segment with a row per worker process:
-``(pid, last beat in CLOCK_MONOTONIC ns, slot moves, reserved, counter of the
+``(pid, last beat in CLOCK_MONOTONIC ns, slot moves, stage, counter of the
 event held, held since in CLOCK_MONOTONIC ns)``. The supervisor
 creates the table and gives each process its row; inside the process
 :func:`attach` binds that row and :func:`beat` stamps it. The buffers call
@@ -14,6 +14,13 @@ taken, :func:`released` when it is given back), so the supervisor can say
 "stuck on event N for 33 s" whatever the user code does about beats.
 Invariant: ``held since == 0`` exactly when the process holds no read slot;
 nested holds (a process reading several buffers) keep the oldest.
+
+The process also says how far it got (:class:`Stage`, :func:`enter_stage`):
+STARTING (the supervisor's reset at spawn), LOADING (logging is set up and
+the process imports its file / loads its function) and RUNNING (it called
+its function). The supervisor reads it to show "importing funcs.py for 12 s",
+to bound that stage, and to tell a process that dies before its function (a
+setup failure) from one that crashes while running.
 
 Only the owning process writes its row; the supervisor only reads. A torn read
 of one 8-byte word cannot happen on the platforms we support.
@@ -46,6 +53,7 @@ Outside a supervised process (no row attached) both are no-ops.
 from __future__ import annotations
 
 import contextlib
+import enum
 import threading
 import time
 from collections.abc import Iterator
@@ -53,8 +61,8 @@ from dataclasses import dataclass
 
 from ._shm import Segment
 
-__all__ = ["HeartbeatTable", "HeartbeatRow", "attach", "detach", "beat", "waiting", "working",
-           "begin_waiting", "end_waiting", "holding", "released"]
+__all__ = ["HeartbeatTable", "HeartbeatRow", "Stage", "attach", "detach", "beat", "waiting", "working",
+           "begin_waiting", "end_waiting", "holding", "released", "enter_stage"]
 
 HELPER_INTERVAL = 0.2  # seconds between the helper thread's looks at the main thread
 IDLE_CPU_SHARE = 0.05  # below this share of CPU time the main thread counts as sleeping/blocked
@@ -62,7 +70,20 @@ IDLE_CPU_SHARE = 0.05  # below this share of CPU time the main thread counts as 
 START_GRACE = 30.0  # seconds a starting process is kept alive before its first own beat
 
 _ROW_WORDS = 6
-_PID, _LAST_NS, _MOVES, _HELD_COUNTER, _HELD_SINCE_NS = 0, 1, 2, 4, 5
+_PID, _LAST_NS, _MOVES, _STAGE, _HELD_COUNTER, _HELD_SINCE_NS = 0, 1, 2, 3, 4, 5
+
+
+class Stage(enum.IntEnum):
+    """How far a worker process got; only increases during one process's life."""
+
+    STARTING = 0  # spawned: the supervisor reset the row, the process has not attached it yet
+    LOADING = 1  # attached: importing its file, loading its function, building its BufferIO
+    RUNNING = 2  # its function was called
+
+    @property
+    def before_function(self) -> bool:
+        """The process has not reached its function yet."""
+        return self is not Stage.RUNNING
 
 _row: memoryview | None = None  # this process's row, or None when not supervised
 _held_depth = 0  # read slots this process holds right now (only this process changes it)
@@ -75,6 +96,13 @@ def beat() -> None:
     if row is not None:
         row[_LAST_NS] = _monotonic_ns()
         row[_MOVES] += 1
+
+
+def enter_stage(stage: Stage) -> None:
+    """Tell the supervisor how far this process got (a no-op outside a supervised process)."""
+    row = _row
+    if row is not None:
+        row[_STAGE] = int(stage)
 
 
 def holding(counter: int) -> None:
@@ -103,7 +131,8 @@ class HeartbeatRow:
     """What the supervisor reads of one process's heartbeat.
 
     ``held_counter`` / ``held_seconds``: the event this process has held the
-    longest and for how long (None / 0.0 when it holds no read slot).
+    longest and for how long (None / 0.0 when it holds no read slot);
+    ``stage``: how far it got.
     """
 
     pid: int
@@ -111,6 +140,7 @@ class HeartbeatRow:
     moves: int
     held_counter: int | None = None
     held_seconds: float = 0.0
+    stage: Stage = Stage.STARTING
 
 
 class HeartbeatTable:
@@ -125,12 +155,17 @@ class HeartbeatTable:
         return (_attach_table, (self._segment.name, self._segment.creator_pid, self.rows))
 
     def reset(self, index: int, pid: int) -> None:
-        """Give row ``index`` to process ``pid`` and stamp it now."""
+        """Give row ``index`` to process ``pid`` (at STARTING) and stamp it now."""
         base = index * _ROW_WORDS
         self._words[base + _PID] = pid
         self._words[base + _LAST_NS] = _monotonic_ns()
         self._words[base + _MOVES] = 0
+        self._words[base + _STAGE] = int(Stage.STARTING)
         self._words[base + _HELD_SINCE_NS] = 0
+
+    def set_pid(self, index: int, pid: int) -> None:
+        """Name the process of row ``index`` (after :meth:`reset`; the process may have written its row already)."""
+        self._words[index * _ROW_WORDS + _PID] = pid
 
     def read(self, index: int) -> HeartbeatRow:
         """Read row ``index``."""
@@ -138,10 +173,11 @@ class HeartbeatTable:
         now = _monotonic_ns()
         age = (now - self._words[base + _LAST_NS]) / 1e9
         since = self._words[base + _HELD_SINCE_NS]
+        stage = _stage_of(self._words[base + _STAGE])
         if since:
             return HeartbeatRow(self._words[base + _PID], age, self._words[base + _MOVES],
-                                self._words[base + _HELD_COUNTER], max(0.0, (now - since) / 1e9))
-        return HeartbeatRow(self._words[base + _PID], age, self._words[base + _MOVES])
+                                self._words[base + _HELD_COUNTER], max(0.0, (now - since) / 1e9), stage)
+        return HeartbeatRow(self._words[base + _PID], age, self._words[base + _MOVES], stage=stage)
 
     def row_view(self, index: int) -> memoryview:
         """The writable words of row ``index`` (for :func:`attach`)."""
@@ -155,17 +191,25 @@ class HeartbeatTable:
         self._segment.close()
 
 
+def _stage_of(word: int) -> Stage:
+    try:
+        return Stage(word)
+    except ValueError:  # only our processes write the row; be safe anyway
+        return Stage.STARTING
+
+
 def _attach_table(name: str, creator_pid: int, rows: int) -> HeartbeatTable:
     return HeartbeatTable(rows, _segment=Segment.attach(name, creator_pid))
 
 
 def attach(table: HeartbeatTable, index: int) -> None:
-    """Bind this process's beats to ``table`` row ``index``."""
+    """Bind this process's beats to ``table`` row ``index``; its stage is now LOADING."""
     global _row, _held_depth
     import os
 
     _row = table.row_view(index)
     _row[_PID] = os.getpid()
+    _row[_STAGE] = int(Stage.LOADING)
     _row[_HELD_SINCE_NS] = 0
     _held_depth = 0
     beat()

@@ -23,7 +23,7 @@ from ._launch import WorkerLaunch, build_buffers, root_buffers
 from ._quarantine import quarantine_path, save_quarantined
 from ._process import child_main, run_worker, set_parent_death_signal, spawn_worker
 from ._runner import Runner
-from ._setup_failure import EXIT_SETUP_FAILED, read_setup_failure
+from ._setup_failure import EXIT_SETUP_FAILED, read_setup_failure, write_setup_failure
 
 __all__ = [
     "EXIT_SETUP_FAILED",
@@ -42,6 +42,7 @@ __all__ = [
     "start_worker_server",
     "set_parent_death_signal",
     "spawn_worker",
+    "write_setup_failure",
 ]
 
 

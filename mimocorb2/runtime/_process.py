@@ -74,7 +74,9 @@ def run_worker(launch: WorkerLaunch) -> int:
     whether the process is restarted or retired, and retiring counts its end
     of stream. A function that cannot be loaded, or a SetupError (a template
     refusing its buffers or config), returns EXIT_SETUP_FAILED: restarting
-    would not help.
+    would not help. The heartbeat row's stage tells the supervisor how far the
+    process got: LOADING from :func:`heartbeat.attach` until the function is
+    called (RUNNING); an exit before that is a setup failure whatever its code.
     """
     from .. import logsetup
     from ..errors import SetupError
@@ -83,7 +85,7 @@ def run_worker(launch: WorkerLaunch) -> int:
     worker = launch.worker
     console = _keep_console()  # the parent's stderr, before logging takes fd 2 over
     logsetup.configure_worker_logging(launch.run_dir / "logs" / f"{worker.name}.log", worker.name, os.getpid())
-    if launch.heartbeats is not None:
+    if launch.heartbeats is not None:  # stage LOADING: the supervisor shows "importing FILE for N s"
         heartbeat.attach(launch.heartbeats, launch.row)
     import structlog
 
@@ -97,6 +99,7 @@ def run_worker(launch: WorkerLaunch) -> int:
     try:
         buffer_io = make_buffer_io(launch)
         log.info("worker process started", function=worker.function, index=launch.index)
+        heartbeat.enter_stage(heartbeat.Stage.RUNNING)  # from here on an exit is a crash, not a setup failure
         function(buffer_io)
     except SetupError as err:
         return _setup_failed(launch, log, "the worker refused its setup", err)

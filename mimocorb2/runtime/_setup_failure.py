@@ -6,6 +6,11 @@ no sinks), restarting it cannot help. The process then writes the reason to
 ``RUN_DIR/logs/WORKER.setup-failure``, logs it, and exits with
 :data:`EXIT_SETUP_FAILED`; the supervisor treats that as a start failure, not a
 crash, and shows the reason in its status.
+
+A process that never gets to write its reason (it calls ``os._exit``, is
+killed, or hangs while importing) is told apart by its heartbeat stage: the
+supervisor then writes the reason to the same file itself ("exited with code 3
+while importing funcs.py", "stuck importing funcs.py for 60 s").
 """
 
 from __future__ import annotations

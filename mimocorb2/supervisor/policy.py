@@ -7,7 +7,12 @@ microseconds (``tests/test_supervisor_policy.py``) and read in one place.
 Rules:
 
 * A process that exits with :data:`EXIT_SETUP_FAILED` could not load its
-  function: restarting cannot help, the worker fails at once.
+  function: restarting cannot help, the worker fails at once. So does a
+  process that ends in any other way before it reached its function (its
+  heartbeat stage: ``os._exit`` or a signal while importing its file), unless
+  the supervisor ended it for the run's sake (abort, drain timeout), and one
+  that stays before its function longer than :func:`import_timeout` (it is
+  killed: "stuck importing funcs.py for 60 s").
 * Once the run aborts or its drain timeout has passed, nothing is restarted:
   the process is retired (a writer counts as flushed).
 * ``restart: never`` never restarts; a failure then fails the worker.
@@ -26,11 +31,16 @@ import collections
 import enum
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
+from mimocorb2.datapath.heartbeat import Stage
 from mimocorb2.runtime._process import EXIT_SETUP_FAILED
 
 __all__ = [
     "BACKOFF_MAX",
     "BACKOFF_MIN",
+    "IMPORT_TIMEOUT",
+    "IMPORT_TIMEOUT_MIN",
     "RESTART_WINDOW",
     "STUCK_AFTER",
     "Backoff",
@@ -41,6 +51,8 @@ __all__ = [
     "decide_exit",
     "describe_exit",
     "drain_victims",
+    "import_timeout",
+    "loading_what",
     "stuck_after",
     "stuck_message",
     "HeldEvent",
@@ -51,6 +63,10 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 #: an event held longer than this (or than the drain timeout, if shorter) is "stuck"
 STUCK_AFTER = 10.0
+#: how long a process may take from its spawn to its function (import, load) without stall_timeout
+IMPORT_TIMEOUT = 60.0
+#: the least time to reach the function with a stall_timeout: importing big libraries takes seconds
+IMPORT_TIMEOUT_MIN = 5.0
 
 
 class Verdict(enum.Enum):
@@ -80,6 +96,7 @@ class ExitContext:
     restarts_allowed: bool  # the run neither aborts nor is past its drain timeout, the worker has not failed
     stopping: bool  # the run is stopping (a stop, a limit, or a failure asked it to)
     how: str = ""  # the exit in words (describe_exit)
+    setup_failed: bool = False  # it never reached its function, and the supervisor did not end it for the run
 
 
 class RestartBudget:
@@ -125,7 +142,7 @@ def describe_exit(exitcode: int, signame: str | None = None) -> str:
 def decide_exit(ctx: ExitContext, budget: RestartBudget, backoff: Backoff, now: float) -> Decision:
     """Restart, retire or fail the process that exited (see the module docstring)."""
     failed = ctx.exitcode != 0
-    if ctx.exitcode == EXIT_SETUP_FAILED:
+    if ctx.exitcode == EXIT_SETUP_FAILED or ctx.setup_failed:
         return Decision(Verdict.FAIL, why=ctx.how or "could not load its function")
     if not ctx.restarts_allowed:
         return Decision(Verdict.RETIRE)
@@ -141,6 +158,25 @@ def decide_exit(ctx: ExitContext, budget: RestartBudget, backoff: Backoff, now: 
     if restarts > ctx.max_restarts:
         return Decision(Verdict.FAIL, why=f"{restarts - 1} restarts within {budget.window:.0f} s, then {ctx.how}")
     return Decision(Verdict.RESTART, delay=backoff.next_delay(now))
+
+
+# ---------------------------------------------------------------------- before the function
+def import_timeout(stall_timeout: float | None) -> float:
+    """How long a process may stay before its function (spawn, import, load) before it is a setup failure.
+
+    Its ``stall_timeout`` (at least IMPORT_TIMEOUT_MIN) when set, else IMPORT_TIMEOUT.
+    """
+    if stall_timeout:
+        return max(IMPORT_TIMEOUT_MIN, float(stall_timeout))
+    return IMPORT_TIMEOUT
+
+
+def loading_what(stage: Stage, file: Path | None, function: str) -> str:
+    """What a process before its function is doing: ``starting`` (not yet attached to its heartbeat
+    row), then ``importing funcs.py`` (a user file) or ``loading exporters.csv`` (a prebuilt function)."""
+    if stage is Stage.STARTING:
+        return "starting"
+    return f"importing {Path(file).name}" if file is not None else f"loading {function}"
 
 
 # ---------------------------------------------------------------------- stuck processes

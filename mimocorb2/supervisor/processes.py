@@ -67,10 +67,12 @@ class ProcessRecord:
     pid: int | None = None
     exitcode: int | None = None
     started: float = 0.0  # monotonic time of the last spawn
+    started_wall: float = 0.0  # the same moment in wall-clock time (to compare with file times)
     retired: bool = False
     restart_handle: asyncio.TimerHandle | None = None
     backoff: Backoff = field(default_factory=Backoff)
     killed_for: str | None = None  # why the supervisor killed it ("stalled", ...)
+    setup_failure: str | None = None  # set with killed_for when it was killed as a setup failure (stuck importing)
     cpu_last: tuple[float, float] | None = None  # (monotonic, cpu seconds)
     cpu_percent: float = 0.0
 
@@ -134,7 +136,8 @@ def spawn(launch: WorkerLaunch, rec: ProcessRecord, heartbeats: HeartbeatTable,
         log.warning("spawning a process held the event loop", worker=rec.worker, seconds=round(took, 3))
     rec.proc, rec.pid, rec.exitcode, rec.restart_handle = proc, proc.pid, None, None
     rec.started, rec.cpu_last, rec.cpu_percent, rec.killed_for = time.monotonic(), None, 0.0, None
-    heartbeats.reset(rec.row, proc.pid)
+    rec.started_wall, rec.setup_failure = time.time(), None
+    heartbeats.set_pid(rec.row, proc.pid)  # not a reset: the process may have attached and beaten already
 
     def on_sentinel() -> None:
         loop.remove_reader(proc.sentinel)

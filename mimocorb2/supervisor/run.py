@@ -46,7 +46,7 @@ import structlog
 from mimocorb2 import logsetup
 from mimocorb2.datapath.heartbeat import HeartbeatTable
 from mimocorb2.diskfull import human_bytes
-from mimocorb2.runtime import build_buffers, read_setup_failure, root_buffers, save_quarantined
+from mimocorb2.runtime import build_buffers, read_setup_failure, root_buffers, save_quarantined, write_setup_failure
 from mimocorb2.setup import Setup
 from mimocorb2.supervisor import policy
 from mimocorb2.supervisor.blocking import BlockingTimeout, in_daemon_thread
@@ -282,7 +282,7 @@ class Run:
     async def _fail_start(self, reason: str) -> None:
         self.error = reason
         for rec in self.processes():
-            kill(rec)
+            kill(rec, "the run failed to start")
         deadline = time.monotonic() + START_KILL_WAIT
         while any(r.alive for r in self.processes()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -314,10 +314,11 @@ class Run:
         """Reclaim, record, then restart / retire / fail as the policy decides."""
         assert self.gateway is not None
         name = worker.spec.name
+        unloaded = self._ended_before_function(rec, exitcode)  # read the row before anything can reset it
         await self._reclaim(worker, pid)
-        how = await self._record_exit(worker, rec, pid, exitcode)
-        decision = policy.decide_exit(self._exit_context(worker, exitcode, how), worker.budget, rec.backoff,
-                                      time.monotonic())
+        how = await self._record_exit(worker, rec, pid, exitcode, unloaded)
+        decision = policy.decide_exit(self._exit_context(worker, exitcode, how, unloaded is not None),
+                                      worker.budget, rec.backoff, time.monotonic())
         if decision.verdict is Verdict.RESTART:
             worker.restarts += 1
             worker.state = WorkerState.RESTARTING
@@ -367,12 +368,44 @@ class Run:
         except Exception as exc:
             log.error("poison events could not be saved", error=f"{type(exc).__name__}: {exc}")
 
-    async def _record_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int) -> str:
-        """Log and remember an exit; return it in words (with the log's message if it could not load)."""
+    def _ended_before_function(self, rec: ProcessRecord, exitcode: int) -> str | None:
+        """The setup failure of a process that ended before its function, in words; else None.
+
+        ``"stuck importing funcs.py for 60 s"`` when the supervisor killed it for
+        that; ``"exited with code 3 while importing funcs.py"`` when it ended by
+        itself (or by a signal not ours) before its heartbeat stage said RUNNING.
+        None for a process that reached its function, one that reported its own
+        setup failure (exit code 78), and one the supervisor ended for the run's
+        sake (abort, drain timeout, failed start).
+        """
+        if rec.setup_failure:
+            return rec.setup_failure
+        if (exitcode == policy.EXIT_SETUP_FAILED or rec.killed_for or self.ending is Ending.ABORTED
+                or self.heartbeats is None):
+            return None
+        stage = self.heartbeats.read(rec.row).stage
+        if not stage.before_function:
+            return None
+        spec = self.workers[rec.worker].spec
+        how = policy.describe_exit(exitcode, signame(-exitcode) if exitcode < 0 else None)
+        return f"{how} while {policy.loading_what(stage, spec.file, spec.function)}"
+
+    async def _record_exit(self, worker: WorkerRecord, rec: ProcessRecord, pid: int, exitcode: int,
+                           unloaded: str | None = None) -> str:
+        """Log and remember an exit; return it in words (with the reason if it could not load).
+
+        ``unloaded``: the process ended before its function (see
+        :meth:`_ended_before_function`); the reason goes to
+        ``logs/WORKER.setup-failure`` as if the process had written it.
+        """
         name = worker.spec.name
         how = policy.describe_exit(exitcode, signame(-exitcode) if exitcode < 0 else None)
         if rec.killed_for:
             how += f" ({rec.killed_for})"
+        elif unloaded:
+            how = unloaded
+        if unloaded and self.directory is not None:
+            await asyncio.to_thread(write_setup_failure, self.directory, name, unloaded)
         worker.last_exit = how
         worker.exit_codes.append(exitcode)
         (log.warning if exitcode else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
@@ -387,7 +420,7 @@ class Run:
                 worker.last_exit = how
         return how
 
-    def _exit_context(self, worker: WorkerRecord, exitcode: int, how: str) -> ExitContext:
+    def _exit_context(self, worker: WorkerRecord, exitcode: int, how: str, setup_failed: bool = False) -> ExitContext:
         sources = worker.spec.sources
         buffers = self.gateway.buffers if self.gateway else {}
         # reading the ended flag is one word of the control block, no lock: fine on the loop
@@ -396,7 +429,7 @@ class Run:
             has_sources=bool(sources),
             sources_ended=bool(sources) and all(s in buffers and buffers[s].ended for s in sources),
             restarts_allowed=self.restarts and self.ending < Ending.OVERDUE and not worker.failed and not self.done,
-            stopping=self.stopping, how=how,
+            stopping=self.stopping, how=how, setup_failed=setup_failed,
         )
 
     def _log_path(self, worker: str) -> Path:
@@ -616,7 +649,27 @@ class Run:
                     self._limit_reached(f"max_events={self.max_events} reached")
             if counters and all(ended.values()):
                 self._arm_drain_timer()  # the stream ended everywhere: processes have drain_timeout to exit
+            self._check_loading()
             self._check_stalls()
+
+    def _check_loading(self) -> None:
+        """Kill, as a setup failure, a process that has not reached its function within its import bound."""
+        assert self.heartbeats is not None
+        now = time.monotonic()
+        for worker in self.workers.values():
+            bound = policy.import_timeout(worker.spec.stall_timeout)
+            for rec in worker.processes:
+                if not rec.alive or rec.killed_for or now - rec.started <= bound:
+                    continue
+                stage = self.heartbeats.read(rec.row).stage
+                if not stage.before_function:
+                    continue
+                what = policy.loading_what(stage, worker.spec.file, worker.spec.function)
+                why = f"stuck {what} for {now - rec.started:.0f} s"
+                log.error("process did not reach its function: killing it", worker=worker.spec.name,
+                          pid=rec.pid, why=why, bound=bound)
+                kill(rec, why)
+                rec.setup_failure = why
 
     def _check_stalls(self) -> None:
         assert self.heartbeats is not None
@@ -629,6 +682,8 @@ class Run:
                 if not rec.alive or rec.killed_for or now - rec.started < timeout:
                     continue
                 beat = self.heartbeats.read(rec.row)
+                if beat.stage.before_function:
+                    continue  # not a stall: _check_loading bounds the way to the function
                 if beat.age_seconds > timeout:
                     log.error("process stalled: killing it", worker=worker.spec.name, pid=rec.pid,
                               heartbeat_age=round(beat.age_seconds, 2), stall_timeout=timeout)

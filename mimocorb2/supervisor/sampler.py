@@ -13,8 +13,8 @@ Invariants:
   final sample it is the run's record (``event_count`` per buffer).
 * every ``stats`` sample is also one row per buffer in ``RUN_DIR/stats.csv``.
 * ``devices`` holds the status files of ``RUN_DIR/status/`` as last read (file
-  stem -> object, see :mod:`mimocorb2.supervisor.devices`); a bad file is logged
-  once per name, never raised.
+  stem -> :class:`~mimocorb2.supervisor.devices.DeviceFile`, its object and
+  modification time); a bad file is logged once per name, never raised.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import structlog
 
-from mimocorb2.supervisor.devices import read_status_files
+from mimocorb2.supervisor.devices import DeviceFile, read_status_files
 from mimocorb2.supervisor.gateway import BufferGateway
 from mimocorb2.supervisor.processes import ProcessRecord
 
@@ -70,7 +70,7 @@ class Sampler:
         self.counters: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self.disk: DiskSpace | None = None
-        self.devices: dict[str, dict[str, Any]] = {}
+        self.devices: dict[str, DeviceFile] = {}
         self._complained: set[str] = set()  # status files already logged as unreadable
         self._generation = 0
         self._file: IO[str] | None = open(directory / "stats.csv", "w", newline="", encoding="utf-8")
@@ -118,7 +118,7 @@ class Sampler:
             self._file = None
 
     # ---------------------------------------------------------------- devices
-    async def refresh_devices(self) -> dict[str, dict[str, Any]]:
+    async def refresh_devices(self) -> dict[str, DeviceFile]:
         """Re-read ``RUN_DIR/status/*.json`` (in a thread); keeps the last good read on error."""
         try:
             self.devices = await asyncio.to_thread(read_status_files, self.directory / "status", self._complain)

@@ -12,9 +12,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mimocorb2.supervisor import policy
-from mimocorb2.supervisor.devices import device_summary
+from mimocorb2.supervisor.devices import DeviceFile, device_summary, stale_reason
+from mimocorb2.supervisor.processes import WorkerState
 
 if TYPE_CHECKING:
+    from mimocorb2.supervisor.processes import ProcessRecord, WorkerRecord
     from mimocorb2.supervisor.run import Run
 
 __all__ = ["build_status", "run_status", "summary_line"]
@@ -104,41 +106,70 @@ def _workers_part(run: "Run") -> dict[str, Any]:
     for name, w in run.workers.items():
         procs = []
         for rec in w.processes:
-            age, held, held_for, stuck = None, None, None, None
-            if rec.alive and run.heartbeats is not None and not run.done:
-                with contextlib.suppress(Exception):
-                    row = run.heartbeats.read(rec.row)
-                    age = round(row.age_seconds, 3)
-                    if row.held_counter is not None:
-                        held, held_for = int(row.held_counter), round(row.held_seconds, 3)
-                        stuck = policy.stuck_message(held, row.held_seconds, run.stuck_after)
-            procs.append({
-                "index": rec.index, "pid": rec.pid, "alive": rec.alive, "exitcode": rec.exitcode,
-                "heartbeat_age": age, "cpu": round(rec.cpu_percent, 1) if rec.alive else 0.0,
-                "uptime": round(mono - rec.started, 3) if rec.alive else None,
-                "restart_pending": rec.restart_handle is not None,
-                "holding_event": held, "holding_seconds": held_for, "stuck": stuck,
-                "device": devices.get(f"{name}.{rec.index}"),
-            })
-        device = _worker_device(devices.get(name), procs)
+            entry = _process_part(run, w, rec, mono)
+            entry["device"], entry["device_stale"] = _device_of(
+                run, devices.get(f"{name}.{rec.index}"), [rec.started_wall] if rec.alive else [])
+            procs.append(entry)
+        own, own_stale = _device_of(run, devices.get(name), [r.started_wall for r in w.processes if r.alive])
+        device, stale = _worker_device(own, own_stale, procs)
+        state = w.state
+        if state is WorkerState.RUNNING and any(p["loading"] for p in procs):
+            state = WorkerState.STARTING  # a process has not reached its function yet
         workers[name] = {
-            "state": w.state.value, "restarts": w.restarts, "configured": w.spec.number_of_processes,
+            "state": state.value, "restarts": w.restarts, "configured": w.spec.number_of_processes,
             "alive": sum(1 for p in procs if p["alive"]), "restart_policy": w.spec.restart,
             "last_exit": w.last_exit, "error": w.error, "processes": procs,
-            "device": device, "device_summary": device_summary(device),
+            "device": device, "device_stale": stale, "device_summary": device_summary(device, stale),
         }
     return workers
 
 
-def _worker_device(own: dict[str, Any] | None, procs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The worker's ``<worker>.json``; else the first per-process file not running, else the first one."""
+def _process_part(run: "Run", w: "WorkerRecord", rec: "ProcessRecord", mono: float) -> dict[str, Any]:
+    """One process's entry (without its device): heartbeat, held event, stage."""
+    age, held, held_for, stuck, stage, loading = None, None, None, None, None, None
+    if rec.alive and run.heartbeats is not None and not run.done:
+        with contextlib.suppress(Exception):
+            row = run.heartbeats.read(rec.row)
+            age = round(row.age_seconds, 3)
+            stage = row.stage.name.lower()
+            if row.held_counter is not None:
+                held, held_for = int(row.held_counter), round(row.held_seconds, 3)
+                stuck = policy.stuck_message(held, row.held_seconds, run.stuck_after)
+            if row.stage.before_function:
+                what = policy.loading_what(row.stage, w.spec.file, w.spec.function)
+                loading = f"{what} for {mono - rec.started:.0f} s"
+    return {
+        "index": rec.index, "pid": rec.pid, "alive": rec.alive, "exitcode": rec.exitcode,
+        "heartbeat_age": age, "cpu": round(rec.cpu_percent, 1) if rec.alive else 0.0,
+        "uptime": round(mono - rec.started, 3) if rec.alive else None,
+        "restart_pending": rec.restart_handle is not None,
+        "holding_event": held, "holding_seconds": held_for, "stuck": stuck,
+        "stage": stage, "loading": loading,
+    }
+
+
+def _device_of(run: "Run", file: DeviceFile | None,
+               live_starts: list[float]) -> tuple[dict[str, Any] | None, str | None]:
+    """A status file's object and why it is stale (None: current, or the run's last word once it ended)."""
+    if file is None:
+        return None, None
+    return file.content, (None if run.done else stale_reason(file.written, live_starts))
+
+
+def _worker_device(own: dict[str, Any] | None, own_stale: str | None,
+                   procs: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """The worker's ``<worker>.json``; else of the per-process files the first current one not running,
+    the first current one, the first one (with why each is stale)."""
     if own is not None:
-        return own
-    per_process = [p["device"] for p in procs if p["device"] is not None]
-    for device in per_process:
-        if device.get("state") not in ("running", "finished"):
-            return device
-    return per_process[0] if per_process else None
+        return own, own_stale
+    per_process = [(p["device"], p["device_stale"]) for p in procs if p["device"] is not None]
+    for device, stale in per_process:
+        if stale is None and device.get("state") not in ("running", "finished"):
+            return device, stale
+    for device, stale in per_process:
+        if stale is None:
+            return device, stale
+    return per_process[0] if per_process else (None, None)
 
 
 def summary_line(run: "Run | None") -> str:

@@ -228,10 +228,11 @@ function renderWorkers(status, web) {
     const ages = procs.filter((p) => p.alive && p.heartbeat_age != null).map((p) => p.heartbeat_age);
     const cpu = procs.reduce((s, p) => s + (p.cpu || 0), 0);
     const mem = procs.reduce((s, p) => s + (memory[String(p.pid)] && p.alive ? memory[String(p.pid)] : 0), 0);
+    const loading = procs.map((p) => p.loading).find((text) => text); // "importing funcs.py for 12 s"
     return el("tr", { "data-worker": name, "data-state": w.state },
       el("td", { text: name }),
       el("td", { "data-key": "alive", text: `${w.alive}/${w.configured}` }),
-      el("td", { "data-key": "state", class: `st ${w.state}`, text: w.state }),
+      el("td", { "data-key": "state", class: `st ${w.state}`, text: loading ? `${w.state}: ${loading}` : w.state }),
       el("td", { "data-key": "restarts", text: String(w.restarts) }),
       el("td", { "data-key": "last_exit", text: w.last_exit || "" }),
       el("td", { text: ages.length ? `${Math.max(...ages).toFixed(1)} s` : "–" }),
