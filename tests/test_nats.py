@@ -543,3 +543,135 @@ def test_credentials_come_from_a_file_and_never_reach_logs_or_status(tmp_path):
     assert_identical(report.run_dir, "record_receive", 300)
     for path in [*report.run_dir.rglob("*.log"), *report.run_dir.rglob("*.json")]:
         assert "s3cret-pw" not in path.read_text(), path
+
+
+class RunsOfOneStream:
+    """Exporter runs into stream ``st`` and one importing group, each in a thread, all
+    called as the daemon calls them (run_exporter / run_importer); every run its own
+    run directory. Closes (ends) whatever is still running when the ``with`` is left."""
+
+    def __init__(self, tmp_path: Path, url: str, retention: str) -> None:
+        self.tmp_path, self.url = tmp_path, url
+        self.exporter_config = {"url": url, "retention": retention, "block_size": 2048, "latency": 0.01,
+                                **({"groups": ["take"]} if retention == "interest" else {})}
+        self.buffers: list[mimoBuffer] = []
+        self.threads: list = []
+        self.sink: mimoBuffer | None = None
+
+    def exporter(self, run: str) -> mimoBuffer:
+        """A running exporter run reading a new source buffer (filled with :meth:`fill`)."""
+        import threading
+
+        from mimocorb2.net import run_exporter
+
+        source = mimoBuffer("st", 256, 2, {"x": "i8"}, reader_groups=["send"])
+        self.buffers.append(source)
+        io = _io("send", self._dir(run), sources=[source], config=self.exporter_config)
+        self._start(threading.Thread(target=run_exporter, args=(io,)))
+        return source
+
+    def importer(self, run: str, **config) -> Path:
+        """The group 'take' importing into a new sink; returns its run directory."""
+        import threading
+
+        from mimocorb2.net import run_importer
+
+        self.sink = mimoBuffer("st_in", 1024, 2, {"x": "i8"}, reader_groups=["check"])
+        self.buffers.append(self.sink)
+        run_dir = self._dir(run)
+        io = _io("take", run_dir, sinks=[self.sink], config={"url": self.url, "stream": "st", **config})
+        self._start(threading.Thread(target=run_importer, args=(io,)))
+        return run_dir
+
+    def _dir(self, run: str) -> Path:
+        (self.tmp_path / run).mkdir()
+        return self.tmp_path / run
+
+    def _start(self, thread) -> None:
+        thread.daemon = True
+        thread.start()
+        self.threads.append(thread)
+
+    @staticmethod
+    def fill(source: mimoBuffer, values: range, end: bool = False) -> None:
+        writer = BufferWriter(source)
+        for i in values:
+            with writer as (metadata, data):
+                data["x"] = i
+                metadata["counter"] = i
+        if end:
+            source.send_flush_event()
+
+    def imported(self) -> list[int]:
+        """Every event of the sink, once every thread has ended."""
+        for thread in self.threads:
+            thread.join(60)
+            assert not thread.is_alive(), "a run did not end"
+        reader, seen = BufferReader(self.sink, "check"), []
+        while True:
+            with reader as (metadata, data):
+                if data is None:
+                    return seen
+                seen.append(int(data["x"][0]))
+
+    def __enter__(self) -> "RunsOfOneStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for buffer in self.buffers:
+            buffer.send_flush_event() if buffer is not self.sink else buffer.shutdown()
+        for thread in self.threads:
+            thread.join(30)
+        for buffer in self.buffers:
+            buffer.close()
+
+
+def test_the_end_of_an_earlier_exporter_run_does_not_end_the_next_one(tmp_path, nats_server):
+    """Run 1 of the exporter ended (its blocks and end marker wait in the stream for the
+    group), run 2 is running: the group reads both and ends only with run 2's end."""
+    with RunsOfOneStream(tmp_path, nats_server.url, "interest") as runs:
+        first = runs.exporter("export1")
+        runs.fill(first, range(0, 100), end=True)
+        wait_until(lambda: read_status(tmp_path / "export1", "send").get("state") == "finished", 60, "run 1 to end")
+        second = runs.exporter("export2")
+        runs.fill(second, range(100, 150))
+        importing = runs.importer("import")
+        # caught up with run 2 so far, run 1 over: the group knows run 2 has not ended and goes on
+        wait_until(lambda: (s := read_status(importing, "take")).get("runs_ended") == 1 and s.get("runs_open") == 1
+                   and s.get("events") == 150, 60, "the group to see run 1 ended and run 2 running")
+        runs.fill(second, range(150, 200), end=True)
+        assert sorted(runs.imported()) == list(range(200))
+    assert read_status(importing, "take")["runs_ended"] == 2
+
+
+def test_end_markers_of_a_run_the_group_saw_nothing_of_are_ignored(tmp_path, nats_server):
+    """A group that starts at the end markers of an earlier run (archive replay from a
+    time, or a group stopped just before them) waits for a run it sees starting."""
+    import asyncio
+
+    import nats
+
+    async def end_marker_time() -> str:
+        nc = await nats.connect(nats_server.url)
+        try:
+            msg = await nc.jetstream().get_last_msg("st", "mimocorb2.st.end")
+            assert msg.headers["Mimo-Kind"] == "end"
+            return msg.time.isoformat()
+        finally:
+            await nc.close()
+
+    with RunsOfOneStream(tmp_path, nats_server.url, "archive") as runs:
+        first = runs.exporter("export1")
+        runs.fill(first, range(0, 100), end=True)
+        wait_until(lambda: read_status(tmp_path / "export1", "send").get("state") == "finished", 60, "run 1 to end")
+        importing = runs.importer("import", deliver="start_time", start_time=asyncio.run(end_marker_time()))
+        ends = importing / "nats" / "take" / "end"
+        wait_until(lambda: ends.is_dir() and any(ends.iterdir()), 60, "run 1's end marker to reach the group")
+        second = runs.exporter("export2")
+        runs.fill(second, range(100, 150))
+        wait_until(lambda: (s := read_status(importing, "take")).get("runs_open") == 1 and s.get("events") == 50,
+                   60, "the group to see run 2")
+        runs.fill(second, range(150, 200), end=True)
+        assert sorted(runs.imported()) == list(range(100, 200))
+    status = read_status(importing, "take")
+    assert (status["runs_ended"], status["runs_open"]) == (1, 0)
