@@ -7,7 +7,8 @@ and share its messages; every group gets every message):
   byte for byte; then acknowledge the block (confirmed by the server);
 * a block seen again (its acknowledgement was lost when the server restarted) is
   acknowledged and skipped: this process remembers the stream sequence numbers it
-  has written recently;
+  has written recently; a block that a killed process had partly written comes
+  again and only its remaining events are written (:mod:`._progress`);
 * the sessions (exporter runs) the group has seen a start marker or a block of are
   written to ``RUN_DIR/nats/<worker>/sessions/``, end markers to ``.../end/``, so that
   every process of the group sees them: the group ends when every session it has seen
@@ -35,6 +36,7 @@ from ..errors import SetupError
 from . import _wire
 from ._client import LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, open_status, retry_api
 from ._config import Deliver, ImporterConfig, importer_config
+from ._progress import BlockProgress
 
 __all__ = ["FUNCTION", "run_importer"]
 
@@ -299,6 +301,7 @@ class _Writer:
         self.event_bytes = self.sink.data_example.nbytes
         group_dir = Path(io.run_dir) / "nats" / io.name
         self.remembered = _Remembered(group_dir, int(getattr(io, "process_index", 0)))
+        self.progress = BlockProgress(group_dir, int(getattr(io, "process_index", 0)))
         self.sessions = _Sessions(group_dir, cfg.producers)
         self._ignored_logged = 0
         self.acks: list[Any] = []
@@ -337,30 +340,37 @@ class _Writer:
             self.sessions.saw(block)  # before the first event of the session is written
             if block.descr != self.descr or block.length != self.length:
                 raise _dtype_problem(self.io, self.cfg, block.descr, str(block.length), self.descr, self.length)
+            skip = self.progress.written_before(seq, redelivered=msg.metadata.num_delivered > 1)
+            if skip:
+                self.status.log.info("block %d was delivered again: %d of its %d events were written "
+                                     "by a process that ended; writing the rest", seq, skip, block.count)
             self.consumer.working = msg
-            written = self._write(block)
+            written = self._write(seq, block, skip)
             self.consumer.working = None
             if written < block.count:  # the sink ended (stop, run limit): the block stays in the stream
                 self.loop.call(self.consumer.nak([msg]))
                 self.status.log.warning("sink ended after %d of %d events of block %d; the block was "
                                         "given back to the stream", written, block.count, seq)
                 return
-            self.status.count(blocks=1, events=block.count)
+            self.status.count(blocks=1, events=block.count - skip)
         self.remembered.add(seq)
         self._ack(msg)
 
-    def _write(self, block: _wire.Block) -> int:
-        """The events of ``block`` into the sink, metadata byte for byte; how many (fewer if the sink ended)."""
+    def _write(self, seq: int, block: _wire.Block, skip: int) -> int:
+        """The events of ``block`` after the first ``skip`` into the sink, metadata byte for byte;
+        how many of the block are in the sink (fewer than its count if the sink ended)."""
         assert block.metadata is not None and block.events is not None
         meta_raw = block.metadata.view(np.uint8).reshape(block.count, _wire.META_SIZE)
-        sink = self.sink
-        for i in range(block.count):
+        sink, progress = self.sink, self.progress
+        progress.begin(seq, block.count, skip)
+        for i in range(skip, block.count):
             if not sink.accepting:
                 return i
             with sink:
                 meta_dst, data_dst = sink.current_bytes()
                 data_dst[:] = block.events[i]
                 meta_dst[:] = meta_raw[i]
+            progress.committed(i + 1)
         return block.count
 
     def _ack(self, msg: Any) -> None:
@@ -421,6 +431,7 @@ def run_importer(buffer_io: Any) -> None:
                 writer._settle_acks()
             finally:
                 writer.remembered.close()
+                writer.progress.close()
             status.set(State.FINISHED, f"imported {status.status.events} events in {status.status.blocks} blocks")
     finally:
         try:
