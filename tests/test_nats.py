@@ -735,3 +735,20 @@ def test_end_markers_of_a_run_the_group_saw_nothing_of_are_ignored(tmp_path, nat
         assert sorted(runs.imported()) == list(range(100, 200))
     status = read_status(importing, "take")
     assert (status["runs_ended"], status["runs_open"]) == (1, 0)
+
+
+def test_markers_name_their_session_and_version_1_blocks_still_decode():
+    from mimocorb2.net import _wire
+
+    start = decode_block(_wire.start_headers(producer="pc/run/send", session="ab12", process=1, processes=2), b"")
+    end = decode_block(_wire.end_headers(producer="pc/run/send", session="ab12", process=1, processes=2), b"")
+    assert (start.kind, start.session, start.process, start.processes) == (_wire.BlockKind.START, "ab12", 1, 2)
+    assert (end.kind, end.session) == (_wire.BlockKind.END, "ab12")
+    # a second run of the same worker in the same run directory name: other session, other ids
+    sequences = np.arange(5)
+    assert _wire.events_message_id("pc/run/send", "ab12", sequences) != _wire.events_message_id("pc/run/send", "cd34", sequences)
+    old = {"Mimo-Version": "1", "Mimo-Kind": "end", "Mimo-Producer": "pc/run/send", "Mimo-Process": "0",
+           "Mimo-Processes": "1", "Nats-Msg-Id": "pc/run/send:end:0"}
+    assert decode_block(old, b"").session == ""
+    with pytest.raises(_wire.WireError, match="reads versions 1, 2"):
+        decode_block({**old, "Mimo-Version": "3"}, b"")
