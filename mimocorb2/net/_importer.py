@@ -343,7 +343,7 @@ class _Writer:
             skip = self.progress.written_before(seq, redelivered=msg.metadata.num_delivered > 1)
             if skip:
                 self.status.log.info("block %d was delivered again: %d of its %d events were written "
-                                     "by a process that ended; writing the rest", seq, skip, block.count)
+                                     "by another process; writing the rest", seq, skip, block.count)
             self.consumer.working = msg
             written = self._write(seq, block, skip)
             self.consumer.working = None

@@ -60,22 +60,23 @@ class BlockProgress:
         self._words = memoryview(self._map).cast("q")
 
     def _scan(self, exclude: Path | None) -> dict[int, int]:
-        """``{stream sequence: events written}`` of partly written blocks in the group's records."""
+        """``{stream sequence: events written}`` of the blocks in the group's records (begun ones)."""
         found: dict[int, int] = {}
         for path in self.directory.glob("progress.*"):
             if path == exclude:
                 continue
             record = _read_record(path)
-            if record is not None and 0 < record[1] < record[2]:
+            if record is not None and 0 < record[1] <= record[2]:
                 found[record[0]] = max(record[1], found.get(record[0], 0))
         return found
 
     def written_before(self, seq: int, redelivered: bool) -> int:
         """Events of block ``seq`` that an earlier process already put into the sink.
 
-        Blocks left unfinished by a process that ended before this one started are
-        known from the start; for a block delivered again, the records of the running
-        siblings are read too (one of them may have died since).
+        The records of processes that ended before this one started are known from
+        the start; for a block delivered again, the records of the running siblings
+        are read too (one of them may have died since, or written the whole block and
+        lost its acknowledgement).
         """
         done = self._unfinished.pop(seq, 0)
         if redelivered:
