@@ -322,8 +322,9 @@ def nats(buffer_io: BufferIO) -> None:
     publishes (server restarted, link dropped, stream full) are retried with backoff
     under the same message id, which the server stores once; a killed and restarted
     exporter process sends the blocks it had in flight again as the same blocks (its
-    journal in RUN_DIR/nats/<worker>/), so they are stored once too. When the source ends,
-    each process sends an end-of-stream marker. The state ("waiting for NATS at URL",
+    journal in RUN_DIR/nats/<worker>/), so they are stored once too. Each run is a session
+    (a random id in RUN_DIR/nats/<worker>/session): each process sends a start marker
+    before its first block and, when the source ends, an end marker of its session. The state ("waiting for NATS at URL",
     "stream full", ...) is in RUN_DIR/status/<worker>.json. Needs nats-py
     (pip install 'mimocorb2[nats]'). Wire format, server setup and faults: docs/network.md.
 

@@ -5,6 +5,8 @@
 - :mod:`._client`: the asyncio loop thread inside a worker, connecting and JetStream API calls
   with backoff, the config and buffer checks both functions share, status files.
 - :mod:`._exporter`: ``exporters.nats``; :mod:`._importer`: ``importers.nats``.
+- :mod:`._session`: an exporting worker's run id; :mod:`._journal`: the exporter's blocks in
+  flight; :mod:`._progress`: how far an importing process got with its block.
 
 nats-py is an optional dependency (``pip install 'mimocorb2[nats]'``), imported only
 when a function runs. See docs/network.md.

@@ -97,6 +97,9 @@ class Status:
     retries: int = 0
     reconnects: int = 0
     last_error: str | None = None
+    session: str = ""  #: exporter: this run's session id (docs/network.md, End of stream)
+    runs_open: int = 0  #: importer: sessions seen (a start marker or a block) whose end markers are not all in
+    runs_ended: int = 0  #: importer: sessions seen whose every process sent its end marker
     pid: int = field(default_factory=os.getpid)
     updated: float = 0.0
 
@@ -110,6 +113,7 @@ class StatusFile:
         self.log = logger
         self._lock = threading.Lock()
         self._last_write = 0.0
+        self._written: tuple[int, int] = (-1, -1)  # (blocks, events) in the file
 
     def set(self, state: State, message: str = "", error: str | None = None) -> None:
         """Enter ``state``; log it when it changes (never a secret: messages carry redacted URLs)."""
@@ -133,6 +137,11 @@ class StatusFile:
         if time.monotonic() - self._last_write >= 1.0:
             self.write()
 
+    def flush(self) -> None:
+        """Rewrite the file if the counters changed since it was written (when idle)."""
+        if self._written != (self.status.blocks, self.status.events):
+            self.write()
+
     def write(self) -> None:
         """Rewrite the status file (readers see the old or the new one, never half)."""
         if self.path is None:
@@ -140,6 +149,7 @@ class StatusFile:
         self._last_write = time.monotonic()
         with self._lock:
             self.status.updated = time.time()
+            self._written = (self.status.blocks, self.status.events)
             text = json.dumps(asdict(self.status), indent=1) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

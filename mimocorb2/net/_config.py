@@ -110,6 +110,7 @@ class _Common:
 
     @property
     def end_subject(self) -> str:
+        """Subject of the start and end markers."""
         return f"mimocorb2.{self.stream}.end"
 
 

@@ -10,8 +10,10 @@ Per process (the processes of one worker share the source group's events):
   slots come back through the supervisor's reclaim and are sent again;
 * a failed publish (server down, link dropped, stream full) is retried with backoff
   under the same message id, so the server stores each block once;
-* when the source ends: publish the rest, wait for every acknowledgement, then send
-  this process's end-of-stream marker and pass the end on to the sinks.
+* before the first block, a start marker; when the source ends: publish the rest,
+  wait for every acknowledgement, then send this process's end marker and pass the
+  end on to the sinks. Blocks and markers name the worker's session (one random id
+  per run, :mod:`._session`), so an importer tells this run's end from an earlier one's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
 from . import _wire
 from ._journal import Journal, Orphans
+from ._session import run_session
 from ._client import (
     LoopThread,
     State,
@@ -172,7 +175,7 @@ class _BlockSender:
     """Main-thread side: turns held slots into blocks and tracks their acknowledgements."""
 
     def __init__(self, io: Any, cfg: ExporterConfig, loop: LoopThread, publisher: _Publisher, max_events: int,
-                 sinks: list[Any]) -> None:
+                 sinks: list[Any], session: str) -> None:
         reader = io.read[0]
         self.sinks = sinks  # each stored event is also passed on to them
         self.ring = reader._ring
@@ -184,6 +187,7 @@ class _BlockSender:
         self.publisher = publisher
         self.max_events = max_events
         self.producer = producer_identity(io)
+        self.session = session
         self.process = int(getattr(io, "process_index", 0))
         self.processes = int(getattr(io, "number_of_processes", 1) or 1)
         self.descr = publisher.descr
@@ -205,8 +209,8 @@ class _BlockSender:
         last = int(metas[-1].view(np.int64)[0])
         headers = _wire.block_headers(
             producer=self.producer, process=self.process, processes=self.processes, descr=self.descr,
-            length=self.length, count=len(slots), first_counter=first, last_counter=last,
-            msg_id=_wire.events_message_id(self.producer, sequences))
+            length=self.length, count=len(slots), first_counter=first, last_counter=last, session=self.session,
+            msg_id=_wire.events_message_id(self.producer, self.session, sequences))
         key = self.journal.opened(sequences)
         future = self.loop.submit(self.publisher.publish(self.cfg.events_subject, payload, headers))
         self.sent.append(_Sent(future, slots, len(slots), key))
@@ -258,9 +262,17 @@ class _BlockSender:
             "they may arrive twice", len(slots))
         self.send(slots)
 
+    def send_start(self) -> None:
+        """This process's start marker (before its first block; a restarted process sends it again,
+        under the same id)."""
+        headers = _wire.start_headers(producer=self.producer, session=self.session, process=self.process,
+                                      processes=self.processes)
+        self.loop.call(self.publisher.publish(self.cfg.end_subject, b"", headers))
+
     def send_end(self) -> None:
-        """This process's end-of-stream marker (after every block was acknowledged)."""
-        headers = _wire.end_headers(producer=self.producer, process=self.process, processes=self.processes)
+        """This process's end marker (after every block was acknowledged)."""
+        headers = _wire.end_headers(producer=self.producer, session=self.session, process=self.process,
+                                    processes=self.processes)
         self.loop.call(self.publisher.publish(self.cfg.end_subject, b"", headers))
         self.journal.close()
 
@@ -327,7 +339,9 @@ def run_exporter(buffer_io: Any) -> None:
     try:
         max_payload = loop.call(publisher.start())
         block_size = cfg.block_size or min(max_payload, MAX_DEFAULT_BLOCK) - BLOCK_HEADROOM
-        room = min(block_size, max_payload) - _wire.header_overhead(producer_identity(buffer_io), descr)
+        session = run_session(Path(buffer_io.run_dir) / "nats" / buffer_io.name)
+        status.status.session = session
+        room = min(block_size, max_payload) - _wire.header_overhead(producer_identity(buffer_io), session, descr)
         if event_bytes > room:
             raise SetupError(f"worker '{buffer_io.name}' ({FUNCTION}): events too large for NATS", problems=[
                 f"Workers.{buffer_io.name}.sources: one event of '{source.name}' takes {event_bytes} bytes on the "
@@ -337,7 +351,8 @@ def run_exporter(buffer_io: Any) -> None:
         if cfg.retention is Retention.INTEREST and not cfg.groups:
             loop.call(publisher.wait_for_consumer(lambda: False))
         max_events = max(1, min(room // event_bytes, source.slot_count // 2))
-        sender = _BlockSender(buffer_io, cfg, loop, publisher, max_events, exporter.write)
+        sender = _BlockSender(buffer_io, cfg, loop, publisher, max_events, exporter.write, session)
+        sender.send_start()
         status.set(State.RUNNING, f"publishing to stream '{cfg.stream}' at {cfg.shown_url}")
         _pump(sender)
         sender.send_end()

@@ -7,11 +7,15 @@ and share its messages; every group gets every message):
   byte for byte; then acknowledge the block (confirmed by the server);
 * a block seen again (its acknowledgement was lost when the server restarted) is
   acknowledged and skipped: this process remembers the stream sequence numbers it
-  has written recently;
-* end-of-stream markers are written to ``RUN_DIR/nats/<worker>/end/`` so that every
-  process of the group sees them: the group ends when the markers of every process of
-  ``producers`` exporting workers have arrived and the consumer has nothing pending
-  or unacknowledged. Then the sink gets this process's end of stream.
+  has written recently; a block that a killed process had partly written comes
+  again and only its remaining events are written (:mod:`._progress`);
+* the sessions (exporter runs) the group has seen a start marker or a block of are
+  written to ``RUN_DIR/nats/<worker>/sessions/``, end markers to ``.../end/``, so that
+  every process of the group sees them: the group ends when every session it has seen
+  has all its end markers, there are at least ``producers`` such sessions, and the
+  consumer has nothing pending or unacknowledged. End markers of a session the group
+  never saw (an earlier run whose blocks an earlier run of the group took) are ignored.
+  Then the sink gets this process's end of stream.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import re
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ from ..errors import SetupError
 from . import _wire
 from ._client import LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, open_status, retry_api
 from ._config import Deliver, ImporterConfig, importer_config
+from ._progress import BlockProgress
 
 __all__ = ["FUNCTION", "run_importer"]
 
@@ -40,37 +46,83 @@ _REMEMBERED = 200_000  # stream sequence numbers remembered against redelivery
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-class _EndMarkers:
-    """End-of-stream markers of one importing group, shared by its processes through files."""
+@dataclass(frozen=True)
+class _Progress:
+    """Where the group stands: sessions seen, and how many of them have ended."""
+
+    open: int  #: seen sessions with an end marker missing
+    ended: int  #: seen sessions with every process's end marker
+    ignored: int  #: sessions with end markers but neither a start marker nor a block seen (earlier runs)
+
+    def complete(self, producers: int) -> bool:
+        """Whether the group may end: nothing open, at least ``producers`` sessions ended."""
+        return self.open == 0 and self.ended >= producers
+
+
+class _Sessions:
+    """Start and end markers of one importing group, per session, shared by its processes through files.
+
+    A session (one run of one exporting worker) is *seen* once the group handled its
+    start marker or one of its blocks; only the end markers of seen sessions count.
+    Files are written before the message is acknowledged, so a group with nothing
+    unacknowledged has every seen session on disk.
+    """
 
     def __init__(self, directory: Path, producers: int) -> None:
-        self.directory = directory
+        self.seen_dir = directory / "sessions"
+        self.end_dir = directory / "end"
         self.producers = producers
-        directory.mkdir(parents=True, exist_ok=True)
+        self._recorded: set[tuple[str, str]] = set()  # seen sessions this process wrote already
+        self.seen_dir.mkdir(parents=True, exist_ok=True)
+        self.end_dir.mkdir(parents=True, exist_ok=True)
 
-    def record(self, block: _wire.Block) -> None:
-        """Remember that process ``block.process`` of ``block.producer`` ended (idempotent)."""
-        name = _UNSAFE.sub("_", f"{block.producer}#{block.process}")
-        tmp = self.directory / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"producer": block.producer, "process": block.process,
-                                   "processes": block.processes}))
-        os.replace(tmp, self.directory / name)
+    def saw(self, block: _wire.Block) -> None:
+        """Remember that the group saw a start marker or a block of ``block``'s session."""
+        key = (block.producer, block.session)
+        if key not in self._recorded:
+            _write_marker(self.seen_dir, f"{block.producer}#{block.session}",
+                          {"producer": block.producer, "session": block.session})
+            self._recorded.add(key)
 
-    def complete(self) -> bool:
-        """Whether every process of ``producers`` exporting workers has ended."""
-        seen: dict[str, set[int]] = {}
-        wanted: dict[str, int] = {}
-        for path in self.directory.iterdir():
-            if path.name.startswith("."):
-                continue
-            try:
-                marker = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            seen.setdefault(marker["producer"], set()).add(int(marker["process"]))
-            wanted[marker["producer"]] = int(marker["processes"])
-        done = sum(1 for producer, processes in seen.items() if len(processes) >= wanted[producer])
-        return done >= self.producers
+    def ended(self, block: _wire.Block) -> None:
+        """Remember that process ``block.process`` of ``block``'s session ended (idempotent)."""
+        _write_marker(self.end_dir, f"{block.producer}#{block.session}#{block.process}",
+                      {"producer": block.producer, "session": block.session, "process": block.process,
+                       "processes": block.processes})
+
+    def progress(self) -> _Progress:
+        """Count the seen sessions that ended and those still open."""
+        seen = {(m["producer"], m["session"]) for m in _read_markers(self.seen_dir)}
+        ended: dict[tuple[str, str], set[int]] = {}
+        wanted: dict[tuple[str, str], int] = {}
+        for marker in _read_markers(self.end_dir):
+            key = (marker["producer"], marker["session"])
+            ended.setdefault(key, set()).add(int(marker["process"]))
+            wanted[key] = int(marker["processes"])
+        done = {key for key, processes in ended.items() if len(processes) >= wanted[key]}
+        return _Progress(open=len(seen - done), ended=len(seen & done), ignored=len(set(ended) - seen))
+
+
+def _write_marker(directory: Path, name: str, content: dict[str, Any]) -> None:
+    """``content`` as JSON in ``directory`` (atomically; rewriting the same marker is harmless)."""
+    name = _UNSAFE.sub("_", name)
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(content))
+    os.replace(tmp, directory / name)
+
+
+def _read_markers(directory: Path) -> list[dict[str, Any]]:
+    markers = []
+    for path in directory.iterdir():
+        if path.name.startswith("."):
+            continue
+        try:
+            marker = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        marker.setdefault("session", "")  # written by a version without sessions
+        markers.append(marker)
+    return markers
 
 
 class _Consumer:
@@ -249,7 +301,9 @@ class _Writer:
         self.event_bytes = self.sink.data_example.nbytes
         group_dir = Path(io.run_dir) / "nats" / io.name
         self.remembered = _Remembered(group_dir, int(getattr(io, "process_index", 0)))
-        self.markers = _EndMarkers(group_dir / "end", cfg.producers)
+        self.progress = BlockProgress(group_dir, int(getattr(io, "process_index", 0)))
+        self.sessions = _Sessions(group_dir, cfg.producers)
+        self._ignored_logged = 0
         self.acks: list[Any] = []
 
     def run(self) -> None:
@@ -279,34 +333,44 @@ class _Writer:
             raise SetupError(f"worker '{self.io.name}' ({FUNCTION}): message {seq} of stream "
                              f"'{self.cfg.stream}' is not a mimocorb2 block: {exc}") from None
         if block.kind is _wire.BlockKind.END:
-            self.markers.record(block)
+            self.sessions.ended(block)
+        elif block.kind is _wire.BlockKind.START:
+            self.sessions.saw(block)
         else:
+            self.sessions.saw(block)  # before the first event of the session is written
             if block.descr != self.descr or block.length != self.length:
                 raise _dtype_problem(self.io, self.cfg, block.descr, str(block.length), self.descr, self.length)
+            skip = self.progress.written_before(seq, redelivered=msg.metadata.num_delivered > 1)
+            if skip:
+                self.status.log.info("block %d was delivered again: %d of its %d events were written "
+                                     "by another process; writing the rest", seq, skip, block.count)
             self.consumer.working = msg
-            written = self._write(block)
+            written = self._write(seq, block, skip)
             self.consumer.working = None
             if written < block.count:  # the sink ended (stop, run limit): the block stays in the stream
                 self.loop.call(self.consumer.nak([msg]))
                 self.status.log.warning("sink ended after %d of %d events of block %d; the block was "
                                         "given back to the stream", written, block.count, seq)
                 return
-            self.status.count(blocks=1, events=block.count)
+            self.status.count(blocks=1, events=block.count - skip)
         self.remembered.add(seq)
         self._ack(msg)
 
-    def _write(self, block: _wire.Block) -> int:
-        """The events of ``block`` into the sink, metadata byte for byte; how many (fewer if the sink ended)."""
+    def _write(self, seq: int, block: _wire.Block, skip: int) -> int:
+        """The events of ``block`` after the first ``skip`` into the sink, metadata byte for byte;
+        how many of the block are in the sink (fewer than its count if the sink ended)."""
         assert block.metadata is not None and block.events is not None
         meta_raw = block.metadata.view(np.uint8).reshape(block.count, _wire.META_SIZE)
-        sink = self.sink
-        for i in range(block.count):
+        sink, progress = self.sink, self.progress
+        progress.begin(seq, block.count, skip)
+        for i in range(skip, block.count):
             if not sink.accepting:
                 return i
             with sink:
                 meta_dst, data_dst = sink.current_bytes()
                 data_dst[:] = block.events[i]
                 meta_dst[:] = meta_raw[i]
+            progress.committed(i + 1)
         return block.count
 
     def _ack(self, msg: Any) -> None:
@@ -319,10 +383,29 @@ class _Writer:
             self.loop.wait(self.acks.pop(0))
 
     def _ended(self) -> bool:
-        if not self.markers.complete():
+        """Whether the group is done: every seen session ended, enough of them, nothing left in the consumer."""
+        if not self._progress().complete(self.cfg.producers):
             return False
         self._settle_acks()
-        return self.loop.call(self.consumer.drained())
+        if not self.loop.call(self.consumer.drained()):
+            return False
+        # again: a sibling process may have seen a new session's start just before the consumer drained
+        return self._progress().complete(self.cfg.producers)
+
+    def _progress(self) -> _Progress:
+        """The sessions' progress, also shown in the status file (and stale end markers logged once)."""
+        progress = self.sessions.progress()
+        status = self.status.status
+        if (status.runs_open, status.runs_ended) != (progress.open, progress.ended):
+            status.runs_open, status.runs_ended = progress.open, progress.ended
+            self.status.write()
+        else:
+            self.status.flush()
+        if progress.ignored > self._ignored_logged:
+            self._ignored_logged = progress.ignored
+            self.status.log.info("ignoring the end markers of %d exporter run(s) of which this group has seen "
+                                 "no start marker and no block (an earlier run)", progress.ignored)
+        return progress
 
 
 def run_importer(buffer_io: Any) -> None:
@@ -348,6 +431,7 @@ def run_importer(buffer_io: Any) -> None:
                 writer._settle_acks()
             finally:
                 writer.remembered.close()
+                writer.progress.close()
             status.set(State.FINISHED, f"imported {status.status.events} events in {status.status.blocks} blocks")
     finally:
         try:

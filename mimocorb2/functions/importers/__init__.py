@@ -27,8 +27,10 @@ def nats(buffer_io: Any) -> None:
     every event. A block is acknowledged only after its events are in the sink; a
     block delivered again after a server restart is skipped. The stream's dtype must
     be the sink's (checked at start: a SetupError names both). The group ends, and the
-    sink with it, when every process of producers exporting workers has sent its
-    end-of-stream marker and everything before it is in the sink. While the server or
+    sink with it, when every exporter run (session) it has seen a start marker or a
+    block of has sent all its end markers, at least producers of them, and everything
+    before them is in the sink; end markers of an earlier run it saw nothing of are
+    ignored. While the server or
     the stream is missing the worker waits and retries ("waiting for NATS at URL" in
     RUN_DIR/status/<worker>.json). Needs nats-py (pip install 'mimocorb2[nats]').
     Details: docs/network.md.
@@ -53,7 +55,7 @@ def nats(buffer_io: Any) -> None:
     group : str, optional (default=worker name)
         Name of the reader group (the durable consumer); workers on other hosts with the same group share its events (but such a shared group does not end by itself).
     producers : int, optional (default=1)
-        Number of exporting workers feeding the stream; the group ends after the end-of-stream markers of all of them.
+        Number of exporter runs (sessions) that must have ended before the group ends: the exporting workers feeding the stream, or the runs a replay must read.
     deliver : str, optional (default='all')
         Where a new group starts: 'all' (everything the stream keeps), 'new' (from now on) or 'start_time'.
     start_time : str, optional (default=None)
