@@ -67,7 +67,7 @@ def apply_loop_priority(wanted: LoopPriority) -> PriorityResult:
         return PriorityResult(LoopPriority.NORMAL, f"SCHED_RR refused ({exc.strerror}): run as root or give "
                               "the service LimitRTPRIO=1")
     return PriorityResult(LoopPriority.REALTIME, f"SCHED_RR priority {REALTIME_PRIORITY} for the event loop "
-                          "thread; its threads and processes run at normal priority")
+                          "thread (and the forkserver); workers and helper threads run at normal priority")
 
 
 def share_priority(pid: int) -> bool:
