@@ -164,16 +164,16 @@ def test_status_shows_a_process_importing_its_file(daemon, tmp_path):
 
 
 def test_a_process_spinning_at_import_past_its_bound_is_a_setup_failure(daemon, tmp_path):
-    # the bound is the stall_timeout, at least 5 s (policy.IMPORT_TIMEOUT_MIN)
+    # the bound is the stall_timeout, at least 20 s (policy.IMPORT_TIMEOUT_MIN)
     run_dir = Path(call(daemon, "start", {"setup": str(write_setup(tmp_path, "spins", ", stall_timeout: 1"))})[
         "directory"])
-    status = daemon.wait_for(ended, 60, "the run ended")
+    status = daemon.wait_for(ended, 90, "the run ended")
     snk = status["workers"]["snk"]
     assert snk["state"] == "failed" and snk["restarts"] == 0, snk
     assert "stuck importing bad_spins.py for " in snk["error"], snk
     reason = read_setup_failure(run_dir, "snk")
     assert reason is not None and reason.startswith("stuck importing bad_spins.py for "), reason
-    assert 5 <= int(reason.split(" for ")[1].split()[0]) < 30
+    assert 20 <= int(reason.split(" for ")[1].split()[0]) < 60
     assert status["state"] == "failed" and "stuck importing bad_spins.py" in status["run"]["error"]
     assert call(daemon, "ping")["pid"] == daemon.pid  # the daemon is unharmed
     call(daemon, "shutdown")

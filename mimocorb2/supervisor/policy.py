@@ -65,8 +65,9 @@ BACKOFF_MAX = 30.0
 STUCK_AFTER = 10.0
 #: how long a process may take from its spawn to its function (import, load) without stall_timeout
 IMPORT_TIMEOUT = 60.0
-#: the least time to reach the function with a stall_timeout: importing big libraries takes seconds
-IMPORT_TIMEOUT_MIN = 5.0
+#: the least time to reach the function with a stall_timeout: importing big libraries takes seconds,
+#: more on a loaded machine, and a wrong verdict fails the worker for the rest of the run
+IMPORT_TIMEOUT_MIN = 20.0
 
 
 class Verdict(enum.Enum):
