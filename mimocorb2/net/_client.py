@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
 from ..functions._common import ConfigChecker
-from ._config import DEFAULT_ACK_WAIT, Retention, _Common
+from ._config import DEFAULT_ACK_WAIT, Credentials, Retention, _Common
 
 __all__ = ["LoopThread", "State", "Status", "StatusFile", "checked_config", "connect", "ensure_consumer",
-           "import_nats", "is_stream_full", "open_status", "retry_api", "status_path", "stream_settings"]
+           "import_nats", "is_stream_full", "login_refusal", "open_status", "retry_api", "status_path", "stream_settings"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=_Common)
@@ -78,6 +78,7 @@ class State(Enum):
     WAITING_FOR_STREAM = "waiting for stream"
     WAITING_FOR_CONSUMER = "waiting for an importing group"
     STREAM_FULL = "stream full, waiting"
+    LOGIN_REFUSED = "login refused"  #: the server refused the credentials or the TLS certificates: the worker fails
     RUNNING = "running"
     FINISHED = "finished"
 
@@ -126,7 +127,8 @@ class StatusFile:
             if error is not None:
                 self.status.last_error = error
         if changed:
-            level = logging.INFO if state in (State.RUNNING, State.FINISHED, State.STARTING) else logging.WARNING
+            level = (logging.INFO if state in (State.RUNNING, State.FINISHED, State.STARTING)
+                     else logging.ERROR if state is State.LOGIN_REFUSED else logging.WARNING)
             self.log.log(level, "%s%s", message or state.value, f" ({error})" if error else "")
             self.write()
 
@@ -232,11 +234,18 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
     nats-py retries the first connection and later reconnects by itself every
     ``reconnect_time_wait``; the callbacks keep the status file true ("waiting for
     NATS at URL") and ``should_stop`` is asked while waiting.
+
+    A refused login (token, user/password, creds) or TLS certificate on the first
+    connection will not go away by retrying: the status becomes "login refused" and a
+    SetupError names the server and the config keys to check (the worker fails without
+    restarts). The same refusal after a reconnect (the server's config changed mid-run)
+    keeps the worker retrying, its status saying so.
     """
     import nats
 
     waiting = f"waiting for NATS at {cfg.shown_url}"
     connected = False
+    refused: list[str] = []  # why the server refused this client, before the first connection
 
     async def on_disconnect() -> None:
         status.set(State.WAITING_FOR_SERVER, waiting, "connection lost")
@@ -246,11 +255,15 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
         status.set(State.RUNNING, f"reconnected to NATS at {cfg.shown_url}")
 
     async def on_error(exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        if _is_auth_error(exc):
-            error = "authorization failed (check user/password, token or creds)"
+        reason = login_refusal(exc, cfg.credentials)
+        error = reason or f"{type(exc).__name__}: {exc}"
         status.status.last_error = error
-        if not connected:
+        if connected:
+            if reason:
+                status.set(State.WAITING_FOR_SERVER, f"{waiting} (login refused)", error)
+        elif reason:
+            refused.append(reason)
+        else:
             status.set(State.WAITING_FOR_SERVER, waiting, error)
 
     task = asyncio.ensure_future(nats.connect(
@@ -261,7 +274,12 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
     ))
     while not task.done():
         await asyncio.wait({task}, timeout=0.2)
-        if not task.done() and should_stop():
+        if task.done():
+            break
+        if refused:
+            task.cancel()
+            raise _refused_login(cfg, status, refused[0])
+        if should_stop():
             task.cancel()
             return None
     nc = task.result()
@@ -269,8 +287,48 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
     return nc
 
 
+def login_refusal(exc: BaseException, credentials: Credentials) -> str | None:
+    """Why the server refused this client's login or TLS handshake, naming the config
+    keys to check; None for any other error (unreachable, timeouts: worth retrying)."""
+    import ssl
+
+    text = str(exc)
+    if _is_auth_error(exc):
+        if credentials.creds is not None:
+            keys = "'creds' (the user JWT or its seed)"
+        elif credentials.token is not None:
+            keys = "'token' / 'token_file'"
+        elif credentials.user is not None:
+            keys = "'user' and 'password' / 'password_file'"
+        else:
+            return "the server asks for a login: give 'user' + 'password_file', 'token_file' or 'creds'"
+        return f"authentication failed: the server refused the login; check {keys}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        trusted = f"the CA in 'tls_ca' ({credentials.tls_ca})" if credentials.tls_ca else "a CA this system trusts (set 'tls_ca')"
+        detail = getattr(exc, "verify_message", "") or text
+        return f"TLS: the server's certificate was refused ({detail}): it is not signed by {trusted} or not for this host"
+    if isinstance(exc, ssl.SSLError):
+        upper = text.upper()
+        if "CERTIFICATE_REQUIRED" in upper:
+            return "TLS: the server asks for a client certificate: set 'tls_cert' and 'tls_key'"
+        if "UNKNOWN_CA" in upper or "BAD_CERTIFICATE" in upper or "CERTIFICATE_UNKNOWN" in upper:
+            return f"TLS: the server refused the client certificate in 'tls_cert' ({credentials.tls_cert})"
+    return None
+
+
+def _refused_login(cfg: _Common, status: StatusFile, reason: str) -> SetupError:
+    """Mark the status "login refused" and say so in a SetupError naming the worker and the server."""
+    worker = status.status.worker
+    message = f"NATS at {cfg.shown_url} refused worker '{worker}': {reason}"
+    status.status.last_error = reason
+    status.set(State.LOGIN_REFUSED, message)
+    return SetupError(f"worker '{worker}': NATS at {cfg.shown_url} refused the connection",
+                      problems=[f"Workers.{worker}.config: {reason}"])
+
+
 def _is_auth_error(exc: BaseException) -> bool:
-    return "authorization" in str(exc).lower()
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text
 
 
 def is_stream_full(exc: BaseException) -> bool:

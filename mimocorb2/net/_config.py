@@ -83,13 +83,18 @@ class Credentials:
         if self.creds is not None:
             options["user_credentials"] = str(self.creds)
         if self.tls_ca or self.tls_cert:
-            import ssl
-
-            context = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
-            if self.tls_cert:
-                context.load_cert_chain(str(self.tls_cert), str(self.tls_key) if self.tls_key else None)
-            options["tls"] = context
+            options["tls"] = self.tls_context()
         return options
+
+    def tls_context(self) -> Any:
+        """An ``ssl.SSLContext`` verifying the server with ``tls_ca`` (else the system's CAs)
+        and presenting ``tls_cert``/``tls_key`` when given (ssl.SSLError / OSError on a bad file)."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
+        if self.tls_cert:
+            context.load_cert_chain(str(self.tls_cert), str(self.tls_key) if self.tls_key else None)
+        return context
 
 
 @dataclass(frozen=True)
@@ -226,12 +231,60 @@ def _credentials(check: ConfigChecker, io: Any) -> Credentials:
         check.problem("password", "a password needs 'user'")
     if token is not None and user is not None:
         check.problem("token", "give either 'user'/'password' or 'token', not both")
+    creds = _creds_file(check, io)
+    if creds is not None and (user is not None or token is not None):
+        check.problem("creds", "give either 'creds' or 'user'/'password' or 'token', not two of them")
     tls_key = _file(check, io, "tls_key")
     tls_cert = _file(check, io, "tls_cert")
     if tls_key is not None and tls_cert is None:
         check.problem("tls_key", "a TLS key needs 'tls_cert'")
-    return Credentials(user=user, password=password, token=token, creds=_file(check, io, "creds"),
-                       tls_ca=_file(check, io, "tls_ca"), tls_cert=tls_cert, tls_key=tls_key)
+    credentials = Credentials(user=user, password=password, token=token, creds=creds,
+                              tls_ca=_file(check, io, "tls_ca"), tls_cert=tls_cert, tls_key=tls_key)
+    _check_tls_files(check, credentials)
+    return credentials
+
+
+_CREDS_PARTS = ("-----BEGIN NATS USER JWT-----", "-----BEGIN USER NKEY SEED-----")
+
+
+def _creds_file(check: ConfigChecker, io: Any) -> Path | None:
+    """The ``creds`` file, if it looks like one (user JWT and seed), and nkeys is there to sign with."""
+    path = _file(check, io, "creds")
+    if path is None:
+        return None
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        check.problem("creds", f"cannot read {path}: {exc.strerror}")
+        return None
+    if not all(part in text for part in _CREDS_PARTS):
+        check.problem("creds", f"{path} is not a NATS credentials file (it needs a user JWT and an "
+                               "NKEY seed block, as 'nsc generate creds' writes)")
+        return None
+    try:
+        import nkeys  # noqa: F401  (nats-py signs the server's challenge with it)
+    except ImportError:
+        check.problem("creds", "a credentials file needs the nkeys package: pip install nkeys "
+                               "(or pip install 'nats-py[nkeys]')")
+    return path
+
+
+def _check_tls_files(check: ConfigChecker, credentials: Credentials) -> None:
+    """Load the TLS files now, so that a wrong file is a setup problem naming its key."""
+    if not (credentials.tls_ca or credentials.tls_cert):
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(credentials.tls_ca) if credentials.tls_ca else None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        check.problem("tls_ca", f"{credentials.tls_ca} holds no usable CA certificate (PEM): {exc}")
+        return
+    try:
+        credentials.tls_context()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        check.problem("tls_cert", f"cannot use {credentials.tls_cert} with key "
+                                  f"{credentials.tls_key or '(in the same file)'}: {exc}")
 
 
 def _common(check: ConfigChecker, io: Any, default_stream: str) -> dict[str, Any]:
