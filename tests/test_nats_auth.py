@@ -176,3 +176,24 @@ def test_a_file_that_is_not_a_creds_file_is_a_setup_error(tmp_path):
     with pytest.raises(SetupError) as err:
         run_importer(_io("receive", tmp_path, config={"creds": "daq.creds"}))
     assert "Workers.receive.config.creds" in str(err.value) and "not a NATS credentials file" in str(err.value)
+
+
+# -- under the daemon ---------------------------------------------------------------------------------
+
+
+def test_under_the_daemon_a_refused_login_fails_the_worker_without_restarts_and_status_says_why(tmp_path, daemon):
+    _need_server()
+    (tmp_path / "wrong.token").write_text("tok-wrong-17\n")
+    with NatsServer(tmp_path / "server" / "store", token="tok-right-99") as server:
+        setup = write_setup(tmp_path, server.url, n_events=N_EVENTS, exporter_config={"token_file": "wrong.token"},
+                            importers={"receive": {"token_file": "wrong.token"}})
+        daemon.call("start", {"setup": str(setup)})
+        status = daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 60, "the run to end")
+    assert status["state"] == "failed", status["run"]
+    for worker in ("send", "receive"):
+        shown = status["workers"][worker]
+        assert shown["state"] == "failed" and shown["restarts"] == 0, shown
+        assert f"NATS at {server.url} refused the connection" in shown["last_exit"], shown["last_exit"]
+        assert "check 'token' / 'token_file'" in shown["last_exit"], shown["last_exit"]
+        assert shown["device"]["state"] == "login refused", shown["device"]
+    assert "tok-" not in json.dumps(status)

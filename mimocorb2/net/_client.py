@@ -327,8 +327,10 @@ def _refused_login(cfg: _Common, status: StatusFile, reason: str) -> SetupError:
 
 
 def _is_auth_error(exc: BaseException) -> bool:
+    """'Authorization Violation', 'User Authentication Expired' / 'Revoked'; not
+    'Authentication Timeout' (a client too slow to log in, e.g. on a loaded machine, may retry)."""
     text = str(exc).lower()
-    return "authorization" in text or "authentication" in text
+    return "authorization" in text or ("authentication" in text and "timeout" not in text)
 
 
 def is_stream_full(exc: BaseException) -> bool:
