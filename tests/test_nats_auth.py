@@ -23,10 +23,10 @@ from mimocorb2.setup import load_setup
 N_EVENTS = 300
 
 
-def run(tmp_path: Path, url: str, send_login: dict, receive_login: dict):
+def run(tmp_path: Path, url: str, send_login: dict, receive_login: dict, more_importers: dict | None = None):
     """The round-trip setup of test_nats (source -> send -> NATS -> receive -> record), in the foreground."""
     setup = write_setup(tmp_path, url, n_events=N_EVENTS, exporter_config=send_login,
-                        importers={"receive": dict(receive_login)})
+                        importers={"receive": dict(receive_login), **(more_importers or {})})
     setup.write_text("run_limits: {max_seconds: 60}\n" + setup.read_text())  # a regression ends, not hangs
     return Runner(load_setup(setup)).run()
 
@@ -79,12 +79,15 @@ def test_token_login_from_a_file_and_inline(tmp_path, server_dir):
     assert_secret_nowhere(report.run_dir, "tok-s3cret-42")
 
 
-def test_a_wrong_or_missing_token_fails_the_worker_at_once_naming_the_server(tmp_path, server_dir):
+def test_a_wrong_or_missing_login_fails_the_worker_at_once_naming_the_server(tmp_path, server_dir):
+    """A wrong token (send), no login (receive), a user/password the server does not know (other)."""
     (tmp_path / "wrong.token").write_text("tok-wrong-17\n")
     with NatsServer(server_dir / "store", token="tok-right-99") as server:
-        report = run(tmp_path, server.url, {"token_file": "wrong.token"}, {})
+        report = run(tmp_path, server.url, {"token_file": "wrong.token"}, {},
+                     {"other": {"user": "daq", "password_file": "wrong.token"}})
     assert_refused(report, "send", server.url, "authentication failed", "'token' / 'token_file'")
     assert_refused(report, "receive", server.url, "the server asks for a login")
+    assert_refused(report, "other", server.url, "authentication failed", "'user' and 'password' / 'password_file'")
     assert_secret_nowhere(report.run_dir, "tok-wrong-17", "tok-right-99")
     log = (report.run_dir / "logs" / "send.log").read_text()
     assert sum("refused worker 'send'" in line for line in log.splitlines()) == 1, log  # no retry loop
