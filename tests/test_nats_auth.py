@@ -37,13 +37,13 @@ def assert_round_trip(report) -> None:
     assert read_status(report.run_dir, "receive")["state"] == "finished"
 
 
-def assert_refused(report, worker: str, url: str, *reason: str) -> str:
+def assert_refused(report, worker: str, url: str, *reason: str, headline: str = "NATS at {url} refused") -> str:
     """``worker`` failed (no restarts in the foreground) with a reason naming ``url`` and ``reason``;
     its status says "login refused"; returns the reason."""
     assert not report.ok and worker in report.failed_workers, report.failed_workers
     why = read_setup_failure(report.run_dir, worker)
     assert why is not None, f"{worker} left no setup-failure reason"
-    assert f"NATS at {url} refused" in why, why
+    assert headline.format(url=url) in why, why
     for text in reason:
         assert text in why, why
     status = read_status(report.run_dir, worker)
@@ -200,3 +200,20 @@ def test_under_the_daemon_a_refused_login_fails_the_worker_without_restarts_and_
         assert "check 'token' / 'token_file'" in shown["last_exit"], shown["last_exit"]
         assert shown["device"]["state"] == "login refused", shown["device"]
     assert "tok-" not in json.dumps(status)
+
+
+def test_a_config_asking_for_tls_never_logs_in_to_a_server_without_tls(tmp_path, server_dir):
+    """nats-py would connect in the clear (it upgrades only when the server asks) and send
+    the password unencrypted; the workers refuse instead, before sending their login."""
+    tls = make_tls_files(tmp_path / "tls")
+    (tmp_path / "nats.secret").write_text("s3cret-pw\n")
+    login = {"user": "daq", "password_file": "nats.secret", "tls_ca": str(tls.ca)}
+    # -DV: the server logs every protocol line, so a login sent would show as CONNECT
+    with NatsServer(server_dir / "store", extra_args=["--user", "daq", "--pass", "s3cret-pw", "-DV"]) as server:
+        tls_url = server.url.replace("nats://", "tls://")
+        report = run(tmp_path, server.url, login, {**login, "url": tls_url})
+        log = server.log_tail(1_000_000)
+    for worker, url in (("send", server.url), ("receive", tls_url)):
+        assert_refused(report, worker, url, f"the server at {url} does not require it; refusing to log in unencrypted",
+                       headline="no login to NATS at {url}")
+    assert "CONNECT" not in log, log[-3000:]

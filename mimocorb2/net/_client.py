@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ..datapath import heartbeat as _heartbeat
 from ..errors import SetupError
 from ..functions._common import ConfigChecker
-from ._config import DEFAULT_ACK_WAIT, Credentials, Retention, _Common
+from ._config import DEFAULT_ACK_WAIT, Credentials, Retention, _Common, redact_url
 
 __all__ = ["LoopThread", "State", "Status", "StatusFile", "checked_config", "connect", "ensure_consumer",
            "import_nats", "is_stream_full", "login_refusal", "open_status", "retry_api", "status_path", "stream_settings"]
@@ -266,6 +267,9 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
         else:
             status.set(State.WAITING_FOR_SERVER, waiting, error)
 
+    plain = await _server_without_tls(cfg) if _tls_asked(cfg) else None
+    if plain is not None:
+        raise _refused_login(cfg, status, _no_tls_reason(plain), by_server=False)
     task = asyncio.ensure_future(nats.connect(
         servers=list(cfg.urls), name=name, allow_reconnect=True, max_reconnect_attempts=-1,
         reconnect_time_wait=min(1.0, cfg.connect_backoff_max), connect_timeout=2, ping_interval=10,
@@ -284,7 +288,55 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
             return None
     nc = task.result()
     connected = True
+    if _tls_asked(cfg) and not (getattr(nc, "_server_info", None) or {}).get("tls_required"):
+        url = redact_url(nc.connected_url.geturl()) if nc.connected_url else cfg.shown_url
+        await nc.close()  # a server without TLS came up after the check above
+        raise _refused_login(cfg, status, _no_tls_reason(url), by_server=False)
     return nc
+
+
+def _tls_asked(cfg: _Common) -> bool:
+    """Whether the config asks for TLS (a tls:// URL, a CA or a client certificate)."""
+    credentials = cfg.credentials
+    return bool(credentials.tls_ca or credentials.tls_cert) or any(u.startswith("tls://") for u in cfg.urls)
+
+
+def _no_tls_reason(url: str) -> str:
+    return (f"TLS: the config asks for TLS ('tls_ca', 'tls_cert' or a tls:// URL) but the server at {url} "
+            "does not require it; refusing to log in unencrypted (turn on tls in the server's config)")
+
+
+async def _server_without_tls(cfg: _Common) -> str | None:
+    """The (redacted) URL of a reachable server that does not require TLS, else None.
+
+    nats-py upgrades a connection to TLS only when the server's INFO says
+    ``tls_required``: against a server without TLS it would send the login in the
+    clear although the config asks for TLS. Each server's INFO is read before
+    connecting; an unreachable one is left to the connection loop (checked after).
+    """
+    for url in cfg.urls:
+        parts = urlsplit(url)
+        if parts.scheme in ("ws", "wss") or parts.hostname is None:
+            continue
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 4222), 2)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            continue
+        try:
+            line = await asyncio.wait_for(reader.readline(), 2)
+        except (OSError, asyncio.TimeoutError):
+            continue
+        finally:
+            writer.close()
+        if not line.startswith(b"INFO "):
+            continue
+        try:
+            info = json.loads(line[5:])
+        except ValueError:
+            continue
+        if not info.get("tls_required"):
+            return redact_url(url)
+    return None
 
 
 def login_refusal(exc: BaseException, credentials: Credentials) -> str | None:
@@ -316,14 +368,19 @@ def login_refusal(exc: BaseException, credentials: Credentials) -> str | None:
     return None
 
 
-def _refused_login(cfg: _Common, status: StatusFile, reason: str) -> SetupError:
-    """Mark the status "login refused" and say so in a SetupError naming the worker and the server."""
+def _refused_login(cfg: _Common, status: StatusFile, reason: str, by_server: bool = True) -> SetupError:
+    """Mark the status "login refused" and say so in a SetupError naming the worker and the
+    server; ``by_server``: the server refused, else this worker would not log in."""
     worker = status.status.worker
-    message = f"NATS at {cfg.shown_url} refused worker '{worker}': {reason}"
+    if by_server:
+        message, headline = (f"NATS at {cfg.shown_url} refused worker '{worker}': {reason}",
+                             f"worker '{worker}': NATS at {cfg.shown_url} refused the connection")
+    else:
+        message, headline = (f"worker '{worker}' does not log in to NATS at {cfg.shown_url}: {reason}",
+                             f"worker '{worker}': no login to NATS at {cfg.shown_url}")
     status.status.last_error = reason
     status.set(State.LOGIN_REFUSED, message)
-    return SetupError(f"worker '{worker}': NATS at {cfg.shown_url} refused the connection",
-                      problems=[f"Workers.{worker}.config: {reason}"])
+    return SetupError(headline, problems=[f"Workers.{worker}.config: {reason}"])
 
 
 def _is_auth_error(exc: BaseException) -> bool:
