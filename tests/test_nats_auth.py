@@ -18,6 +18,7 @@ from test_nats import _need_server, assert_identical, write_setup  # the round-t
 from mimocorb2 import SetupError
 from mimocorb2.net.testing import NatsServer, OperatorLogin, make_tls_files, read_status
 from mimocorb2.runtime import Runner, read_setup_failure
+from mimocorb2.testing import wait_until
 from mimocorb2.setup import load_setup
 
 N_EVENTS = 300
@@ -217,3 +218,36 @@ def test_a_config_asking_for_tls_never_logs_in_to_a_server_without_tls(tmp_path,
         assert_refused(report, worker, url, f"the server at {url} does not require it; refusing to log in unencrypted",
                        headline="no login to NATS at {url}")
     assert "CONNECT" not in log, log[-3000:]
+
+
+def test_a_login_refused_after_a_reconnect_is_waited_out_and_nothing_is_lost(tmp_path, server_dir):
+    """The server comes back with another token in the middle of the run: the workers keep
+    retrying, their status says the login is refused; with the right token again they go
+    on, every event exactly once."""
+    from test_nats import ForegroundRun
+
+    n = 3000
+    (tmp_path / "nats.token").write_text("tok-first-1\n")
+    server = NatsServer(server_dir / "store", token="tok-first-1").start()
+    try:
+        setup = write_setup(tmp_path, server.url, n_events=n, rate=1000, exporter_config={"token_file": "nats.token"},
+                            importers={"receive": {"token_file": "nats.token"}})
+        with ForegroundRun(setup) as run:
+            run_dir = run.run_dir()
+            wait_until(lambda: read_status(run_dir, "send").get("events", 0) >= 300, 60, "events to be sent")
+            server.stop()
+            server.token = "tok-other-2"
+            server.start()
+            refused = f"waiting for NATS at {server.url} (login refused)"
+            for worker in ("send", "receive"):
+                status = wait_until(lambda: read_status(run_dir, worker).get("message") == refused
+                                    and read_status(run_dir, worker), 60, f"{worker} to say its login is refused")
+                assert "check 'token' / 'token_file'" in status["last_error"], status
+            server.stop()
+            server.token = "tok-first-1"
+            server.start()
+            run.finish()
+    finally:
+        server.stop()
+    assert_identical(run_dir, "record_receive", n)
+    assert_secret_nowhere(run_dir, "tok-first-1", "tok-other-2")
