@@ -10,6 +10,7 @@ says "login refused". Secrets never reach a log or a status file.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,30 +136,24 @@ def test_tls_files_that_are_no_certificates_are_setup_errors(tmp_path):
 # -- creds file (JWT + NKEY seed) ---------------------------------------------------------------------
 
 
-def _have_nkeys() -> bool:
-    try:
-        import nkeys  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def test_without_nkeys_a_creds_file_is_a_setup_error(tmp_path, monkeypatch):
+    """nkeys comes with mimocorb2[nats]; where it is missing (an install without the extra), the
+    config check says to install it instead of nats-py failing inside connect."""
+    from mimocorb2.net import run_exporter
+    from test_nats import _io
+
+    monkeypatch.setitem(sys.modules, "nkeys", None)  # this interpreter cannot import it now
+    creds = tmp_path / "daq.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n"
+                     "-----BEGIN USER NKEY SEED-----\nSUAX\n------END USER NKEY SEED------\n")
+    with pytest.raises(SetupError) as err:
+        run_exporter(_io("send", tmp_path, config={"creds": str(creds)}))
+    assert "Workers.send.config.creds" in str(err.value) and "pip install nkeys" in str(err.value)
 
 
 def test_creds_file_login_in_operator_mode_and_a_user_of_another_account_refused(tmp_path, server_dir):
-    """With nkeys (needed to sign the server's challenge): a real operator-mode server
-    accepts the user of a creds file and refuses one signed by an account it does not
-    know. Without nkeys: the config check says to install it (nats-py would fail inside
-    connect)."""
-    if not _have_nkeys():
-        from mimocorb2.net import run_exporter
-        from test_nats import _io
-
-        creds = tmp_path / "daq.creds"
-        creds.write_text("-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n"
-                         "-----BEGIN USER NKEY SEED-----\nSUAX\n------END USER NKEY SEED------\n")
-        with pytest.raises(SetupError) as err:
-            run_exporter(_io("send", tmp_path, config={"creds": str(creds)}))
-        assert "Workers.send.config.creds" in str(err.value) and "pip install nkeys" in str(err.value)
-        return
+    """A real operator-mode server accepts the user of a creds file and refuses one signed by an
+    account it does not know (nkeys, from the nats and test extras, signs the server's challenge)."""
     login = OperatorLogin.make(tmp_path / "keys")
     stranger = OperatorLogin.make(tmp_path / "other-keys", user="stranger")
     with NatsServer(server_dir / "store", extra_config=login.server_config) as server:

@@ -315,7 +315,8 @@ _NATS_LOGIN_CONFIGS = """\
     token_file : str, optional (default=None)
         File whose first line is the token.
     creds : str, optional (default=None)
-        A NATS credentials file (JWT and NKey seed).
+        A NATS credentials file (JWT and NKey seed; signing needs the nkeys package, which
+        ``pip install mimocorb2[nats]`` installs).
     tls_ca : str, optional (default=None)
         CA certificate file for tls:// servers.
     tls_cert : str, optional (default=None)

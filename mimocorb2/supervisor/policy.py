@@ -130,13 +130,14 @@ class Backoff:
 
 
 def describe_exit(exitcode: int, signame: str | None = None) -> str:
-    """``exited normally`` / ``killed by SIGKILL`` / ``exited with code 3`` / ``could not load its function``."""
+    """``exited normally`` / ``killed by SIGKILL`` / ``exited with code 3`` / ``setup failed`` (it could not load
+    its function, its template refused its buffers or config, or its device or server refused it)."""
     if exitcode == 0:
         return "exited normally"
     if exitcode < 0:
         return f"killed by {signame or f'signal {-exitcode}'}"
     if exitcode == EXIT_SETUP_FAILED:
-        return f"could not load its function (exit code {EXIT_SETUP_FAILED})"
+        return f"setup failed (exit code {EXIT_SETUP_FAILED})"
     return f"exited with code {exitcode}"
 
 
@@ -144,7 +145,7 @@ def decide_exit(ctx: ExitContext, budget: RestartBudget, backoff: Backoff, now: 
     """Restart, retire or fail the process that exited (see the module docstring)."""
     failed = ctx.exitcode != 0
     if ctx.exitcode == EXIT_SETUP_FAILED or ctx.setup_failed:
-        return Decision(Verdict.FAIL, why=ctx.how or "could not load its function")
+        return Decision(Verdict.FAIL, why=ctx.how or "setup failed")
     if not ctx.restarts_allowed:
         return Decision(Verdict.RETIRE)
     if ctx.restart == "never":
