@@ -282,9 +282,13 @@ class ForegroundRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:  # stop it (it cleans up its shared memory), kill it if that hangs
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
 
 
 def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, nats_server):
@@ -752,3 +756,80 @@ def test_markers_name_their_session_and_version_1_blocks_still_decode():
     assert decode_block(old, b"").session == ""
     with pytest.raises(_wire.WireError, match="reads versions 1, 2"):
         decode_block({**old, "Mimo-Version": "3"}, b"")
+
+
+def _exporter_setup(directory: Path, url: str, n_events: int, group: str) -> Path:
+    """source -> raw -> send (exporters.nats into stream 'events') -> sent -> record_sent."""
+    directory.mkdir()
+    (directory / "functions.py").write_text(FUNCTIONS)
+    exporter = {"url": url, "stream": "events", "block_size": 4096, "latency": 0.01, "groups": [group]}
+    (directory / "setup.yaml").write_text(textwrap.dedent(f"""\
+        Buffers:
+          raw: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
+          sent: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
+        Workers:
+          source: {{file: functions.py, function: source, config: {{n_events: {n_events}, rate: 0}}, sinks: [raw]}}
+          send: {{function: exporters.nats, config: {json.dumps(exporter)}, sources: [raw], sinks: [sent]}}
+          record_sent: {{file: functions.py, function: record, sources: [sent]}}
+        """))
+    return directory / "setup.yaml"
+
+
+def _importer_setup(directory: Path, url: str, group: str) -> Path:
+    """take (importers.nats from stream 'events' as ``group``) -> taken -> record_take."""
+    directory.mkdir()
+    (directory / "functions.py").write_text(FUNCTIONS)
+    importer = {"url": url, "stream": "events", "group": group}
+    (directory / "setup.yaml").write_text(textwrap.dedent(f"""\
+        Buffers:
+          taken: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
+        Workers:
+          take: {{function: importers.nats, config: {json.dumps(importer)}, sinks: [taken]}}
+          record_take: {{file: functions.py, function: record, sources: [taken]}}
+        """))
+    return directory / "setup.yaml"
+
+
+def test_a_group_shared_by_two_hosts_ends_on_both_with_every_event_once(tmp_path, nats_server):
+    """Two `mimocorb2 run` processes (two hosts, each its own run directory) import one
+    stream as the same group; each marker reaches one of them through the group, yet both
+    end by themselves after the exporter's end, run after run, and between them they
+    wrote every event exactly once."""
+    import asyncio
+
+    import nats
+    from nats.js.api import StreamConfig
+
+    from mimocorb2.net import Retention
+    from mimocorb2.net._client import stream_settings
+
+    async def create_stream() -> None:
+        """As an operator would, so that both hosts are in the group before the first marker
+        (a host joining later may miss a run it gets nothing of: docs/network.md)."""
+        nc = await nats.connect(nats_server.url)
+        try:
+            cfg = type("Cfg", (), {"stream": "events", "max_bytes": 1 << 26, "max_age": 0, "duplicate_window": 120})
+            await nc.jetstream().add_stream(StreamConfig(**stream_settings(cfg, Retention.INTEREST, {})))
+        finally:
+            await nc.close()
+
+    asyncio.run(create_stream())
+    n = 3000
+    for round_ in (1, 2):
+        hosts = [ForegroundRun(_importer_setup(tmp_path / f"host{i}-{round_}", nats_server.url, "shared")) for i in (1, 2)]
+        with hosts[0], hosts[1]:
+            host_dirs = [host.run_dir() for host in hosts]
+            for host_dir in host_dirs:  # both in the group before the exporter starts
+                wait_until(lambda: read_status(host_dir, "take").get("state") == "running", 60, "the importers to run")
+            with ForegroundRun(_exporter_setup(tmp_path / f"digitizer-{round_}", nats_server.url, n, "shared")) as exporter:
+                exporter_dir = exporter.run_dir()
+                exporter.finish()
+                for host in hosts:
+                    host.finish(timeout=60)  # ended by itself
+        sent, _ = recorded(exporter_dir, "record_sent")
+        taken = [recorded(host_dir, "record_take")[0] for host_dir in host_dirs if any(host_dir.glob("record_take-*"))]
+        union = np.concatenate(taken)
+        assert len(sent) == n and len(union) == n, [len(t) for t in taken]
+        assert np.sort(union, order=["timestamp", "counter"]).tobytes() == sent.tobytes(), "an event was lost or written twice"
+        statuses = [read_status(host_dir, "take") for host_dir in host_dirs]
+        assert [(s["state"], s["runs_ended"], s["runs_open"]) for s in statuses] == [("finished", 1, 0)] * 2, statuses

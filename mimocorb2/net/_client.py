@@ -30,7 +30,7 @@ from ..functions._common import ConfigChecker
 from ._config import DEFAULT_ACK_WAIT, Retention, _Common
 
 __all__ = ["LoopThread", "State", "Status", "StatusFile", "checked_config", "connect", "ensure_consumer",
-           "import_nats", "is_stream_full", "open_status", "retry_api", "status_path", "stream_settings"]
+           "import_nats", "is_api_refusal", "is_stream_full", "open_status", "retry_api", "status_path", "stream_settings"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=_Common)
@@ -271,6 +271,13 @@ async def connect(cfg: _Common, name: str, status: StatusFile, should_stop: Call
 
 def _is_auth_error(exc: BaseException) -> bool:
     return "authorization" in str(exc).lower()
+
+
+def is_api_refusal(exc: BaseException) -> bool:
+    """A JetStream API error that retrying will not fix (bad config, limits)."""
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    return isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError) and getattr(exc, "code", None) not in (None, 503)
 
 
 def is_stream_full(exc: BaseException) -> bool:
