@@ -71,6 +71,7 @@ def source(io):
             event["index"] = i
             event["wave"] = rng.normal(size=len(event))
             yield event
+        _hold(io.get("hold_file"))  # the end of stream waits while that file exists
     importer(lambda: paced(events(), rate))
 
 
@@ -758,17 +759,19 @@ def test_markers_name_their_session_and_version_1_blocks_still_decode():
         decode_block({**old, "Mimo-Version": "3"}, b"")
 
 
-def _exporter_setup(directory: Path, url: str, n_events: int, group: str) -> Path:
-    """source -> raw -> send (exporters.nats into stream 'events') -> sent -> record_sent."""
+def _exporter_setup(directory: Path, url: str, n_events: int, group: str, hold_file: Path | None = None) -> Path:
+    """source -> raw -> send (exporters.nats into stream 'events') -> sent -> record_sent;
+    with ``hold_file``, the source's end waits while that file exists."""
     directory.mkdir()
     (directory / "functions.py").write_text(FUNCTIONS)
     exporter = {"url": url, "stream": "events", "block_size": 4096, "latency": 0.01, "groups": [group]}
+    source = {"n_events": n_events, "rate": 0, **({"hold_file": str(hold_file)} if hold_file else {})}
     (directory / "setup.yaml").write_text(textwrap.dedent(f"""\
         Buffers:
           raw: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
           sent: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
         Workers:
-          source: {{file: functions.py, function: source, config: {{n_events: {n_events}, rate: 0}}, sinks: [raw]}}
+          source: {{file: functions.py, function: source, config: {json.dumps(source)}, sinks: [raw]}}
           send: {{function: exporters.nats, config: {json.dumps(exporter)}, sources: [raw], sinks: [sent]}}
           record_sent: {{file: functions.py, function: record, sources: [sent]}}
         """))
@@ -790,11 +793,8 @@ def _importer_setup(directory: Path, url: str, group: str) -> Path:
     return directory / "setup.yaml"
 
 
-def test_a_group_shared_by_two_hosts_ends_on_both_with_every_event_once(tmp_path, nats_server):
-    """Two `mimocorb2 run` processes (two hosts, each its own run directory) import one
-    stream as the same group; each marker reaches one of them through the group, yet both
-    end by themselves after the exporter's end, run after run, and between them they
-    wrote every event exactly once."""
+def _create_stream(url: str, name: str) -> None:
+    """The stream as an exporter makes it (interest retention), made ahead, as an operator would."""
     import asyncio
 
     import nats
@@ -803,33 +803,66 @@ def test_a_group_shared_by_two_hosts_ends_on_both_with_every_event_once(tmp_path
     from mimocorb2.net import Retention
     from mimocorb2.net._client import stream_settings
 
-    async def create_stream() -> None:
-        """As an operator would, so that both hosts are in the group before the first marker
-        (a host joining later may miss a run it gets nothing of: docs/network.md)."""
-        nc = await nats.connect(nats_server.url)
+    async def create() -> None:
+        nc = await nats.connect(url)
         try:
-            cfg = type("Cfg", (), {"stream": "events", "max_bytes": 1 << 26, "max_age": 0, "duplicate_window": 120})
+            cfg = type("Cfg", (), {"stream": name, "max_bytes": 1 << 26, "max_age": 0, "duplicate_window": 120})
             await nc.jetstream().add_stream(StreamConfig(**stream_settings(cfg, Retention.INTEREST, {})))
         finally:
             await nc.close()
 
-    asyncio.run(create_stream())
+    asyncio.run(create())
+
+
+def _running(run_dir: Path) -> bool:
+    return read_status(run_dir, "take").get("state") == "running"
+
+
+def _check_shared_round(exporter_dir: Path, host_dirs: list[Path], n: int) -> None:
+    """Between them the hosts wrote the exporter's n events exactly once; both saw the run end."""
+    sent, _ = recorded(exporter_dir, "record_sent")
+    taken = [recorded(host_dir, "record_take")[0] for host_dir in host_dirs if any(host_dir.glob("record_take-*"))]
+    union = np.concatenate(taken)
+    assert len(sent) == n and len(union) == n, [len(t) for t in taken]
+    assert np.sort(union, order=["timestamp", "counter"]).tobytes() == sent.tobytes(), "an event was lost or written twice"
+    statuses = [read_status(host_dir, "take") for host_dir in host_dirs]
+    assert [(s["state"], s["runs_ended"], s["runs_open"]) for s in statuses] == [("finished", 1, 0)] * 2, statuses
+
+
+def test_a_group_shared_by_two_hosts_ends_on_both_with_every_event_once(tmp_path, nats_server):
+    """Two `mimocorb2 run` processes (two hosts, each its own run directory) import one
+    stream as the same group; each marker reaches one of them through the group, yet both
+    end by themselves after the exporter's end, and between them they wrote every event
+    exactly once. Round 2 (run after run): host 2 joins only after host 1 took the run's
+    start marker and every event, before its end marker."""
+    _create_stream(nats_server.url, "events")  # so that both hosts can join before the first marker
     n = 3000
-    for round_ in (1, 2):
-        hosts = [ForegroundRun(_importer_setup(tmp_path / f"host{i}-{round_}", nats_server.url, "shared")) for i in (1, 2)]
-        with hosts[0], hosts[1]:
-            host_dirs = [host.run_dir() for host in hosts]
-            for host_dir in host_dirs:  # both in the group before the exporter starts
-                wait_until(lambda: read_status(host_dir, "take").get("state") == "running", 60, "the importers to run")
-            with ForegroundRun(_exporter_setup(tmp_path / f"digitizer-{round_}", nats_server.url, n, "shared")) as exporter:
-                exporter_dir = exporter.run_dir()
+    hosts = [ForegroundRun(_importer_setup(tmp_path / f"host{i}-1", nats_server.url, "shared")) for i in (1, 2)]
+    with hosts[0], hosts[1]:
+        host_dirs = [host.run_dir() for host in hosts]
+        for host_dir in host_dirs:
+            wait_until(lambda: _running(host_dir), 60, "the importers to run")
+        with ForegroundRun(_exporter_setup(tmp_path / "digitizer-1", nats_server.url, n, "shared")) as exporter:
+            exporter_dir = exporter.run_dir()
+            exporter.finish()
+            for host in hosts:
+                host.finish(timeout=60)  # ended by itself
+    _check_shared_round(exporter_dir, host_dirs, n)
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = ForegroundRun(_importer_setup(tmp_path / "host1-2", nats_server.url, "shared"))
+    with first:
+        first_dir = first.run_dir()
+        wait_until(lambda: _running(first_dir), 60, "host 1 to run")
+        with ForegroundRun(_exporter_setup(tmp_path / "digitizer-2", nats_server.url, n, "shared", hold)) as exporter:
+            exporter_dir = exporter.run_dir()
+            wait_until(lambda: read_status(first_dir, "take").get("events") == n, 60, "host 1 to take every event")
+            with ForegroundRun(_importer_setup(tmp_path / "host2-2", nats_server.url, "shared")) as second:
+                second_dir = second.run_dir()
+                wait_until(lambda: _running(second_dir), 60, "host 2 to run")
+                hold.unlink()  # now the exporter's end marker
                 exporter.finish()
-                for host in hosts:
-                    host.finish(timeout=60)  # ended by itself
-        sent, _ = recorded(exporter_dir, "record_sent")
-        taken = [recorded(host_dir, "record_take")[0] for host_dir in host_dirs if any(host_dir.glob("record_take-*"))]
-        union = np.concatenate(taken)
-        assert len(sent) == n and len(union) == n, [len(t) for t in taken]
-        assert np.sort(union, order=["timestamp", "counter"]).tobytes() == sent.tobytes(), "an event was lost or written twice"
-        statuses = [read_status(host_dir, "take") for host_dir in host_dirs]
-        assert [(s["state"], s["runs_ended"], s["runs_open"]) for s in statuses] == [("finished", 1, 0)] * 2, statuses
+                first.finish(timeout=60)
+                second.finish(timeout=60)
+    _check_shared_round(exporter_dir, [first_dir, second_dir], n)
