@@ -866,3 +866,58 @@ def test_a_group_shared_by_two_hosts_ends_on_both_with_every_event_once(tmp_path
                 first.finish(timeout=60)
                 second.finish(timeout=60)
     _check_shared_round(exporter_dir, [first_dir, second_dir], n)
+
+
+def test_a_process_joining_a_running_group_reads_the_markers_the_group_took_before(nats_server):
+    """Marker views: a view started while another view of the group runs starts at that
+    view's floor (the markers are still in the interest stream, never acknowledged by the
+    views); with no view of the group running, it starts at the group's floor, and a view
+    with nothing after its floor is caught up."""
+    import asyncio
+    import logging
+
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+    from mimocorb2.net import MarkerView
+    from mimocorb2.net import _wire
+
+    start = _wire.start_headers(producer="pc/run/send", session="s1", process=0, processes=1)
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        log = logging.getLogger("test_markers")
+        views: list[MarkerView] = []
+
+        async def view(floor: int) -> MarkerView:
+            views.append(MarkerView(js, "mv", "g", "mimocorb2.mv.end", log))
+            await views[-1].start(floor)
+            assert await views[-1].caught_up()
+            return views[-1]
+
+        try:
+            await js.add_stream(StreamConfig(name="mv", subjects=["mimocorb2.mv.>"], retention=RetentionPolicy.INTEREST))
+            await js.add_consumer("mv", ConsumerConfig(durable_name="g", ack_policy=AckPolicy.EXPLICIT))
+            first = await view(0)  # the group's first process
+            await js.publish("mimocorb2.mv.end", b"", headers=start)
+            for _ in range(3):
+                await js.publish("mimocorb2.mv.events", b"block")
+            group = await js.pull_subscribe_bind(durable="g", stream="mv")
+            for msg in await group.fetch(4, timeout=5):  # the first process takes the start and every block
+                await msg.ack_sync()
+            floor = (await js.consumer_info("mv", "g")).ack_floor.stream_seq
+            assert floor == 4
+            assert await first.caught_up() and first.markers.started == {("pc/run/send", "s1")}
+            joining = await view(floor)  # joins the running group: reads the start marker the group took
+            assert joining.floor == 0 and joining.markers.started == {("pc/run/send", "s1")}
+            for done in (first, joining):
+                await done.close()
+            later = await view(floor)  # nobody of the group runs: a new run of the group
+            assert later.floor == floor and later.markers.started == set()
+        finally:
+            for each in views:
+                await each.close()
+            await nc.close()
+
+    asyncio.run(scenario())

@@ -91,6 +91,7 @@ class MarkerView:
         """Read every marker after stream sequence ``floor`` (the group's acknowledgement floor), or
         after the floor of a running view of the group, if that is lower (this process joins its run)."""
         self.floor = min([floor, *await self._running_floors()])
+        self.received = self.floor
         await self._create()
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
@@ -189,6 +190,9 @@ class MarkerView:
                         if info.delivered.stream_seq <= self.received:
                             return True
                         # delivered but never received (lost with a connection): read them all again
+                        self.log.warning("marker view %s: markers up to stream sequence %d were delivered but "
+                                         "not received; reading the markers after %d again", self.name,
+                                         info.delivered.stream_seq, self.floor)
                         await self.js.delete_consumer(self.stream, self.name)
                         await self._create()
                     await self._fetch(0.2)
