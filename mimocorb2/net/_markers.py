@@ -82,7 +82,7 @@ class MarkerView:
         self.markers = MarkerLog()
         self.log = log  # the worker's logger
         self.sub: Any = None
-        self.floor = 0  #: the view reads the markers after this stream sequence
+        self.floor: int | None = None  #: the view reads the markers after this stream sequence (set by start)
         self.received = 0  #: highest stream sequence read
         self._lock = asyncio.Lock()  # one fetch at a time
         self._task: asyncio.Task[None] | None = None
@@ -90,8 +90,11 @@ class MarkerView:
     async def start(self, floor: int) -> None:
         """Read every marker after stream sequence ``floor`` (the group's acknowledgement floor), or
         after the floor of a running view of the group, if that is lower (this process joins its run)."""
-        self.floor = min([floor, *await self._running_floors()])
-        self.received = self.floor
+        if self._task is not None:
+            return
+        if self.floor is None:  # chosen once: a start retried after a failure makes the same view
+            self.floor = min([floor, *await self._running_floors()])
+            self.received = self.floor
         await self._create()
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
@@ -127,7 +130,7 @@ class MarkerView:
         await self.js.add_consumer(self.stream, ConsumerConfig(
             durable_name=self.name, filter_subject=self.subject, ack_policy=AckPolicy.EXPLICIT,
             ack_wait=_VIEW_ACK_WAIT, max_ack_pending=-1, inactive_threshold=_VIEW_INACTIVE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.floor + 1))
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=(self.floor or 0) + 1))
         self.sub = await self.js.pull_subscribe_bind(durable=self.name, stream=self.stream)
 
     async def _follow(self) -> None:
