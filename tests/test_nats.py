@@ -71,6 +71,7 @@ def source(io):
             event["index"] = i
             event["wave"] = rng.normal(size=len(event))
             yield event
+        _hold(io.get("hold_file"))  # the end of stream waits while that file exists
     importer(lambda: paced(events(), rate))
 
 
@@ -282,9 +283,13 @@ class ForegroundRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:  # stop it (it cleans up its shared memory), kill it if that hangs
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
 
 
 def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, nats_server):
@@ -752,3 +757,167 @@ def test_markers_name_their_session_and_version_1_blocks_still_decode():
     assert decode_block(old, b"").session == ""
     with pytest.raises(_wire.WireError, match="reads versions 1, 2"):
         decode_block({**old, "Mimo-Version": "3"}, b"")
+
+
+def _exporter_setup(directory: Path, url: str, n_events: int, group: str, hold_file: Path | None = None) -> Path:
+    """source -> raw -> send (exporters.nats into stream 'events') -> sent -> record_sent;
+    with ``hold_file``, the source's end waits while that file exists."""
+    directory.mkdir()
+    (directory / "functions.py").write_text(FUNCTIONS)
+    exporter = {"url": url, "stream": "events", "block_size": 4096, "latency": 0.01, "groups": [group]}
+    source = {"n_events": n_events, "rate": 0, **({"hold_file": str(hold_file)} if hold_file else {})}
+    (directory / "setup.yaml").write_text(textwrap.dedent(f"""\
+        Buffers:
+          raw: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
+          sent: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
+        Workers:
+          source: {{file: functions.py, function: source, config: {json.dumps(source)}, sinks: [raw]}}
+          send: {{function: exporters.nats, config: {json.dumps(exporter)}, sources: [raw], sinks: [sent]}}
+          record_sent: {{file: functions.py, function: record, sources: [sent]}}
+        """))
+    return directory / "setup.yaml"
+
+
+def _importer_setup(directory: Path, url: str, group: str) -> Path:
+    """take (importers.nats from stream 'events' as ``group``) -> taken -> record_take."""
+    directory.mkdir()
+    (directory / "functions.py").write_text(FUNCTIONS)
+    importer = {"url": url, "stream": "events", "group": group}
+    (directory / "setup.yaml").write_text(textwrap.dedent(f"""\
+        Buffers:
+          taken: {{slot_count: 32, data_length: 16, data_dtype: {EVENT}}}
+        Workers:
+          take: {{function: importers.nats, config: {json.dumps(importer)}, sinks: [taken]}}
+          record_take: {{file: functions.py, function: record, sources: [taken]}}
+        """))
+    return directory / "setup.yaml"
+
+
+def _create_stream(url: str, name: str) -> None:
+    """The stream as an exporter makes it (interest retention), made ahead, as an operator would."""
+    import asyncio
+
+    import nats
+    from nats.js.api import StreamConfig
+
+    from mimocorb2.net import Retention
+    from mimocorb2.net._client import stream_settings
+
+    async def create() -> None:
+        nc = await nats.connect(url)
+        try:
+            cfg = type("Cfg", (), {"stream": name, "max_bytes": 1 << 26, "max_age": 0, "duplicate_window": 120})
+            await nc.jetstream().add_stream(StreamConfig(**stream_settings(cfg, Retention.INTEREST, {})))
+        finally:
+            await nc.close()
+
+    asyncio.run(create())
+
+
+def _running(run_dir: Path) -> bool:
+    return read_status(run_dir, "take").get("state") == "running"
+
+
+def _check_shared_round(exporter_dir: Path, host_dirs: list[Path], n: int) -> None:
+    """Between them the hosts wrote the exporter's n events exactly once; both saw the run end."""
+    sent, _ = recorded(exporter_dir, "record_sent")
+    taken = [recorded(host_dir, "record_take")[0] for host_dir in host_dirs if any(host_dir.glob("record_take-*"))]
+    union = np.concatenate(taken)
+    assert len(sent) == n and len(union) == n, [len(t) for t in taken]
+    assert np.sort(union, order=["timestamp", "counter"]).tobytes() == sent.tobytes(), "an event was lost or written twice"
+    statuses = [read_status(host_dir, "take") for host_dir in host_dirs]
+    assert [(s["state"], s["runs_ended"], s["runs_open"]) for s in statuses] == [("finished", 1, 0)] * 2, statuses
+
+
+def test_a_group_shared_by_two_hosts_ends_on_both_with_every_event_once(tmp_path, nats_server):
+    """Two `mimocorb2 run` processes (two hosts, each its own run directory) import one
+    stream as the same group; each marker reaches one of them through the group, yet both
+    end by themselves after the exporter's end, and between them they wrote every event
+    exactly once. Round 2 (run after run): host 2 joins only after host 1 took the run's
+    start marker and every event, before its end marker."""
+    _create_stream(nats_server.url, "events")  # so that both hosts can join before the first marker
+    n = 3000
+    hosts = [ForegroundRun(_importer_setup(tmp_path / f"host{i}-1", nats_server.url, "shared")) for i in (1, 2)]
+    with hosts[0], hosts[1]:
+        host_dirs = [host.run_dir() for host in hosts]
+        for host_dir in host_dirs:
+            wait_until(lambda: _running(host_dir), 60, "the importers to run")
+        with ForegroundRun(_exporter_setup(tmp_path / "digitizer-1", nats_server.url, n, "shared")) as exporter:
+            exporter_dir = exporter.run_dir()
+            exporter.finish()
+            for host in hosts:
+                host.finish(timeout=60)  # ended by itself
+    _check_shared_round(exporter_dir, host_dirs, n)
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = ForegroundRun(_importer_setup(tmp_path / "host1-2", nats_server.url, "shared"))
+    with first:
+        first_dir = first.run_dir()
+        wait_until(lambda: _running(first_dir), 60, "host 1 to run")
+        with ForegroundRun(_exporter_setup(tmp_path / "digitizer-2", nats_server.url, n, "shared", hold)) as exporter:
+            exporter_dir = exporter.run_dir()
+            wait_until(lambda: read_status(first_dir, "take").get("events") == n, 60, "host 1 to take every event")
+            with ForegroundRun(_importer_setup(tmp_path / "host2-2", nats_server.url, "shared")) as second:
+                second_dir = second.run_dir()
+                wait_until(lambda: _running(second_dir), 60, "host 2 to run")
+                hold.unlink()  # now the exporter's end marker
+                exporter.finish()
+                first.finish(timeout=60)
+                second.finish(timeout=60)
+    _check_shared_round(exporter_dir, [first_dir, second_dir], n)
+
+
+def test_a_process_joining_a_running_group_reads_the_markers_the_group_took_before(nats_server):
+    """Marker views: a view started while another view of the group runs starts at that
+    view's floor (the markers are still in the interest stream, never acknowledged by the
+    views); with no view of the group running, it starts at the group's floor, and a view
+    with nothing after its floor is caught up."""
+    import asyncio
+    import logging
+
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+    from mimocorb2.net import MarkerView
+    from mimocorb2.net import _wire
+
+    start = _wire.start_headers(producer="pc/run/send", session="s1", process=0, processes=1)
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        log = logging.getLogger("test_markers")
+        views: list[MarkerView] = []
+
+        async def view(floor: int) -> MarkerView:
+            views.append(MarkerView(js, "mv", "g", "mimocorb2.mv.end", log))
+            await views[-1].start(floor)
+            assert await views[-1].caught_up()
+            return views[-1]
+
+        try:
+            await js.add_stream(StreamConfig(name="mv", subjects=["mimocorb2.mv.>"], retention=RetentionPolicy.INTEREST))
+            await js.add_consumer("mv", ConsumerConfig(durable_name="g", ack_policy=AckPolicy.EXPLICIT))
+            first = await view(0)  # the group's first process
+            await js.publish("mimocorb2.mv.end", b"", headers=start)
+            for _ in range(3):
+                await js.publish("mimocorb2.mv.events", b"block")
+            group = await js.pull_subscribe_bind(durable="g", stream="mv")
+            for msg in await group.fetch(4, timeout=5):  # the first process takes the start and every block
+                await msg.ack_sync()
+            floor = (await js.consumer_info("mv", "g")).ack_floor.stream_seq
+            assert floor == 4
+            assert await first.caught_up() and first.markers.started == {("pc/run/send", "s1")}
+            joining = await view(floor)  # joins the running group: reads the start marker the group took
+            assert joining.floor == 0 and joining.markers.started == {("pc/run/send", "s1")}
+            for done in (first, joining):
+                await done.close()
+            later = await view(floor)  # nobody of the group runs: a new run of the group
+            assert later.floor == floor and later.markers.started == set()
+        finally:
+            for each in views:
+                await each.close()
+            await nc.close()
+
+    asyncio.run(scenario())

@@ -6,7 +6,8 @@
   with backoff, the config and buffer checks both functions share, status files.
 - :mod:`._exporter`: ``exporters.nats``; :mod:`._importer`: ``importers.nats``.
 - :mod:`._session`: an exporting worker's run id; :mod:`._journal`: the exporter's blocks in
-  flight; :mod:`._progress`: how far an importing process got with its block.
+  flight; :mod:`._progress`: how far an importing process got with its block;
+  :mod:`._markers`: every start and end marker of a stream, read by each importing process.
 
 nats-py is an optional dependency (``pip install 'mimocorb2[nats]'``), imported only
 when a function runs. See docs/network.md.
@@ -15,6 +16,7 @@ when a function runs. See docs/network.md.
 from ._config import DEFAULT_URL, Deliver, ExporterConfig, ImporterConfig, Retention, redact_url
 from ._exporter import run_exporter
 from ._importer import run_importer
+from ._markers import MarkerLog, MarkerView
 from ._wire import (
     META_DTYPE,
     META_SIZE,
@@ -35,6 +37,8 @@ __all__ = [
     "Deliver",
     "ExporterConfig",
     "ImporterConfig",
+    "MarkerLog",
+    "MarkerView",
     "Retention",
     "WireError",
     "decode_block",

@@ -31,7 +31,8 @@ from ..functions._common import ConfigChecker
 from ._config import DEFAULT_ACK_WAIT, Credentials, Retention, _Common, redact_url
 
 __all__ = ["LoopThread", "State", "Status", "StatusFile", "checked_config", "connect", "ensure_consumer",
-           "import_nats", "is_stream_full", "login_refusal", "open_status", "retry_api", "status_path", "stream_settings"]
+           "import_nats", "is_api_refusal", "is_stream_full", "login_refusal", "open_status", "retry_api",
+           "status_path", "stream_settings"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=_Common)
@@ -388,6 +389,13 @@ def _is_auth_error(exc: BaseException) -> bool:
     'Authentication Timeout' (a client too slow to log in, e.g. on a loaded machine, may retry)."""
     text = str(exc).lower()
     return "authorization" in text or ("authentication" in text and "timeout" not in text)
+
+
+def is_api_refusal(exc: BaseException) -> bool:
+    """A JetStream API error that retrying will not fix (bad config, limits)."""
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    return isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError) and getattr(exc, "code", None) not in (None, 503)
 
 
 def is_stream_full(exc: BaseException) -> bool:

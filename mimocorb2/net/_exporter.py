@@ -41,6 +41,7 @@ from ._client import (
     checked_config,
     connect,
     ensure_consumer,
+    is_api_refusal,
     is_stream_full,
     open_status,
     retry_api,
@@ -87,7 +88,7 @@ class _Publisher:
 
     async def _api_retry(self, what: str, call: Callable[[], Any]) -> Any:
         """Run a JetStream API call, retrying while the server is unreachable; a refusal is raised."""
-        return await retry_api(what, call, self.status, self.cfg, fatal=_is_api_refusal)
+        return await retry_api(what, call, self.status, self.cfg, fatal=is_api_refusal)
 
     async def _ensure_stream(self) -> None:
         from nats.js.api import StreamConfig
@@ -156,13 +157,6 @@ class _Publisher:
                     self.status.set(State.WAITING_FOR_SERVER, f"waiting for NATS at {self.cfg.shown_url}", error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
-
-
-def _is_api_refusal(exc: BaseException) -> bool:
-    """A JetStream API error that retrying will not fix (bad config, limits)."""
-    from nats.js.errors import APIError, ServiceUnavailableError
-
-    return isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError) and getattr(exc, "code", None) not in (None, 503)
 
 
 def _no_stream(exc: BaseException) -> bool:

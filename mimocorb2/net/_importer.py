@@ -11,11 +11,15 @@ and share its messages; every group gets every message):
   again and only its remaining events are written (:mod:`._progress`);
 * the sessions (exporter runs) the group has seen a start marker or a block of are
   written to ``RUN_DIR/nats/<worker>/sessions/``, end markers to ``.../end/``, so that
-  every process of the group sees them: the group ends when every session it has seen
-  has all its end markers, there are at least ``producers`` such sessions, and the
-  consumer has nothing pending or unacknowledged. End markers of a session the group
-  never saw (an earlier run whose blocks an earlier run of the group took) are ignored.
-  Then the sink gets this process's end of stream.
+  every process of the worker sees them; besides, every process reads every start and
+  end marker after the group's acknowledgement floor through a consumer of its own
+  (:mod:`._markers`), so processes of the group on other hosts, which get other
+  markers through the group, decide alike. The group ends when every session known
+  (seen, or started after the floor) has all its end markers, there are at least
+  ``producers`` such sessions, the process has read every marker in the stream, and
+  the group's consumer has nothing pending or unacknowledged (asked of the server).
+  End markers of a session known neither way (an earlier run whose blocks an earlier
+  run of the group took) are ignored. Then the sink gets this process's end of stream.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import numpy as np
 
 from ..errors import SetupError
 from . import _wire
-from ._client import LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, open_status, retry_api
+from ._client import (LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, is_api_refusal, open_status,
+                      retry_api)
 from ._config import Deliver, ImporterConfig, importer_config
+from ._markers import MarkerLog, MarkerView
 from ._progress import BlockProgress
 
 __all__ = ["FUNCTION", "run_importer"]
@@ -90,11 +96,16 @@ class _Sessions:
                       {"producer": block.producer, "session": block.session, "process": block.process,
                        "processes": block.processes})
 
-    def progress(self) -> _Progress:
-        """Count the seen sessions that ended and those still open."""
+    def progress(self, markers: MarkerLog | None = None) -> _Progress:
+        """Count the known sessions that ended and those still open: the sessions seen by this
+        worker's processes, and those whose start marker ``markers`` (this process's view of
+        the stream) holds; end markers from both."""
         seen = {(m["producer"], m["session"]) for m in _read_markers(self.seen_dir)}
         ended: dict[tuple[str, str], set[int]] = {}
         wanted: dict[tuple[str, str], int] = {}
+        if markers is not None:
+            started, ended, wanted = markers.snapshot()
+            seen |= started
         for marker in _read_markers(self.end_dir):
             key = (marker["producer"], marker["session"])
             ended.setdefault(key, set()).add(int(marker["process"]))
@@ -136,6 +147,7 @@ class _Consumer:
         self.js: Any = None
         self.sub: Any = None
         self.working: Any = None  # message being written by the main thread (kept "in progress")
+        self.view: MarkerView | None = None  # every marker after the group's floor, for this process
         self._ticker: Any = None
 
     async def start(self, should_stop: Any) -> dict[str, str] | None:
@@ -165,11 +177,30 @@ class _Consumer:
             start = "new"
         elif cfg.deliver is Deliver.START_TIME:
             start = cfg.start_time
-        await ensure_consumer(self.js, cfg.stream, cfg.group, start, self._retry, cfg.ack_wait)
+        group = await ensure_consumer(self.js, cfg.stream, cfg.group, start, self._retry, cfg.ack_wait)
         self.sub = await self._retry("binding", lambda: self.js.pull_subscribe_bind(durable=cfg.group, stream=cfg.stream))
+        await self._open_view(info, group.ack_floor.stream_seq if group.ack_floor else 0)
         self._ticker = asyncio.get_running_loop().create_task(self._keep_in_progress())
         self.status.set(State.RUNNING, f"importing stream '{cfg.stream}' from {cfg.shown_url} as group '{cfg.group}'")
         return dict(getattr(info.config, "metadata", None) or {})
+
+    async def _open_view(self, stream_info: Any, floor: int) -> None:
+        """This process's own view of the markers after the group's acknowledgement floor ``floor``."""
+        cfg = self.cfg
+        # a stream sourced from a leaf has no subjects of its own: its markers keep the exporter's subject
+        subject = cfg.end_subject if getattr(stream_info.config, "subjects", None) else "mimocorb2.*.end"
+        view = MarkerView(self.js, cfg.stream, cfg.group, subject, self.status.log)
+        try:
+            await retry_api("creating the marker view", lambda: view.start(floor), self.status, cfg, fatal=is_api_refusal)
+        except Exception as exc:  # noqa: BLE001 - refused: this worker's own markers still count
+            self.status.log.warning("cannot read the markers of stream '%s' by itself (%s: %s): this worker ends "
+                                    "only with the markers the group hands it", cfg.stream, type(exc).__name__, exc)
+            return
+        self.view = view
+
+    async def view_caught_up(self) -> bool:
+        """Whether this process has read every marker now in the stream (True without a view)."""
+        return True if self.view is None else await self.view.caught_up()
 
     async def _retry(self, what: str, call: Any) -> Any:
         """Run a JetStream API call, retrying while the server is unreachable."""
@@ -190,6 +221,8 @@ class _Consumer:
         """Stop the in-progress ticker and close the connection."""
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.view is not None:
+            await self.view.close()
         if self.nc is not None:
             await self.nc.close()
 
@@ -389,12 +422,16 @@ class _Writer:
         self._settle_acks()
         if not self.loop.call(self.consumer.drained()):
             return False
-        # again: a sibling process may have seen a new session's start just before the consumer drained
+        # every marker the group took so far is in the stream before this point: read them all
+        if not self.loop.call(self.consumer.view_caught_up()):
+            return False
+        # again: a process may have seen a new session's start just before the consumer drained
         return self._progress().complete(self.cfg.producers)
 
     def _progress(self) -> _Progress:
         """The sessions' progress, also shown in the status file (and stale end markers logged once)."""
-        progress = self.sessions.progress()
+        view = self.consumer.view
+        progress = self.sessions.progress(view.markers if view is not None else None)
         status = self.status.status
         if (status.runs_open, status.runs_ended) != (progress.open, progress.ended):
             status.runs_open, status.runs_ended = progress.open, progress.ended

@@ -30,7 +30,8 @@ def nats(buffer_io: Any) -> None:
     sink with it, when every exporter run (session) it has seen a start marker or a
     block of has sent all its end markers, at least producers of them, and everything
     before them is in the sink; end markers of an earlier run it saw nothing of are
-    ignored. While the server or
+    ignored. Every process reads every marker for itself, so workers on several hosts
+    that share one group all end after the last event. While the server or
     the stream is missing the worker waits and retries ("waiting for NATS at URL" in
     RUN_DIR/status/<worker>.json). Needs nats-py (pip install 'mimocorb2[nats]').
     Details: docs/network.md.
@@ -53,7 +54,7 @@ def nats(buffer_io: Any) -> None:
     stream : str, optional (default=sink buffer name)
         Name of the JetStream stream.
     group : str, optional (default=worker name)
-        Name of the reader group (the durable consumer); workers on other hosts with the same group share its events (but such a shared group does not end by itself).
+        Name of the reader group (the durable consumer); workers on other hosts with the same group share its events, and each of them ends after the group's last event.
     producers : int, optional (default=1)
         Number of exporter runs (sessions) that must have ended before the group ends: the exporting workers feeding the stream, or the runs a replay must read.
     deliver : str, optional (default='all')
