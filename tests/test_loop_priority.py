@@ -152,7 +152,7 @@ def test_meter_sees_code_that_blocks_the_loop():
         meter = LoopMeter()
         task = asyncio.create_task(meter.run())
         await asyncio.sleep(0)  # the meter is asleep now
-        time.sleep(0.3)  # a handler that does not yield
+        time.sleep(0.5)  # a handler that does not yield
         deadline = time.monotonic() + 10
         while meter.lag_max == 0.0 and time.monotonic() < deadline:  # until the meter has woken
             await asyncio.sleep(0.01)
@@ -161,6 +161,6 @@ def test_meter_sees_code_that_blocks_the_loop():
         return meter
 
     meter = asyncio.run(main())
-    assert meter.lag_max >= 0.15
+    assert meter.lag_max >= 0.35
     # the thread slept, it did not wait for a CPU: nearly all of it is the loop's own doing
-    assert meter.report()["loop_blocked_recent_max"] >= 0.1
+    assert meter.report()["loop_blocked_recent_max"] >= 0.25
