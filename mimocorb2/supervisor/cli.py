@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from mimocorb2 import __version__
-
-if TYPE_CHECKING:
-    from mimocorb2.supervisor.priority import LoopPriority
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,18 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier.from_environment()
     logsetup.configure_daemon_logging(args.log_level)
     socket_path = resolve_socket_path(args.socket)
-    from mimocorb2.web import WebConfig, WebConfigError, apply_flags, config_from_file
+    from mimocorb2.supervisor.daemon_config import DaemonConfig, read_daemon_config
+    from mimocorb2.supervisor.priority import LoopPriority, parse_priority
+    from mimocorb2.web import WebConfigError, apply_flags
 
     config_path = args.config or os.environ.get("MIMOCORB2_CONFIG")
     try:
-        web_config = config_from_file(config_path) if config_path else WebConfig()
-        web_config = apply_flags(web_config, listen=args.web, disabled=args.no_web, setups=args.web_setup,
+        config = read_daemon_config(config_path) if config_path else DaemonConfig()
+        web_config = apply_flags(config.web, listen=args.web, disabled=args.no_web, setups=args.web_setup,
                                  public_url=args.web_public_url)
-        loop_priority = _loop_priority(args.loop_priority, config_path)
+        if args.loop_priority is not None:
+            loop_priority = parse_priority(args.loop_priority, "--loop-priority")
+        else:
+            loop_priority = config.loop_priority or LoopPriority.REALTIME
     except (WebConfigError, ValueError) as exc:
         print(f"mimocorb2d: {exc}", file=sys.stderr)
         logsetup.shutdown_logging()
         return 2
+    if config.ignored:
+        import structlog
+
+        structlog.get_logger("mimocorb2.daemon").info(
+            "configuration sections kept for reference, not read", file=config_path, sections=list(config.ignored))
     from mimocorb2.supervisor.blocking import arm_exit_guard
 
     daemon = Daemon(socket_path, notifier, web_config, loop_priority)
@@ -81,22 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         logsetup.shutdown_logging()
     return code
-
-
-def _loop_priority(flag: str | None, config_path: str | None) -> LoopPriority:
-    """``--loop-priority``, else ``loop_priority:`` of the configuration file, else realtime."""
-    from mimocorb2.supervisor.priority import LoopPriority, parse_priority
-
-    if flag is not None:
-        return parse_priority(flag, "--loop-priority")
-    if config_path:
-        import yaml
-
-        # the file was read and checked by config_from_file just before: a mapping of valid YAML
-        data = yaml.safe_load(open(config_path, encoding="utf-8")) or {}
-        if "loop_priority" in data:
-            return parse_priority(data["loop_priority"], f"{config_path}: loop_priority")
-    return LoopPriority.REALTIME
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from mimocorb2.web._backend import Backend, DaemonBackend, ForegroundBackend, describe_setup
-from mimocorb2.web._config import (PublicUrl, WebConfig, WebConfigError, apply_flags, config_from_file, parse_listen,
-                                   parse_public_url)
+from mimocorb2.web._config import (PublicUrl, WebConfig, WebConfigError, apply_flags, config_from_file,
+                                   config_from_mapping, parse_listen, parse_public_url, read_config_mapping)
 from mimocorb2.web._server import WebServer
 
 __all__ = ["Backend", "DaemonBackend", "ForegroundBackend", "PublicUrl", "WebConfig", "WebConfigError", "WebServer",
-           "apply_flags", "config_from_file", "describe_setup", "parse_listen", "parse_public_url", "start_web"]
+           "apply_flags", "config_from_file", "config_from_mapping", "describe_setup", "parse_listen",
+           "parse_public_url", "read_config_mapping", "start_web"]
 
 
 async def start_web(daemon: Any, config: WebConfig) -> WebServer | None:

@@ -182,8 +182,8 @@ def parse_listen(text: str, where: str = "--web") -> tuple[str, int]:
     return host, port
 
 
-def config_from_file(path: Path) -> WebConfig:
-    """The ``web:`` section of a daemon configuration file (YAML)."""
+def read_config_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a daemon configuration file (YAML; an empty file is ``{}``)."""
     import yaml
 
     try:
@@ -194,10 +194,20 @@ def config_from_file(path: Path) -> WebConfig:
         raise WebConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise WebConfigError(f"{path}: expected a mapping at the top")
+    return data
+
+
+def config_from_file(path: Path) -> WebConfig:
+    """The ``web:`` section of a daemon configuration file (YAML)."""
+    return config_from_mapping(read_config_mapping(path), str(path))
+
+
+def config_from_mapping(data: dict[str, Any], where: str) -> WebConfig:
+    """The ``web:`` section of a configuration file's top-level mapping (``where`` names the file)."""
     section = data.get("web", {}) or {}
     if not isinstance(section, dict):
-        raise WebConfigError(f"{path}: web: expected a mapping")
-    return _from_section(section, str(path))
+        raise WebConfigError(f"{where}: web: expected a mapping")
+    return _from_section(section, where)
 
 
 def _from_section(section: dict[str, Any], where: str) -> WebConfig:
