@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--web", nargs="?", const=True, default=False, metavar="[HOST:]PORT",
                      help="serve the live web page of this run (default 127.0.0.1:8765, a free port "
                           "if that is taken); prints its address with the operator token")
+    run.add_argument("--web-public-url", metavar="URL",
+                     help="with --web: the address users open through a reverse proxy, e.g. "
+                          "https://daq.lab.example/ (its origin may act; the printed address uses it)")
     check = sub.add_parser("check", help="validate a setup file and print every problem")
     check.add_argument("setup")
     check.add_argument("--import", dest="live_import", action="store_true",
@@ -103,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
         {name: w.number_of_processes for name, w in setup.workers.items()})
     try:
         report = run_in_foreground(setup, max_events=args.max_events, max_seconds=args.max_seconds,
-                                   echo=echo, quiet=args.quiet, log_echo=log_echo, web=args.web)
+                                   echo=echo, quiet=args.quiet, log_echo=log_echo, web=args.web,
+                                   web_public_url=args.web_public_url)
     except RunError as exc:
         print(f"mimocorb2 run: {exc.message}", file=sys.stderr)
         for problem in exc.problems:

@@ -125,3 +125,39 @@ def test_run_without_web_loads_no_aiohttp(tmp_path):
             "print('aiohttp loaded:', 'aiohttp' in sys.modules, 'exit', code)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "aiohttp loaded: False exit 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_foreground_page_behind_a_reverse_proxy(tmp_path):
+    """``--web-public-url``: the printed address is the public one, whose host and origin the page accepts."""
+    import signal
+
+    public = "https://daq.example:8443/"
+    setup = write_setup(tmp_path / "setup")
+    port = free_port()
+    cli = Cli(["run", str(setup), "--web", f"127.0.0.1:{port}", "--web-public-url", public], cwd=tmp_path)
+    try:
+        line = poll(lambda: cli.line_starting("web page: ") or cli.proc.poll() is not None, 60, "the page address")
+        assert isinstance(line, str), cli.output()
+        url, token = line.removeprefix("web page: ").split("?token=")
+        assert url == public
+        base = f"http://127.0.0.1:{port}/"
+        assert get_json(base + "healthz", headers={"Host": "daq.example:8443"})[0] == 200
+        assert get_json(base + "healthz", headers={"Host": "attacker.example"})[0] == 421
+        acted = get_json(base + "api/action/ack", token, "POST", {"X-Mimocorb2-Action": "1",
+                         "Host": "daq.example:8443", "Origin": "https://daq.example:8443"})
+        assert acted[0] == 200, acted
+        cli.proc.send_signal(signal.SIGINT)
+        assert cli.proc.wait(90) == 0, cli.output()
+    finally:
+        cli.kill()
+
+
+def test_public_url_without_web_is_refused(tmp_path):
+    setup = write_setup(tmp_path / "setup")
+    done = subprocess.run([sys.executable, "-m", "mimocorb2", "run", str(setup), "--web-public-url",
+                           "https://daq.example/"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--web-public-url needs --web" in done.stderr, done
+    done = subprocess.run([sys.executable, "-m", "mimocorb2", "run", str(setup), "--web", "127.0.0.1:0",
+                           "--web-public-url", "https://daq.example/daq/"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "--web-public-url" in done.stderr and "path prefix" in done.stderr, done

@@ -68,26 +68,30 @@ class RunReport:
 def run_in_foreground(setup: Setup, *, max_events: int | None = None, max_seconds: float | None = None,
                       run_dir: Path | None = None, echo: Callable[[str], None] | None = None,
                       quiet: bool = False, log_echo: LogEcho | None = None,
-                      web: bool | str = False) -> RunReport:
+                      web: bool | str = False, web_public_url: str | None = None) -> RunReport:
     """Run ``setup`` to its end on a new uvloop loop in this thread (the main thread, for signals).
 
     ``web``: False, no page; True, the page on 127.0.0.1:8765 (a free port if taken);
     ``"[HOST:]PORT"``, there or a RunError. Its address is printed on stdout even when ``quiet``.
+    ``web_public_url``: the page's address behind a reverse proxy (needs ``web``).
     """
+    if web_public_url is not None and web is False:
+        raise RunError("--web-public-url needs --web")
     import uvloop
 
     saved = _save_logging()
     logsetup.configure_daemon_logging("INFO", stderr_level="WARNING")
     try:
         return uvloop.run(_main(setup, max_events, max_seconds, run_dir, echo or (lambda line: None),
-                                log_echo, web))
+                                log_echo, web, web_public_url))
     finally:
         logsetup.shutdown_logging()
         _restore_logging(saved)
 
 
 async def _main(setup: Setup, max_events: int | None, max_seconds: float | None, run_dir: Path | None,
-                echo: Callable[[str], None], log_echo: LogEcho | None, web: bool | str = False) -> RunReport:
+                echo: Callable[[str], None], log_echo: LogEcho | None, web: bool | str = False,
+                web_public_url: str | None = None) -> RunReport:
     loop = asyncio.get_running_loop()
     # in the terminal a failure is reported at once instead of being restarted, and the
     # rest of the graph runs on (the original mimoCoRB's behaviour); all else is the daemon's
@@ -119,7 +123,7 @@ async def _main(setup: Setup, max_events: int | None, max_seconds: float | None,
             from mimocorb2.supervisor.foreground_web import ForegroundPage
 
             page = await ForegroundPage.open(run, None if web is True else web,
-                                             lambda line: print(line, flush=True), meter)
+                                             lambda line: print(line, flush=True), meter, web_public_url)
         await run.start()
         if log_echo is not None and run.directory is not None:
             # the workers' own output (RUN_DIR/logs/*.log), live on the terminal

@@ -81,19 +81,21 @@ class ForegroundPage:
 
     @classmethod
     async def open(cls, run: Run, listen: str | None, say: Callable[[str], None],
-                   meter: LoopMeter | None = None) -> "ForegroundPage":
+                   meter: LoopMeter | None = None, public_url: str | None = None) -> "ForegroundPage":
         """Serve the page for ``run`` and ``say`` its operator address.
 
         ``listen``: ``[HOST:]PORT`` as given to ``--web``, or None for the default
-        (127.0.0.1:8765, or a free port when that one is taken). Raises RunError
-        when an address given explicitly cannot be used.
+        (127.0.0.1:8765, or a free port when that one is taken); ``public_url`` as given to
+        ``--web-public-url``. Raises RunError when an address given explicitly cannot be used.
         """
-        from mimocorb2.web import ForegroundBackend, WebConfig, WebConfigError, parse_listen
+        from mimocorb2.web import ForegroundBackend, WebConfig, WebConfigError, parse_listen, parse_public_url
 
         config = WebConfig(explicit=listen is not None, start_offered=False)
         try:
             if listen is not None:
                 config.host, config.port = parse_listen(listen)
+            if public_url is not None:
+                config.public_url = parse_public_url(public_url)
             config.validate()
         except WebConfigError as exc:
             raise RunError(str(exc)) from None
