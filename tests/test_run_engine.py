@@ -201,3 +201,37 @@ def test_foreground_first_ctrl_c_drains_second_aborts(tmp_path):
     assert proc.returncode == 1, err
     assert "run aborted" in err
     assert "stopped: interrupted" in out
+
+
+def test_a_status_that_says_finished_shows_the_final_counts(tmp_path):
+    """Between the run's last phase change and the close of its log, a status read used to show the
+    last tick's counters (4230 of an exact 5000 seen in CI). The status is watched at every loop turn."""
+    import asyncio
+
+    from mimocorb2.setup import load_setup
+    from mimocorb2.supervisor.run import Run
+    from mimocorb2.supervisor.status import build_status, summary_line
+
+    setup = load_setup(write_setup(tmp_path, "snk: {file: funcs.py, function: sink, sources: [raw]}\n", rate=0))
+
+    async def run_and_watch() -> list[tuple[str, int, str]]:
+        run = Run(setup, max_events=5000, directory=tmp_path / "run", restarts=False)
+        seen: list[tuple[str, int, str]] = []
+
+        async def watch() -> None:
+            while not run.done:
+                if run.phase.terminal:
+                    status = build_status(run.state, {}, run)
+                    seen.append((status["state"], status["buffers"]["raw"]["event_count"], summary_line(run)))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        await run.start()
+        await run.wait()
+        await watcher
+        return seen
+
+    seen = asyncio.run(run_and_watch())
+    assert seen, "the watcher never saw the terminal phase before the run was done"
+    assert {(state, count) for state, count, _ in seen} == {("finished", 5000)}
+    assert all(line.startswith("finished: ") for _, _, line in seen)

@@ -75,7 +75,7 @@ def _buffers_part(run: "Run") -> dict[str, Any]:
     for name, spec in run.setup.buffers.items():
         entry = dict(stats.get(name) or {})
         fresh = counters.get(name)
-        if not run.done and fresh:
+        if not run.phase.terminal and fresh:  # terminal: the final sample is in stats
             ended = bool(fresh.get("ended", False))
             entry.update({
                 "event_count": fresh.get("events", entry.get("event_count", 0)),
@@ -153,7 +153,7 @@ def _device_of(run: "Run", file: DeviceFile | None,
     """A status file's object and why it is stale (None: current, or the run's last word once it ended)."""
     if file is None:
         return None, None
-    return file.content, (None if run.done else stale_reason(file.written, live_starts))
+    return file.content, (None if run.phase.terminal else stale_reason(file.written, live_starts))
 
 
 def _worker_device(own: dict[str, Any] | None, own_stale: str | None,
@@ -176,7 +176,7 @@ def summary_line(run: "Run | None") -> str:
     """One line for systemd's STATUS= and the terminal."""
     if run is None:
         return "idle"
-    if run.done:
+    if run.phase.terminal:
         return f"{run.state}: {run.directory} lost={run.total_lost()}"
     parts = [run.state]
     stats = run.sampler.stats if run.sampler else {}
