@@ -24,6 +24,10 @@ Delivery rules (see :mod:`mimocorb2.datapath._ring` for the invariants):
 * observers get a private copy of the latest event and never hold a slot.
 * an exception inside a writer's ``with`` block discards the slot; inside a
   reader's block the slot is still released.
+* a writer that gets its events again after a restart (an importer) can learn
+  for certain whether its last event before a SIGKILL was committed: a
+  :class:`CommitWitness` announces each commit, and the buffer settles the
+  announcement when the process dies.
 
 A buffer may be passed to a :class:`multiprocessing.Process` (fork, forkserver
 or spawn) as an argument.
@@ -40,11 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from .datapath import END_OF_STREAM, PAUSED, Layout, Segment, SlotRing
+from .datapath import END_OF_STREAM, NO_TAG, PAUSED, Layout, Segment, SlotRing
 from .datapath import heartbeat as _heartbeat
 from .datapath._layout import DATA_OFFSET
 
-__all__ = ["mimoBuffer", "Interface", "BufferReader", "BufferWriter", "BufferObserver", "QuarantinedEvent", "make_dtype"]
+__all__ = ["mimoBuffer", "Interface", "BufferReader", "BufferWriter", "BufferObserver", "CommitWitness", "NO_TAG",
+           "QuarantinedEvent", "make_dtype"]
 
 SPARE_GROUPS = 4  # reader groups that may join after creation (raw API)
 MAX_GROUPS = 64
@@ -571,6 +576,51 @@ class BufferWriter(Interface):
     def accepting(self) -> bool:
         """False once the buffer has ended (writes would be rejected)."""
         return not self._ring.ended
+
+
+class CommitWitness:
+    """Tells for certain, after a writer process died, whether its last announced event was committed.
+
+    ``CommitWitness(writer, key)`` takes the buffer's witness entry ``key`` (an
+    int > 0 the writer chooses, the same for its restarted process). Inside
+    ``with writer``, with the event filled, :meth:`announce` a tag (>= 0,
+    growing: e.g. a running count of the events this key wrote). When the
+    process dies, the buffer records the tag as *settled* if that event was
+    committed (before it frees the dead process's slots, which are the
+    evidence); its next process reads :attr:`settled` and anyone may ask
+    :meth:`settled_under`. A kill anywhere, even between the commit and the
+    writer's own record of it, leaves a certain answer.
+
+    ``settled``: the highest announced tag that a dead process under ``key``
+    committed, or NO_TAG. A tag named is always committed; the last announced
+    one of a dead process is missing only when it had claimed its slot again
+    (an abandoned write withdraws its announcement), so a writer that records
+    each commit right after it knows exactly what it committed:
+    ``max(its record, settled)``.
+    """
+
+    def __init__(self, writer: BufferWriter, key: int) -> None:
+        self._writer = writer
+        self._ring = writer._ring
+        self.key = key
+        try:
+            self.entry, self.settled = self._ring.open_witness(key)
+        except RuntimeError as exc:
+            raise RuntimeError(f"buffer '{writer.name}': {exc}") from None
+
+    def announce(self, tag: int) -> None:
+        """The event being written (inside ``with writer``) is about to be committed as ``tag``.
+
+        Nothing is announced for an event going to the scratch slot (paused:
+        it is discarded anyway).
+        """
+        slot = self._writer.token
+        if slot is not None and slot >= 0:
+            self._ring.announce(self.entry, tag, slot)
+
+    def settled_under(self, key: int) -> int:
+        """The settled tag of the last process that died under ``key`` (NO_TAG: none known)."""
+        return self._ring.witnessed(key)
 
 
 class BufferObserver(Interface):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mimocorb2.mimo_buffer import BufferObserver, BufferReader, BufferWriter, mimoBuffer
+from mimocorb2.mimo_buffer import NO_TAG, BufferObserver, BufferReader, BufferWriter, CommitWitness, mimoBuffer
 
 CTX = mp.get_context("spawn")
 
@@ -72,6 +72,28 @@ def hold_a_slot(buf: mimoBuffer, role: str, ready) -> None:
 
 def die_inside_lock(buf: mimoBuffer, ready) -> None:
     buf._ring._lock()
+    ready.set()
+    signal.pause()
+
+
+WITNESS_KEY = 7
+
+
+def write_witnessed(buf: mimoBuffer, stop_at: str, ready) -> None:
+    """Write event 1 (announced, committed), then event 2 up to ``stop_at``; wait there to be killed."""
+    writer = BufferWriter(buf)
+    witness = CommitWitness(writer, WITNESS_KEY)
+    with writer as (metadata, data):
+        data["x"] = 1
+        witness.announce(1)
+    metadata, data = writer.__enter__()
+    data["x"] = 2
+    if stop_at != "claimed":
+        witness.announce(2)
+    if stop_at == "committed":
+        writer.__exit__(None, None, None)
+    elif stop_at == "abandoned":
+        writer.__exit__(RuntimeError, RuntimeError("raised in the block"), None)
     ready.set()
     signal.pause()
 
@@ -340,6 +362,59 @@ def test_a_blocked_process_takes_over_a_lock_whose_holder_died(make_buffer):
     with BufferReader(buf) as (metadata, data):
         assert data["x"][0] == 9
     assert buf.reclaim(victim.pid)["lost"] == 0
+
+
+# (slots, reader groups, where the writer is killed, expected settled tag, events committed)
+WITNESS_CASES = [
+    (2, ["default"], "claimed", 1, 1),  # killed before announcing: the earlier commit is named
+    (2, ["default"], "announced", NO_TAG, 1),  # announced, not committed: the slot is lost
+    (2, ["default"], "committed", 2, 2),  # the worst moment: committed, not yet recorded by the writer
+    (2, ["default"], "abandoned", NO_TAG, 1),  # the block raised: its announcement was withdrawn
+    (1, [], "claimed", NO_TAG, 1),  # event 1's slot, freed at once, claimed again for event 2
+    (1, [], "committed", 2, 2),  # committed and freed at once: still known as committed
+]
+
+
+@pytest.mark.parametrize("settled_by", ["reclaim", "next process"])
+@pytest.mark.parametrize(("slots", "groups", "stop_at", "tag", "committed"), WITNESS_CASES)
+def test_a_witness_tells_whether_a_killed_writers_announced_event_was_committed(
+        make_buffer, settled_by, slots, groups, stop_at, tag, committed):
+    buf = make_buffer("witness", slots, 1, {"x": "i8"}, reader_groups=groups)
+    ready = CTX.Event()
+    victim = CTX.Process(target=write_witnessed, args=(buf, stop_at, ready))
+    victim.start()
+    assert ready.wait(30)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+    if settled_by == "reclaim":  # what the supervisor does before it restarts the process
+        assert buf.reclaim(victim.pid)["lost"] == (1 if stop_at in ("claimed", "announced") else 0)
+    bystander = CommitWitness(BufferWriter(buf), WITNESS_KEY + 1)  # a sibling writer asks first
+    assert bystander.settled_under(WITNESS_KEY) == tag
+    successor = CommitWitness(BufferWriter(buf), WITNESS_KEY)
+    assert successor.settled == tag
+    assert buf.get_stats()["event_count"] == committed
+    if settled_by == "next process":
+        buf.reclaim(victim.pid)  # settled already: the verdict stays
+        assert successor.settled_under(WITNESS_KEY) == tag
+
+
+def test_a_witness_key_is_one_live_process_and_the_table_is_bounded(make_buffer):
+    buf = make_buffer("witnesskeys", 2, 1, {"x": "i8"})
+    ready = CTX.Event()
+    holder = CTX.Process(target=write_witnessed, args=(buf, "committed", ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(RuntimeError, match=f"buffer 'witnesskeys': witness {WITNESS_KEY} is taken by process {holder.pid}"):
+            CommitWitness(BufferWriter(buf), WITNESS_KEY)
+    finally:
+        holder.kill()
+        holder.join(10)
+    writer = BufferWriter(buf)
+    keys = iter(range(100, 1000))
+    with pytest.raises(RuntimeError, match="more than 64 witnessed writers"):
+        while True:
+            CommitWitness(writer, next(keys))
 
 
 def test_fan_out_groups_and_back_pressure(make_buffer):

@@ -6,7 +6,9 @@ After every step the ring's bookkeeping must match the model: every slot
 accounted for exactly once, each group gets exactly the events committed after
 it joined, in commit order (an event a dead reader held comes back first), and
 an event on which ``QUARANTINE_AFTER`` readers of a group died is set aside for
-that group instead of coming back.
+that group instead of coming back. A writer with a commit witness dies after
+claiming, after announcing or after committing (under a pid no real process
+has): the witness's settled tag is the highest tag committed under its key.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mimocorb2.datapath import _ring as ring_module
 from mimocorb2.datapath._layout import H_FREE_TOP, H_WRITING
-from mimocorb2.mimo_buffer import BufferReader, BufferWriter, mimoBuffer
+from mimocorb2.mimo_buffer import NO_TAG, BufferReader, BufferWriter, CommitWitness, mimoBuffer
 
 SLOTS = 4
 FIRST_FAKE_PID = 1 << 40  # readers "die" under pids no real process has
+WITNESS_KEY = 99
 
 
 class RingModel(RuleBasedStateMachine):
@@ -38,6 +41,8 @@ class RingModel(RuleBasedStateMachine):
         self.set_aside: dict[str, list[int]] = {"g0": [], "g1": []}
         self.committed: list[int] = []
         self.next_pid = FIRST_FAKE_PID
+        self.next_tag = 1
+        self.settled = NO_TAG  # highest tag a dead witnessed writer committed
 
     def teardown(self) -> None:
         self.buf.close()
@@ -66,6 +71,37 @@ class RingModel(RuleBasedStateMachine):
             self.committed.append(value)
             for group in self.expected:
                 self.expected[group].append(value)
+
+    @precondition(lambda self: self.buf._ring.cb[H_FREE_TOP] > 0)
+    @rule(stop_at=st.sampled_from(["claimed", "announced", "committed"]))
+    def witnessed_writer_dies(self, stop_at: str) -> None:
+        fake_pid = self.next_pid
+        self.next_pid += 1
+        real_pid, ring_module._pid = ring_module._pid, fake_pid  # this writer is "that" pid
+        try:
+            writer = BufferWriter(self.buf)
+            witness = CommitWitness(writer, WITNESS_KEY)
+            assert witness.settled == self.settled
+            metadata, data = writer.__enter__()
+            data["v"] = value = self.next_value
+            self.next_value += 1
+            if stop_at != "claimed":
+                witness.announce(self.next_tag)
+            if stop_at == "committed":
+                writer.__exit__(None, None, None)
+        finally:
+            ring_module._pid = real_pid
+        result = self.buf.reclaim(fake_pid)
+        if stop_at == "committed":
+            assert result["lost"] == 0
+            self.settled = self.next_tag
+            self.committed.append(value)
+            for group in self.expected:
+                self.expected[group].append(value)
+        else:
+            assert result["lost"] == 1
+        self.next_tag += 1
+        assert self.buf._ring.witnessed(WITNESS_KEY) == self.settled
 
     @precondition(lambda self: any(self.expected.values()) or any(self.redeliver.values()))
     @rule(group=st.sampled_from(["g0", "g1"]))

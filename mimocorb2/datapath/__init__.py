@@ -6,12 +6,13 @@ process-shared semaphores.
 """
 
 from ._layout import Layout
-from ._ring import END_OF_STREAM, NOTHING_YET, PAUSED, REJECTED, SlotRing
+from ._ring import END_OF_STREAM, NO_TAG, NOTHING_YET, PAUSED, REJECTED, SlotRing
 from ._shm import SHM_DIR, SHM_PREFIX, Segment, pid_alive, remove_stale_segments
 from .heartbeat import HeartbeatTable
 
 __all__ = [
     "END_OF_STREAM",
+    "NO_TAG",
     "NOTHING_YET",
     "PAUSED",
     "REJECTED",

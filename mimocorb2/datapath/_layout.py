@@ -19,6 +19,7 @@ Control block, in words::
     redeliver stacks  max_groups * slot_count   slots handed back from dead readers
     kills             max_groups * slot_count   readers of the group that died holding slot s
                                                 since the group took it from the commit ring
+    witnesses         MAX_WITNESSES * WITNESS_WORDS   writers that announce each commit (see W_*)
 
 Each slot is ``slot_stride`` bytes: metadata at offset 0 (24 bytes), data at
 offset DATA_OFFSET, stride rounded up to a cache line.
@@ -70,6 +71,15 @@ G_HELD = 4  # slots held by readers of this group
 G_READS = 5  # events this group has finished reading
 G_DETACHED = 6  # 1 once the group was given up (its workers failed for good)
 GROUP_WORDS = 8
+
+# witness entry words (SlotRing.open_witness): a writer that must know, after it died,
+# whether its last event was committed announces each commit here
+W_KEY = 0  # chosen by the writer, the same for its restarted process (0: entry unused)
+W_PID = 1  # process announcing under this key now (0: none, or settled after its death)
+W_INTENT = 2  # tag * slot_count + slot of the commit announced last (-1: none)
+W_SETTLED = 3  # highest announced tag that a dead process under the key committed (-1: none)
+WITNESS_WORDS = 4
+MAX_WITNESSES = 64
 
 MAX_FLUSHERS = 256
 NAME_BYTES = 48
@@ -131,8 +141,12 @@ class Layout:
         return self.redeliver + self.max_groups * self.slots
 
     @property
-    def words(self) -> int:
+    def witnesses(self) -> int:
         return self.kills + self.max_groups * self.slots
+
+    @property
+    def words(self) -> int:
+        return self.witnesses + MAX_WITNESSES * WITNESS_WORDS
 
     @property
     def names_offset(self) -> int:

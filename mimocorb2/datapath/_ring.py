@@ -45,6 +45,31 @@ by one. Every event a group is entitled to is therefore read, set aside, or
 still pending; never handed out forever. (A reclaim done by a process that
 took a dead holder's lock over redelivers only; the next death sets it aside.)
 
+Witnesses (exactly-once writers): a writer that must know after its death
+whether its last event was committed (an importer whose source hands the event
+again) takes a witness entry under a key of its own (:meth:`open_witness`) and,
+with the slot filled and before committing it, announces a tag for that commit
+(:meth:`announce`: one store of ``tag * slots + slot``, no lock). Invariants:
+
+* A writer announces only a slot it holds (``state[slot] == -pid``), with tags
+  that grow. While it holds the slot the commit has not happened; the slot
+  leaves ``-pid`` only by that commit, or by :meth:`abandon`, which withdraws
+  the announcement under the lock (intent -1).
+* When the writer is dead, its entry is *settled* under the lock, before any of
+  its slots is freed: if ``state[slot] != -pid`` the announced commit happened
+  (the slot is committed, already read and freed, or reused) and ``settled``
+  becomes its tag; otherwise ``settled`` keeps its older value. A commit the
+  dead writer left half done inside the critical section is first finished
+  or undone by the rebuild (it finishes exactly those that set ``state = 1``),
+  so the verdict is the commit's own outcome. :meth:`reclaim`, a lock
+  takeover and :meth:`open_witness` / :meth:`witnessed` (whoever comes first)
+  settle; settling clears the intent, so it happens once per death.
+* Hence a settled tag always names a completed commit, and the last announced
+  commit of a dead writer is counted in it unless the writer had already
+  claimed that slot again (so it had moved past the commit and could record
+  it itself): a writer that records each commit right after it and reads
+  ``max(its record, settled)`` after a restart knows exactly what it committed.
+
 Crash safety: a process killed inside the critical section leaves the lock
 taken and ``lock_owner`` set. :meth:`reclaim` notices, takes the lock over and
 rebuilds every derived quantity (free stack, reference counts, held counts)
@@ -96,17 +121,24 @@ from ._layout import (
     H_WRITING,
     MAGIC,
     MAX_FLUSHERS,
+    MAX_WITNESSES,
     NAME_BYTES,
+    W_INTENT,
+    W_KEY,
+    W_PID,
+    W_SETTLED,
+    WITNESS_WORDS,
     Layout,
 )
 from ._shm import pid_alive
 
-__all__ = ["SlotRing", "END_OF_STREAM", "NOTHING_YET", "PAUSED", "REJECTED"]
+__all__ = ["SlotRing", "END_OF_STREAM", "NOTHING_YET", "NO_TAG", "PAUSED", "REJECTED"]
 
 END_OF_STREAM = -1  # take() result: nothing more will come for this group
 NOTHING_YET = -2  # take(wait=False) result: nothing to take right now
 PAUSED = -1  # claim() result: paused, write into a private scratch slot (counted on commit)
 REJECTED = -2  # claim() result: the buffer has ended, the write is refused (counted now)
+NO_TAG = -1  # witness result: no announced commit is known to have been completed
 
 WAIT_SLICE = 0.2  # seconds a sleeper waits before re-checking (and beating)
 LOCK_SPIN = 50  # sched_yield rounds spent trying a busy lock before blocking on it
@@ -146,6 +178,7 @@ class SlotRing:
         self._free, self._ring, self._state = L.free, L.ring, L.state
         self._refs, self._seq, self._gen = L.refs, L.seq, L.gen
         self._groups, self._holders, self._redeliver, self._kills = L.groups, L.holders, L.redeliver, L.kills
+        self._witnesses = L.witnesses
         # adaptive spin budgets (process-local): grow while data arrives within a
         # spin, shrink when spinning did not help, so idle waiters sleep at once
         self._spin = [8, 8]  # indexed by _WRITER / _READER
@@ -398,6 +431,7 @@ class SlotRing:
         """Give back a claimed slot without publishing it (writer raised)."""
         cb = self.cb
         self._lock()
+        self._withdraw_announce_locked(slot)
         cb[self._gen + slot] += 1
         cb[H_WRITING] -= 1
         cb[H_ABANDONED] += 1
@@ -525,6 +559,106 @@ class SlotRing:
         cb[H_LOCK_OWNER] = 0
         lock.release()
 
+    # ---------------------------------------------------------------- witnesses
+    def open_witness(self, key: int) -> tuple[int, int]:
+        """Take witness entry ``key`` (> 0) for this process: ``(entry, settled tag)``.
+
+        The entry keeps ``key`` for the buffer's life; a process that died under
+        it is settled first. The settled tag is the highest announced tag that
+        a dead process under ``key`` committed (NO_TAG: none); it stays readable
+        through :meth:`witnessed`. A key held by a live process, or a full
+        table, is refused (RuntimeError).
+        """
+        if key <= 0:
+            raise ValueError(f"witness key must be > 0, got {key}")
+        cb = self.cb
+        self._lock()
+        try:
+            base = self._witness_locked(key)
+            if base is None:
+                base = self._witness_locked(0)
+                if base is None:
+                    raise RuntimeError(f"more than {MAX_WITNESSES} witnessed writers in one buffer")
+                cb[base + W_KEY] = key
+                cb[base + W_INTENT] = -1
+                cb[base + W_SETTLED] = NO_TAG
+            owner = cb[base + W_PID]
+            if owner and owner != _pid:
+                if pid_alive(owner):
+                    raise RuntimeError(f"witness {key} is taken by process {owner}, which is alive")
+                self._settle_witness_locked(base)
+            cb[base + W_INTENT] = -1
+            cb[base + W_PID] = _pid
+            return (base - self._witnesses) // WITNESS_WORDS, cb[base + W_SETTLED]
+        finally:
+            self._unlock()
+
+    def announce(self, entry: int, tag: int, slot: int) -> None:
+        """Witness ``entry`` is about to commit ``slot`` (held, filled) as commit ``tag`` (>= 0, growing).
+
+        One store without the lock: the commit that follows orders it (its
+        lock acquisition is a full barrier), and a process killed at any point
+        has either stored it whole or not at all.
+        """
+        self.cb[self._witnesses + entry * WITNESS_WORDS + W_INTENT] = tag * self.n + slot
+
+    def witnessed(self, key: int) -> int:
+        """The highest announced tag that a dead process under ``key`` committed (NO_TAG: none).
+
+        A dead process not yet settled is settled now.
+        """
+        cb = self.cb
+        self._lock()
+        try:
+            base = self._witness_locked(key) if key > 0 else None
+            if base is None:
+                return NO_TAG
+            owner = cb[base + W_PID]
+            if owner and owner != _pid and not pid_alive(owner):
+                self._settle_witness_locked(base)
+            return cb[base + W_SETTLED]
+        finally:
+            self._unlock()
+
+    def _witness_locked(self, key: int) -> int | None:
+        """Control-block index of the witness entry with ``key`` (0: the first unused one)."""
+        cb, base = self.cb, self._witnesses
+        for _ in range(MAX_WITNESSES):
+            if cb[base + W_KEY] == key:
+                return base
+            base += WITNESS_WORDS
+        return None
+
+    def _settle_witness_locked(self, base: int) -> None:
+        """Record whether the dead process of entry ``base`` completed its announced commit."""
+        cb = self.cb
+        intent, pid = cb[base + W_INTENT], cb[base + W_PID]
+        settled = NO_TAG
+        if intent >= 0:
+            tag, slot = divmod(intent, self.n)
+            if cb[self._state + slot] != -pid:
+                settled = tag
+        if settled != NO_TAG:  # else the older verdict stands: tags grow, readers take the maximum
+            cb[base + W_SETTLED] = settled
+        cb[base + W_INTENT] = -1
+        cb[base + W_PID] = 0
+
+    def _withdraw_announce_locked(self, slot: int) -> None:
+        """This process abandons ``slot``: an announced commit of it will not happen."""
+        cb, base, n = self.cb, self._witnesses, self.n
+        for _ in range(MAX_WITNESSES):
+            intent = cb[base + W_INTENT]
+            if cb[base + W_PID] == _pid and intent >= 0 and intent % n == slot:
+                cb[base + W_INTENT] = -1
+            base += WITNESS_WORDS
+
+    def _settle_witnesses_of_locked(self, pid: int) -> None:
+        cb, base = self.cb, self._witnesses
+        for _ in range(MAX_WITNESSES):
+            if cb[base + W_KEY] and cb[base + W_PID] == pid:
+                self._settle_witness_locked(base)
+            base += WITNESS_WORDS
+
     # ---------------------------------------------------------------- observers
     def latest(self) -> tuple[int, int, int, bool]:
         """``(seq, slot, gen, ended)`` of the most recent commit (seq -1: none yet)."""
@@ -627,6 +761,7 @@ class SlotRing:
         cb, n = self.cb, self.n
         lost = redelivered = 0
         aside: list[tuple[str, bytes]] = []
+        self._settle_witnesses_of_locked(pid)  # before its slots are freed: they are the evidence
         for s in range(n):
             if cb[self._state + s] == -pid:
                 cb[H_WRITING] -= 1

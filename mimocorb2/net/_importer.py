@@ -8,7 +8,9 @@ and share its messages; every group gets every message):
 * a block seen again (its acknowledgement was lost when the server restarted) is
   acknowledged and skipped: this process remembers the stream sequence numbers it
   has written recently; a block that a killed process had partly written comes
-  again and only its remaining events are written (:mod:`._progress`);
+  again and only its remaining events are written (:mod:`._progress`, exact even for
+  a kill right after a commit: each commit is announced to the sink's
+  :class:`~mimocorb2.mimo_buffer.CommitWitness` first);
 * the sessions (exporter runs) the group has seen a start marker or a block of are
   written to ``RUN_DIR/nats/<worker>/sessions/``, end markers to ``.../end/``, so that
   every process of the worker sees them; besides, every process reads every start and
@@ -25,9 +27,11 @@ and share its messages; every group gets every message):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
+import signal
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SetupError
+from ..mimo_buffer import CommitWitness
 from . import _wire
 from ._client import (LoopThread, State, StatusFile, checked_config, connect, ensure_consumer, is_api_refusal, open_status,
                       retry_api)
@@ -50,6 +55,33 @@ FUNCTION = "importers.nats"
 _FETCH_WAIT = 0.25  # seconds a fetch waits for messages before the end condition is checked
 _REMEMBERED = 200_000  # stream sequence numbers remembered against redelivery
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+KILL_AFTER_COMMIT = "MIMOCORB2_TEST_KILL_AFTER_COMMIT"
+"""Fault injection for tests only: ``"<n>:<flag file>"`` makes the importing process that
+creates the flag file (the first to get there) SIGKILL itself right after its n-th commit
+into the sink, before it records it; unset, nothing happens."""
+
+
+def _witness_key(worker: str, process: int) -> int:
+    """The sink's witness key of process ``process`` of importing worker ``worker`` (> 0, stable)."""
+    digest = hashlib.blake2b(f"{worker}\0{process}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") >> 1) | 1
+
+
+class _KillAfterCommit:
+    """The test hook of :data:`KILL_AFTER_COMMIT`: SIGKILL once, at the worst moment."""
+
+    def __init__(self, spec: str) -> None:
+        n, _, flag = spec.partition(":")
+        self.remaining, self.flag = int(n), flag
+
+    def committed(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            try:
+                os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return  # a restarted process: it fired already
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -333,8 +365,14 @@ class _Writer:
         self.length = len(self.sink.data_example)
         self.event_bytes = self.sink.data_example.nbytes
         group_dir = Path(io.run_dir) / "nats" / io.name
-        self.remembered = _Remembered(group_dir, int(getattr(io, "process_index", 0)))
-        self.progress = BlockProgress(group_dir, int(getattr(io, "process_index", 0)))
+        process = int(getattr(io, "process_index", 0))
+        self.remembered = _Remembered(group_dir, process)
+        # before the progress record is read: opening the witness settles a dead predecessor
+        self.witness = CommitWitness(self.sink, _witness_key(io.name, process))
+        self.progress = BlockProgress(group_dir, process,
+                                      lambda index: self.witness.settled_under(_witness_key(io.name, index)))
+        spec = os.environ.get(KILL_AFTER_COMMIT)
+        self._fault = _KillAfterCommit(spec) if spec else None
         self.sessions = _Sessions(group_dir, cfg.producers)
         self._ignored_logged = 0
         self.acks: list[Any] = []
@@ -394,16 +432,21 @@ class _Writer:
         how many of the block are in the sink (fewer than its count if the sink ended)."""
         assert block.metadata is not None and block.events is not None
         meta_raw = block.metadata.view(np.uint8).reshape(block.count, _wire.META_SIZE)
-        sink, progress = self.sink, self.progress
+        sink, progress, announce, fault = self.sink, self.progress, self.witness.announce, self._fault
         progress.begin(seq, block.count, skip)
+        ordinal = progress.ordinal
         for i in range(skip, block.count):
             if not sink.accepting:
                 return i
+            ordinal += 1
             with sink:
                 meta_dst, data_dst = sink.current_bytes()
                 data_dst[:] = block.events[i]
                 meta_dst[:] = meta_raw[i]
-            progress.committed(i + 1)
+                announce(ordinal)  # a kill from here on leaves a certain answer (see _progress)
+            if fault is not None:
+                fault.committed()
+            progress.committed(ordinal)
         return block.count
 
     def _ack(self, msg: Any) -> None:

@@ -25,7 +25,9 @@ def nats(buffer_io: Any) -> None:
     The worker is one reader group of the stream (a durable consumer named after the
     worker, or group): its processes share the group's events, and every group gets
     every event. A block is acknowledged only after its events are in the sink; a
-    block delivered again after a server restart is skipped. The stream's dtype must
+    block delivered again after a server restart is skipped, and the block a killed
+    process was writing is resumed after its last event in the sink (exactly, even
+    for a kill right after a commit). The stream's dtype must
     be the sink's (checked at start: a SetupError names both). The group ends, and the
     sink with it, when every exporter run (session) it has seen a start marker or a
     block of has sent all its end markers, at least producers of them, and everything
