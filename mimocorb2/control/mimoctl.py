@@ -304,7 +304,8 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     """Print the web page's viewer address, or with ``--operator`` the one that may act on runs.
 
-    The address carries its access token. Returns 1 if the daemon serves no web page.
+    It carries its access token when the page requires tokens. Returns 1 if the daemon serves
+    no web page.
     """
     info = client.call("web", {})
     if not info.get("enabled"):
