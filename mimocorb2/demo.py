@@ -44,6 +44,11 @@ def _start_daemon(sock: Path, log_path: Path, setup: Path) -> DaemonProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo (see the module docstring) in ``--dir`` or a new directory under /tmp.
+
+    Blocks for about ``--seconds`` plus the stop. Returns 0 if the run ended ``finished``
+    without losing events, else 1; the daemon is stopped in every case, the outputs are kept.
+    """
     parser = argparse.ArgumentParser(prog="mimocorb2-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", 20)))
     parser.add_argument("--dir", help="working directory (default: a new one under /tmp)")

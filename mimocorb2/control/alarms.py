@@ -60,6 +60,11 @@ class Alarm:
     value: Any = None
 
     def as_dict(self, acknowledged: bool) -> dict[str, Any]:
+        """The alarm as one entry of ``status["alarms"]`` (``since`` in epoch seconds, to the ms).
+
+        ``acknowledged`` is decided by the caller: the monitor compares the value stored at
+        acknowledgement with :attr:`value`.
+        """
         return {"id": self.id, "severity": self.severity, "message": self.message,
                 "since": round(self.since, 3), "acknowledged": acknowledged}
 

@@ -54,7 +54,15 @@ def _check_reply(reply: Any, req_id: int) -> Any:
 
 
 class Client:
-    """A blocking client; one connection, many requests in turn."""
+    """A blocking client; one connection, many requests in turn.
+
+    Invariants: at most one request is in flight; its reply line is read before the next
+    request is sent, so replies are matched by order (their ids are not compared). ``_sock``
+    is None before the first call and after :meth:`close`, and the next call reconnects.
+    ``_buf`` holds what arrived after the last reply line. A call that raised (a timeout
+    included) may leave its reply on the way: close the client before reusing it, or that
+    late reply is read as the next call's.
+    """
 
     def __init__(self, path: str | Path | None = None, timeout: float | None = 30.0) -> None:
         self.path = P.resolve_socket_path(path)
@@ -107,6 +115,7 @@ class Client:
             return self
 
     def close(self) -> None:
+        """Close the connection if one is open (idempotent); the next :meth:`call` connects again."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None

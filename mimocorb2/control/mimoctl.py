@@ -31,6 +31,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mimoctl`` argument parser: ``check`` plus one subcommand per entry of :data:`COMMANDS`.
+
+    A usage error prints the usage and exits with :data:`EXIT_USAGE`.
+    """
     parser = _Parser(prog="mimoctl", description="Control the mimocorb2d data acquisition daemon.")
     parser.add_argument("--socket", help="control socket of the daemon (default: as mimocorb2d)")
     parser.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -89,6 +93,12 @@ def _positive_float(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``mimoctl`` command line and return its exit code (see the module docstring).
+
+    ``check`` runs locally; every other command uses one connection to the daemon. Errors from
+    the daemon and an unreachable socket are printed to stderr, never raised. Ctrl-C ends
+    ``status --watch`` and ``logs -f`` with 0.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     out = sys.stdout
@@ -120,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    """Validate ``args.setup`` in this process, no daemon needed.
+
+    Prints the summary, warnings and notes to ``out`` and returns 0, or prints the file's
+    problems to stderr and returns 1.
+    """
     from mimocorb2.errors import SetupError
     from mimocorb2.setup import load_setup
 
@@ -149,6 +164,10 @@ def _print_remarks(warnings: list[str], notes: list[str], out: TextIO) -> None:
 
 
 def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Ask the daemon to start a run of ``args.setup``; print the run directory and the setup's remarks.
+
+    The path is sent absolute: the daemon resolves it in its own working directory.
+    """
     request: dict[str, Any] = {"setup": os.path.abspath(args.setup)}
     if args.max_events:
         request["max_events"] = args.max_events
@@ -163,12 +182,20 @@ def cmd_start(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_stop(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Stop the run gracefully, print its summary; return 1 if the run ended ``failed``.
+
+    Without ``--no-wait`` this blocks, with no timeout, until the run has drained.
+    """
     result = client.call("stop", {"wait": not args.no_wait}, timeout=None)
     _print_summary(result, out)
     return EXIT_OK if result.get("state") != "failed" else EXIT_FAILED
 
 
 def cmd_abort(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Kill the run's processes now and print the summary; always returns 0.
+
+    Blocks, with no timeout, until the processes are gone; events still in buffers count as lost.
+    """
     result = client.call("abort", {}, timeout=None)
     _print_summary(result, out)
     return EXIT_OK
@@ -185,30 +212,42 @@ def _print_summary(result: dict[str, Any], out: TextIO) -> None:
 
 
 def cmd_pause(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Pause ``args.buffers`` (the root buffers when none are named); print the buffers paused."""
     result = client.call("pause", {"buffers": args.buffers})
     print("paused: " + ", ".join(result["paused"]), file=out)
     return EXIT_OK
 
 
 def cmd_resume(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Resume ``args.buffers`` (the root buffers when none are named); print the buffers resumed."""
     result = client.call("resume", {"buffers": args.buffers})
     print("resumed: " + ", ".join(result["resumed"]), file=out)
     return EXIT_OK
 
 
 def cmd_shutdown(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Ask the daemon to exit once the run (if any) has drained.
+
+    Returns when the daemon has accepted the request, not when it has exited.
+    """
     client.call("shutdown", {})
     print("daemon shutting down (the run, if any, drains first)", file=out)
     return EXIT_OK
 
 
 def cmd_ping(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the daemon's version, pid and socket path: proves that it answers requests."""
     result = client.call("ping", {})
     print(f"mimocorb2d {result['version']} pid {result['pid']} at {client.path}", file=out)
     return EXIT_OK
 
 
 def cmd_status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the status once: a table, or with ``--json`` one object of the stable schema.
+
+    With ``--watch`` repeat every ``--interval`` seconds until Ctrl-C: redrawn in place on a
+    terminal, appended otherwise (one JSON object per line with ``--json``).
+    """
     if not args.watch:
         status = client.call("status", {})
         if args.json:
@@ -232,6 +271,11 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the worker logs of the current run: one worker's, or all with lines prefixed ``name |``.
+
+    Requests from the offsets already read until nothing new comes; with ``--follow`` it then
+    polls every 0.5 s until Ctrl-C.
+    """
     offsets: dict[str, int] = {}
     multiple = args.worker is None
     while True:
@@ -258,6 +302,11 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the web page's viewer address, or with ``--operator`` the one that may act on runs.
+
+    It carries its access token when the page requires tokens. Returns 1 if the daemon serves
+    no web page.
+    """
     info = client.call("web", {})
     if not info.get("enabled"):
         print("mimoctl: the daemon serves no web page (started with --no-web)", file=sys.stderr)
@@ -268,6 +317,10 @@ def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_ack(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Acknowledge ``args.alarm``, or every current alarm when none is named.
+
+    Prints the ids acknowledged, ``nothing`` when none matched (still exit 0).
+    """
     result = client.call("ack", {"alarm": args.alarm})
     print("acknowledged: " + (", ".join(result["acknowledged"]) or "nothing"), file=out)
     return EXIT_OK
@@ -315,6 +368,11 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def format_status(status: dict[str, Any]) -> str:
+    """The ``status`` reply as the text ``mimoctl status`` prints, ending in a newline.
+
+    State, run and disk, alarms, one line per buffer and per worker, then worker notes.
+    Missing keys print as ``-``, ``?`` or 0, so an older daemon's status still formats.
+    """
     lines: list[str] = []
     daemon = status.get("daemon") or {}
     run = status.get("run")

@@ -95,16 +95,22 @@ def _default(value: Any) -> Any:
 
 
 def make_request(cmd: str, args: dict[str, Any] | None = None, req_id: int = 1) -> dict[str, Any]:
+    """A request object for ``cmd``, not yet encoded (see :func:`encode`); ``args`` is copied."""
     return {"v": PROTOCOL_VERSION, "id": req_id, "cmd": cmd, "args": dict(args or {})}
 
 
 def ok_reply(req_id: Any, result: Any = None) -> dict[str, Any]:
+    """A success reply echoing ``req_id``; :func:`encode` converts a ``result`` that is not plain JSON."""
     return {"v": PROTOCOL_VERSION, "id": req_id, "ok": True, "result": result}
 
 
 def error_reply(
     req_id: Any, code: str, message: str, problems: list[str] | None = None
 ) -> dict[str, Any]:
+    """An error reply echoing ``req_id``; ``code`` is one of the ``E_*`` constants.
+
+    ``problems`` (the individual findings, e.g. of a setup check) is sent only when non-empty.
+    """
     error: dict[str, Any] = {"code": code, "message": message}
     if problems:
         error["problems"] = list(problems)
@@ -189,6 +195,7 @@ def default_socket_path(environ: dict[str, str] | None = None) -> Path:
 
 
 def resolve_socket_path(cli_value: str | os.PathLike[str] | None, environ: dict[str, str] | None = None) -> Path:
+    """``cli_value`` (``--socket``) when given, else :func:`default_socket_path` of ``environ``."""
     if cli_value:
         return Path(cli_value)
     return default_socket_path(environ)

@@ -55,6 +55,8 @@ class SocketInUse(RuntimeError):
 
 @dataclass(frozen=True)
 class Peer:
+    """The kernel's credentials (``SO_PEERCRED``) of the process at the other end of a connection."""
+
     pid: int
     uid: int
     gid: int
@@ -67,6 +69,10 @@ Dispatch = Callable[[str, dict[str, Any], Peer], Awaitable[Any]]
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
+    """The :class:`Peer` of a connected Unix socket, as the kernel recorded it at connect time.
+
+    The client cannot forge them. Raises OSError if the socket has none.
+    """
     fmt = "3i"
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
     pid, uid, gid = struct.unpack(fmt, raw)
@@ -147,7 +153,14 @@ def bind_control_socket(path: Path) -> socket.socket:
 
 
 class ControlServer:
-    """Serves the control protocol on a Unix socket; each connection is its own task."""
+    """Serves the control protocol on a Unix socket; each connection is its own task.
+
+    Invariants: ``_server`` and ``_inode`` (device and inode of the socket file it bound)
+    are set by :meth:`start`; ``_server`` is None again after :meth:`close`. ``_connections``
+    holds the tasks being served, never more than ``max_connections``; one more connection
+    is answered ``busy`` and its request is not carried out. Requests of one connection are
+    handled in turn, each reply written before the next line is read.
+    """
 
     def __init__(self, path: Path, dispatch: Dispatch, *, max_connections: int = MAX_CONNECTIONS,
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
@@ -160,6 +173,11 @@ class ControlServer:
         self._inode: tuple[int, int] | None = None
 
     async def start(self) -> None:
+        """Bind the socket (mode 0660, see :func:`bind_control_socket`) and begin accepting.
+
+        Raises :class:`SocketInUse` if another daemon answers on the path or its directory is
+        unsafe, OSError if the path cannot be bound. A stale socket left by a crash is replaced.
+        """
         sock = bind_control_socket(self.path)
         st = self.path.stat()
         self._inode = (st.st_dev, st.st_ino)
@@ -170,12 +188,21 @@ class ControlServer:
 
     @property
     def socket_gid(self) -> int:
+        """The group of the socket file, whose members may connect (the daemon's group if unreadable).
+
+        Read on every connection, so a ``chgrp`` of the socket takes effect at once.
+        """
         try:
             return self.path.stat().st_gid
         except OSError:
             return os.getegid()
 
     async def close(self) -> None:
+        """Stop accepting, cancel the open connections (``logs -f`` streams too), remove the socket.
+
+        The file is removed only if it is still the one :meth:`start` bound: a newer daemon's
+        socket is left alone. Waits at most about 2 s for the server to close.
+        """
         if self._server is not None:
             self._server.close()
             # do not wait for handlers still streaming (logs -f); cancel them

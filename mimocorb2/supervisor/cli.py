@@ -10,6 +10,10 @@ from mimocorb2 import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mimocorb2d`` argument parser; ``--log-level`` defaults to ``$MIMOCORB2_LOG_LEVEL``.
+
+    Flags override the configuration file (``--config`` or ``$MIMOCORB2_CONFIG``).
+    """
     parser = argparse.ArgumentParser(
         prog="mimocorb2d",
         description="mimocorb2 supervisor daemon: owns the buffers and worker processes of a run, "
@@ -46,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``mimocorb2d`` until it exits; return the process exit code.
+
+    0 after a normal shutdown, 1 if the daemon could not start (e.g. another one answers on the
+    socket), 2 for a bad configuration file or flag. The systemd variables are taken out of
+    the environment first, so that no worker inherits them.
+    """
     args = build_parser().parse_args(argv)
     from mimocorb2 import logsetup
     from mimocorb2.control.protocol import resolve_socket_path

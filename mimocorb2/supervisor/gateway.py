@@ -116,6 +116,10 @@ class BufferGateway:
         await self.call(self._each, names, "ending buffer", end_one)
 
     async def set_paused(self, names: list[str], paused: bool) -> None:
+        """Pause (writes into them are discarded, counted in ``paused_count``) or resume ``names``.
+
+        Runs in a thread; unknown names are skipped, a buffer that fails is logged, not raised.
+        """
         await self.call(self._each, names, "pause" if paused else "resume",
                         lambda b: b.pause() if paused else b.resume())
 

@@ -42,7 +42,11 @@ MAX_COMMENT = 4000
 
 
 class Handlers:
-    """The command handlers of one daemon."""
+    """The command handlers of one daemon.
+
+    ``alarms`` is the daemon's one alarm monitor: the socket and the web page see the same
+    alarms and the same acknowledgements (kept until the run directory changes).
+    """
 
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
@@ -68,15 +72,26 @@ class Handlers:
 
     # ------------------------------------------------------------------ commands
     async def cmd_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``pong`` with the daemon's pid, version and protocol; touches no buffer, so it is cheap."""
         info = self.daemon.info()
         return {"pong": True, "pid": info["pid"], "version": info["version"], "protocol": info["protocol"]}
 
     async def cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The status reply with ``alarms`` evaluated from it.
+
+        Each call advances the alarm monitor's timers, so "for a while" conditions are only as
+        precise as clients poll.
+        """
         status = self.daemon.status()
         status["alarms"] = self.alarms.evaluate(status)
         return status
 
     async def cmd_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Acknowledge alarm ``args["alarm"]`` (every current alarm when absent).
+
+        Only alarms of the last evaluated status can be acknowledged: an unknown id is refused,
+        a non-string one is ``bad_request``.
+        """
         alarm = args.get("alarm")
         if alarm is not None and not isinstance(alarm, str):
             raise CommandError("'alarm' must be an alarm id (or absent for all)", code=P.E_BAD_REQUEST)
@@ -86,18 +101,31 @@ class Handlers:
         return {"acknowledged": done}
 
     async def cmd_web(self, args: dict[str, Any]) -> dict[str, Any]:
-        # the web page's address and tokens; the socket's permissions decide who may ask
+        """The web page's addresses and tokens, or ``{"enabled": False}`` without a page.
+
+        No check of its own: the socket's permissions decide who may ask.
+        """
         web = getattr(self.daemon, "web", None)
         if web is None:
             return {"enabled": False}
         return web.info()
 
     async def cmd_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Validate the setup at absolute path ``args["setup"]`` without starting anything.
+
+        Runs in a thread, bounded by SETUP_LOAD_TIMEOUT; a setup with errors is refused with
+        every problem listed.
+        """
         setup = await load_setup_async(_setup_arg(args))
         return {"ok": True, "setup": str(setup.path), "buffers": list(setup.buffers),
                 "workers": list(setup.workers), **_setup_remarks(setup)}
 
     async def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Validate the arguments, start a run of ``args["setup"]`` and store its comment.
+
+        Refused while a run is active or the daemon is exiting. Returns when the processes are
+        started (not when the run ends): its directory, state and the setup's remarks.
+        """
         setup_path = _setup_arg(args)
         limits = {k: args.get(k) for k in ("max_events", "max_seconds")}
         for key, value in limits.items():
@@ -120,6 +148,11 @@ class Handlers:
         return {"directory": str(run.directory), "state": run.state, **_setup_remarks(run.setup)}
 
     async def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Stop the active run gracefully and return its summary; refused when no run is active.
+
+        With ``wait`` (the default) the reply comes only once the run has drained, which may take
+        up to :meth:`Run.longest_stop`; without it the summary shows ``stopping``.
+        """
         run = self._active_run()
         await run.stop("stop command")
         if args.get("wait", True):
@@ -127,18 +160,35 @@ class Handlers:
         return run.final_summary()
 
     async def cmd_abort(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Kill the active run's processes and reply with its final summary once it has ended.
+
+        Refused when no run is active; events left in buffers are counted lost.
+        """
         run = self._active_run()
         await run.abort("abort command")
         await run.wait()
         return run.final_summary()
 
     async def cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Pause ``args["buffers"]`` (the root buffers when absent or empty); reply with the names.
+
+        Refused while the run starts or stops, or for an unknown buffer.
+        """
         return {"paused": await self._active_run().pause(_names_arg(args))}
 
     async def cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Resume ``args["buffers"]`` (the root buffers when absent or empty); reply with the names.
+
+        Refused while the run starts or stops, or for an unknown buffer.
+        """
         return {"resumed": await self._active_run().resume(_names_arg(args))}
 
     async def cmd_logs(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Chunks of the worker logs of the current or last run, from ``args["offsets"]`` on.
+
+        At most ``max_bytes`` (default 256 KiB) per file; the reply's offsets are where to go on.
+        Refused before the first run or for an unknown worker.
+        """
         worker = args.get("worker")
         offsets = args.get("offsets") or {}
         max_bytes = args.get("max_bytes", 256 * 1024)
@@ -155,7 +205,10 @@ class Handlers:
         return await run.read_logs(worker, offsets, max_bytes)
 
     async def cmd_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
-        # reply first; the daemon stops the run (drain) and exits in its shutdown()
+        """Reply at once, then ask the daemon to exit on the next loop iteration.
+
+        The daemon then stops the run gracefully (drain) and exits, in :meth:`Daemon.shutdown`.
+        """
         asyncio.get_running_loop().call_soon(self.daemon.request_exit, "shutdown command")
         return {"shutting_down": True, "state": self.daemon.state}
 

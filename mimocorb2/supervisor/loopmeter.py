@@ -37,6 +37,11 @@ class RunQueueClock:
             self._fd = None
 
     def read(self) -> float | None:
+        """Total seconds the creating thread has waited for a CPU since it started; None if unknown.
+
+        The file was opened through ``/proc/thread-self``, so this reads the thread that created
+        the clock, whichever thread calls. A procfs read: never blocks on a disk.
+        """
         if self._fd is None:
             return None
         try:
@@ -45,6 +50,7 @@ class RunQueueClock:
             return None
 
     def close(self) -> None:
+        """Close the procfs file (idempotent); :meth:`read` then returns None."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

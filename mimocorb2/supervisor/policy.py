@@ -80,6 +80,12 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
+    """The verdict on one exit (:func:`decide_exit`).
+
+    ``delay`` (seconds) matters only for RESTART; for FAIL ``why`` says why the worker
+    failed, for the status and the log.
+    """
+
     verdict: Verdict
     delay: float = 0.0
     why: str = ""
@@ -123,6 +129,10 @@ class Backoff:
     _recent: collections.deque[float] = field(default_factory=collections.deque)
 
     def next_delay(self, now: float) -> float:
+        """Record a restart at ``now`` (monotonic seconds) and return how long to wait before it.
+
+        0.5 s for the first restart within the window, doubling with each further one, at most 30 s.
+        """
         self._recent.append(now)
         while self._recent and now - self._recent[0] > self.window:
             self._recent.popleft()

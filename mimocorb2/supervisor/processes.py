@@ -78,10 +78,12 @@ class ProcessRecord:
 
     @property
     def alive(self) -> bool:
+        """True from spawn until the process is reaped; a pending restart is not alive."""
         return self.proc is not None
 
     @property
     def name(self) -> str:
+        """``worker#index``, as log and terminal lines name the process."""
         return f"{self.worker}#{self.index}"
 
 
@@ -111,11 +113,17 @@ class WorkerRecord:
 
     @property
     def any_alive(self) -> bool:
+        """Whether a process of the worker is alive or scheduled to restart: the worker may still act."""
         return any(p.alive or p.restart_handle is not None for p in self.processes)
 
 
 def make_launch(setup: Setup, worker: WorkerSpec, buffers: dict[str, mimoBuffer], run_dir: Path,
                 rec: ProcessRecord, heartbeats: HeartbeatTable) -> WorkerLaunch:
+    """What :func:`spawn` needs to start slot ``rec`` of ``worker``; no side effect.
+
+    It carries only the buffers the worker reads, writes or observes, its directories and
+    its heartbeat row.
+    """
     used = dict.fromkeys([*worker.sources, *worker.sinks, *worker.observes])
     return WorkerLaunch(worker=worker, setup_dir=setup.directory, run_dir=run_dir, index=rec.index,
                         buffers={name: buffers[name] for name in used}, heartbeats=heartbeats, row=rec.row)
@@ -171,6 +179,7 @@ def kill(rec: ProcessRecord, why: str | None = None) -> None:
 
 
 def signame(num: int) -> str:
+    """The name of signal ``num`` (``SIGKILL``), or ``signal N`` for a number Python does not know."""
     try:
         return signal.Signals(num).name
     except ValueError:

@@ -117,6 +117,7 @@ class Phase(str, enum.Enum):
 
     @property
     def terminal(self) -> bool:
+        """FINISHED or FAILED: the run is over and its state will not change again."""
         return self in (Phase.FINISHED, Phase.FAILED)
 
 
@@ -195,19 +196,28 @@ class Run:
 
     @property
     def done(self) -> bool:
+        """True once the run has ended: terminal phase, ``final`` set, buffers closed, no process left."""
         return self._done.is_set()
 
     async def wait(self) -> None:
+        """Wait until :attr:`done`; no timeout of its own.
+
+        After :meth:`stop` the drain timer bounds it: about :meth:`longest_stop`, plus reaping
+        and closing; after :meth:`abort` as long as the killed processes take to be reaped.
+        """
         await self._done.wait()
 
     @property
     def stopping(self) -> bool:
+        """A stop or abort has begun (``ending`` > NONE); stays True after the run has ended."""
         return self.ending > Ending.NONE
 
     def processes(self) -> list[ProcessRecord]:
+        """Every process slot of every worker, in setup order, alive or not."""
         return [p for w in self.workers.values() for p in w.processes]
 
     def total_lost(self) -> int:
+        """Events lost so far: in crashes plus left unread at the end (final once :attr:`done`)."""
         return self.lost_in_crashes + self.lost_at_end
 
     def _count_lost(self, buffer: str, n: int) -> None:
@@ -521,6 +531,10 @@ class Run:
         return await self._set_paused(names, True)
 
     async def resume(self, names: list[str] | None) -> list[str]:
+        """Accept writes into ``names`` again (default: the roots); return the names.
+
+        Raises RunError while the run starts or stops, or for an unknown buffer.
+        """
         return await self._set_paused(names, False)
 
     async def _set_paused(self, names: list[str] | None, paused: bool) -> list[str]:

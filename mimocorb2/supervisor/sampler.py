@@ -52,6 +52,7 @@ class DiskSpace:
     total_bytes: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The ``disk`` object of the status reply (bytes); the status adds ``min_free_bytes``."""
         return {"path": self.path, "free_bytes": self.free_bytes, "total_bytes": self.total_bytes}
 
 
@@ -83,6 +84,11 @@ class Sampler:
         self._generation += 1
 
     async def refresh_counters(self) -> dict[str, dict[str, Any]]:
+        """Take fresh counters of every buffer (in a thread) and return the latest kept sample.
+
+        The new sample is dropped if a pause/resume happened meanwhile or the buffers are closed;
+        the previous one is returned then.
+        """
         generation = self._generation
         sample = await self.gateway.counters()
         if sample and generation == self._generation:
@@ -110,6 +116,7 @@ class Sampler:
             log.warning("stats.csv write failed", error=str(exc))
 
     def close(self) -> None:
+        """Close ``stats.csv`` (idempotent); rows sampled after that are not written."""
         if self._file is not None:
             try:
                 self._file.close()
@@ -135,6 +142,11 @@ class Sampler:
 
     # ---------------------------------------------------------------- disk
     async def refresh_disk(self) -> DiskSpace | None:
+        """Read the run directory's free space and return it; None if it was never read.
+
+        In a thread: a dead network file system hangs the thread, not the loop. On OSError
+        the error is logged and the previous value kept.
+        """
         try:
             self.disk = await asyncio.to_thread(disk_space, self.directory)
         except OSError as exc:

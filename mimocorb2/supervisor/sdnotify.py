@@ -19,12 +19,25 @@ _ENV_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 @dataclass
 class Notifier:
+    """The daemon's client of systemd's notify socket.
+
+    Without ``address`` (not started by systemd with ``Type=notify``) every message is a
+    no-op returning False. Invariants: from :meth:`from_environment`, ``watchdog_usec`` is
+    set only when systemd asked this very process for watchdog pings; ``_sock`` is opened
+    by the first message sent and is None again after :meth:`close`.
+    """
+
     address: str | None = None  # as given: a path or '@abstract'
     watchdog_usec: int | None = None
     _sock: socket.socket | None = None
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None, *, consume: bool = True) -> "Notifier":
+        """A notifier for ``$NOTIFY_SOCKET``, with the watchdog when ``$WATCHDOG_PID`` is absent or ours.
+
+        With ``consume`` the three variables are removed from ``environ`` (``os.environ``: from the
+        process environment too); call it before any worker is spawned so none inherits them.
+        """
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET") or None
         watchdog: int | None = None
@@ -43,6 +56,7 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
+        """Whether a notify socket is known, i.e. the daemon runs under systemd ``Type=notify``."""
         return bool(self.address)
 
     @property
@@ -74,18 +88,26 @@ class Notifier:
             return False
 
     def ready(self, status: str | None = None) -> bool:
+        """``READY=1`` with MAINPID (and a status): startup is complete. Returns whether it was sent."""
         return self.notify("READY=1", *( [f"STATUS={status}"] if status else []), f"MAINPID={os.getpid()}")
 
     def status(self, text: str) -> bool:
+        """A ``STATUS=`` line for ``systemctl status`` (newlines become spaces). Returns whether sent."""
         return self.notify(f"STATUS={text.replace(chr(10), ' ')}")
 
     def watchdog(self) -> bool:
+        """A ``WATCHDOG=1`` ping; systemd kills the daemon if none comes for ``watchdog_usec``.
+
+        Send it from the event loop, so that a stalled loop stops the pings. Returns whether sent.
+        """
         return self.notify("WATCHDOG=1")
 
     def stopping(self, status: str | None = None) -> bool:
+        """``STOPPING=1`` (and a status): shutdown has begun. Returns whether it was sent."""
         return self.notify("STOPPING=1", *([f"STATUS={status}"] if status else []))
 
     def close(self) -> None:
+        """Close the datagram socket (idempotent); a later message opens a new one."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None

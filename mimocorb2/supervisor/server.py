@@ -46,7 +46,14 @@ log = structlog.get_logger("mimocorb2.daemon")
 
 
 class Daemon:
-    """The supervisor daemon: one run at a time, commands over the control socket (and the web page)."""
+    """The supervisor daemon: one run at a time, commands over the control socket (and the web page).
+
+    Invariants: ``current_run`` is the current or last run; only :meth:`start_run` replaces
+    it, under ``_start_lock`` and only once the previous run is done, so at most one run is
+    ever not done. ``web`` (when configured) is running before the control socket answers
+    and is None after shutdown. ``_signals`` counts SIGTERM/SIGINT: the first requests the
+    exit, any later one aborts the run instead of letting it drain.
+    """
 
     def __init__(self, socket_path: Path, notifier: Notifier | None = None, web_config: Any = None,
                  loop_priority: LoopPriority = LoopPriority.REALTIME) -> None:
@@ -82,6 +89,10 @@ class Daemon:
         return uvloop.run(self.main())
 
     async def main(self) -> int:
+        """Start up, serve until asked to exit, shut down; return the exit code.
+
+        1 if startup fails (nothing is left listening), else :attr:`exit_code` (0).
+        """
         try:
             await self.startup()
         except Exception as exc:
@@ -103,6 +114,12 @@ class Daemon:
         return build_status(self.state, self.info(), self.current_run)
 
     async def startup(self) -> None:
+        """Make the daemon answer: web page, control socket, signals, housekeeping, ``READY=1``.
+
+        Stale shared memory of a crashed daemon is removed first. Raises (SocketInUse, an
+        OSError such as a web port in use) if the daemon cannot serve; :meth:`main` then closes
+        what was opened.
+        """
         from mimocorb2.datapath._shm import remove_stale_segments
 
         removed = remove_stale_segments()
@@ -139,9 +156,16 @@ class Daemon:
             log.warning("forkserver left at normal priority: starting a worker may wait for a CPU", pid=pid)
 
     async def serve(self) -> None:
+        """Wait until :meth:`request_exit` is called (shutdown command, first SIGTERM/SIGINT)."""
         await self._exit.wait()
 
     async def shutdown(self) -> None:
+        """Stop the run and wait for it, then close the web page and the socket.
+
+        Sends ``STOPPING=1``; the run drains (is aborted after a second signal), which takes
+        as long as its drain: systemd's stop timeout is extended to match. Then the
+        housekeeping tasks are cancelled and :attr:`after_shutdown` is called.
+        """
         self.notifier.stopping(status="stopping")
         log.info("mimocorb2d shutting down")
         run = self.current_run
@@ -172,6 +196,7 @@ class Daemon:
         await self.control.close()
 
     def request_exit(self, reason: str) -> None:
+        """Make :meth:`serve` return, so that the daemon shuts down; idempotent, call on the loop."""
         log.info("exit requested", reason=reason)
         self._exit.set()
 
@@ -205,15 +230,21 @@ class Daemon:
             await asyncio.sleep(1.0)
 
     def status_line(self) -> str:
+        """One line on the current or last run (``idle`` before the first), for systemd's STATUS=."""
         return summary_line(self.current_run)
 
     @property
     def state(self) -> str:
+        """``idle`` before the first run, then the state of the current or last run.
+
+        A finished or failed run keeps its state until the next one starts.
+        """
         return Phase.IDLE.value if self.current_run is None else self.current_run.state
 
     # ---------------------------------------------------------------- runs (for the handlers)
     @property
     def exiting(self) -> bool:
+        """True once an exit was requested; :meth:`start_run` refuses from then on."""
         return self._exit.is_set()
 
     def info(self) -> dict[str, Any]:

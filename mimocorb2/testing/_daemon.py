@@ -20,6 +20,13 @@ from mimocorb2.control.client import Client, DaemonUnreachable
 
 
 class DaemonProcess:
+    """A real ``mimocorb2d`` in a subprocess on ``socket_path`` (see the module docstring).
+
+    Invariants: ``proc`` is None until :meth:`start`; the daemon serves no web page unless
+    ``extra_args`` ask for one (tests run side by side: no fixed port); its stdout and stderr
+    are appended to ``log_path``. :meth:`stop` (or leaving the ``with`` block) always ends it.
+    """
+
     def __init__(self, socket_path: str | os.PathLike[str], *, env: dict[str, str] | None = None,
                  log_path: str | os.PathLike[str] | None = None, log_level: str = "INFO",
                  extra_args: list[str] | None = None) -> None:
@@ -35,10 +42,16 @@ class DaemonProcess:
 
     @property
     def pid(self) -> int:
+        """The daemon's pid; requires :meth:`start` to have been called."""
         assert self.proc is not None
         return self.proc.pid
 
     def start(self, timeout: float = 20.0) -> "DaemonProcess":
+        """Spawn the daemon and wait, at most ``timeout`` s, until this very process answers ``ping``.
+
+        Raises RuntimeError with the log's tail if it exits (e.g. another daemon holds the socket),
+        TimeoutError (after killing it) if it does not answer in time. Returns ``self``.
+        """
         self.socket_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -62,16 +75,19 @@ class DaemonProcess:
             time.sleep(0.05)
 
     def log_text(self) -> str:
+        """Everything the daemon has written to ``log_path`` so far; empty if unreadable."""
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = 60.0) -> Any:
+        """One request on a fresh connection; raises RequestFailed or DaemonUnreachable as :class:`Client`."""
         with Client(self.socket_path, timeout=timeout) as client:
             return client.call(cmd, args)
 
     def status(self) -> dict[str, Any]:
+        """The ``status`` reply, alarms included."""
         return self.call("status")
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
@@ -87,14 +103,21 @@ class DaemonProcess:
         raise TimeoutError(f"timed out after {timeout} s waiting for {what}; last status: {status}")
 
     def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the daemon to exit and return its exit code; TimeoutExpired after ``timeout`` s."""
         assert self.proc is not None
         return self.proc.wait(timeout)
 
     def signal(self, sig: int) -> None:
+        """Send ``sig`` to the daemon: a first SIGTERM/SIGINT drains the run, a second aborts it."""
         assert self.proc is not None
         self.proc.send_signal(sig)
 
     def kill(self) -> None:
+        """SIGKILL the daemon if it runs and reap it (at most 10 s); a crash, as the next daemon sees it.
+
+        Its socket file and shared memory stay behind for the next daemon's startup to clear;
+        :meth:`stop` still closes the log file.
+        """
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
