@@ -98,54 +98,67 @@ class Layout:
 
     @property
     def free(self) -> int:
+        """Word index of the free stack (slot_count entries, top at H_FREE_TOP)."""
         return HEADER_WORDS
 
     @property
     def ring(self) -> int:
+        """Word index of the commit ring: the slot of commit q sits at ``ring + q % slots``."""
         return self.free + self.slots
 
     @property
     def state(self) -> int:
+        """Word index of the slot states: 0 free, -pid being written by pid, 1 committed."""
         return self.ring + self.slots
 
     @property
     def refs(self) -> int:
+        """Word index of the per-slot count of reader groups that still have to finish it."""
         return self.state + self.slots
 
     @property
     def seq(self) -> int:
+        """Word index of the commit sequence number of each committed slot."""
         return self.refs + self.slots
 
     @property
     def gen(self) -> int:
+        """Word index of the per-slot generation (bumped on claim and commit; the observers' seqlock)."""
         return self.seq + self.slots
 
     @property
     def flushed(self) -> int:
+        """Word index of the table of writer pids that have flushed (MAX_FLUSHERS entries)."""
         return self.gen + self.slots
 
     @property
     def groups(self) -> int:
+        """Word index of the first group header (GROUP_WORDS words per group, see G_*)."""
         return self.flushed + MAX_FLUSHERS
 
     @property
     def holders(self) -> int:
+        """Word index of the holder table: pid of group g's reader holding slot s at ``holders + g * slots + s``."""
         return self.groups + self.max_groups * GROUP_WORDS
 
     @property
     def redeliver(self) -> int:
+        """Word index of the per-group stacks of slots handed back from dead readers."""
         return self.holders + self.max_groups * self.slots
 
     @property
     def kills(self) -> int:
+        """Word index of the per-group, per-slot count of readers that died holding the slot."""
         return self.redeliver + self.max_groups * self.slots
 
     @property
     def witnesses(self) -> int:
+        """Word index of the witness table (MAX_WITNESSES entries of WITNESS_WORDS words, see W_*)."""
         return self.kills + self.max_groups * self.slots
 
     @property
     def words(self) -> int:
+        """Length of the control block in int64 words."""
         return self.witnesses + MAX_WITNESSES * WITNESS_WORDS
 
     @property
@@ -161,9 +174,11 @@ class Layout:
 
     @property
     def slot_stride(self) -> int:
+        """Bytes from one slot to the next: metadata and data, rounded up to a cache line."""
         size = DATA_OFFSET + self.data_bytes
         return -(-size // CACHE_LINE) * CACHE_LINE
 
     @property
     def total_bytes(self) -> int:
+        """Size of the whole segment in bytes: control block, group names, slots."""
         return self.slots_offset + self.slots * self.slot_stride

@@ -133,5 +133,6 @@ class BlockProgress:
         self._words[_ORDINAL] = ordinal
 
     def close(self) -> None:
+        """Unmap the record (the file stays: a restarted process reads it)."""
         self._words.release()
         self._map.close()

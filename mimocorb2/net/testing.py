@@ -194,6 +194,7 @@ class NatsServer:
 
     @property
     def pid(self) -> int:
+        """The server's process id (started servers only; tests stop it with SIGSTOP)."""
         assert self.proc is not None
         return self.proc.pid
 
@@ -242,6 +243,7 @@ class NatsServer:
         return path
 
     def log_tail(self, size: int = 3000) -> str:
+        """The last ``size`` characters of the server's log ("" when there is none), for failure messages."""
         try:
             return self.log_path.read_text(errors="replace")[-size:]
         except OSError:
