@@ -114,12 +114,28 @@ def _level(level: int | str) -> int:
     return level
 
 
+#: the supervisor's notes on its own timing (a busy machine, a slow fork). Operators of a
+#: daemon read them in the journal and daemon.log; a foreground run's terminal leaves them out
+#: (``hide_timing``): its user cannot act on them, and they read like faults of the run.
+LOOP_LATE = "event loop was late"
+SLOW_SPAWN = "spawning a process held the event loop"
+TIMING_EVENTS = frozenset({LOOP_LATE, SLOW_SPAWN})
+
+
+def _not_timing(record: logging.LogRecord) -> bool:
+    """False for a record of one of the :data:`TIMING_EVENTS`."""
+    event = record.msg.get("event") if isinstance(record.msg, dict) else record.msg
+    return event not in TIMING_EVENTS
+
+
 def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = None,
-                             console: bool | None = None, stderr_level: int | str | None = None) -> None:
+                             console: bool | None = None, stderr_level: int | str | None = None,
+                             hide_timing: bool = False) -> None:
     """stderr sink for the daemon (and the foreground runner); call once at startup.
 
     ``stderr_level`` keeps the terminal quieter than the run's ``daemon.log``
-    (the foreground runner shows warnings and errors only).
+    (the foreground runner shows warnings and errors only). ``hide_timing`` keeps the
+    :data:`TIMING_EVENTS` out of stderr (they still go to ``daemon.log``).
     """
     global _listener, _queue_handler, _run_handler
     shutdown_logging()
@@ -133,6 +149,8 @@ def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = 
     stderr_handler.addFilter(lambda record: not hasattr(record, _SWITCH))
     if stderr_level is not None:
         stderr_handler.setLevel(_level(stderr_level))
+    if hide_timing:
+        stderr_handler.addFilter(_not_timing)
     _run_handler = _RunLogHandler()
     _run_handler.setFormatter(_formatter(_json_renderer()))
     _sinks[:] = [stderr_handler, _run_handler]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mimocorb2 import logsetup
 from mimocorb2.control import protocol as P
 from mimocorb2.control import server as control_server
 from mimocorb2.control.client import Client, DaemonUnreachable, RequestFailed, acall
@@ -406,3 +407,26 @@ def test_other_uid_is_refused(daemon):
         os.chmod(path, 0o660)
         os.chmod(path.parent, 0o750)
     assert daemon.call("ping")["pong"]
+
+
+def test_foreground_terminal_leaves_out_the_supervisors_timing_notes(tmp_path):
+    """`mimocorb2 run` configures hide_timing: a late loop or slow fork goes to daemon.log only."""
+    run_log = tmp_path / "daemon.log"
+    code = (
+        "import structlog\n"
+        "from mimocorb2 import logsetup\n"
+        "logsetup.configure_daemon_logging('INFO', stderr_level='WARNING', hide_timing=True)\n"
+        f"logsetup.attach_run_log({str(run_log)!r})\n"
+        "log = structlog.get_logger('mimocorb2.daemon')\n"
+        "log.warning(logsetup.LOOP_LATE, seconds=0.4)\n"
+        "log.warning(logsetup.SLOW_SPAWN, worker='w', seconds=0.1)\n"
+        "log.warning('disk is getting full')\n"
+        "logsetup.detach_run_log(wait=10)\n"
+        "logsetup.shutdown_logging()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    shown = [json.loads(line)["event"] for line in out.stderr.strip().splitlines()]
+    assert shown == ["disk is getting full"]
+    kept = [json.loads(line)["event"] for line in run_log.read_text().splitlines()]
+    assert kept == [logsetup.LOOP_LATE, logsetup.SLOW_SPAWN, "disk is getting full"]

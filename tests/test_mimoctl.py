@@ -97,6 +97,12 @@ def test_check_validates_locally(tmp_path, setup_file):
     r = run_ctl("check", str(bad))
     assert r.returncode == 1
     assert r.stderr.count("\n  - ") >= 3, r.stderr  # every problem listed
+    assert r.stderr.splitlines()[0] == f"{bad}: {r.stderr.count(chr(10) + '  - ')} problems"
+    warned = tmp_path / "warned.yaml"  # a key without a close match: a warning, printed once
+    warned.write_text(setup_file.read_text().replace("sinks: [raw]}", "sinks: [raw], colour: red}"))
+    r = run_ctl("check", str(warned))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("colour") == 1, r.stdout
 
 
 def test_session(daemon, setup_file, tmp_path):

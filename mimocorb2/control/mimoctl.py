@@ -126,15 +126,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     try:
         setup = load_setup(Path(args.setup))
     except SetupError as exc:
-        print(f"{args.setup}: {exc.message}", file=sys.stderr)
+        print(exc.message, file=sys.stderr)  # "PATH: N problems"
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         print(f"{args.setup}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    for warning in setup.warnings:
-        print(f"warning: {warning}", file=out)
     print(f"{setup.path}: ok ({len(setup.buffers)} buffers, {len(setup.workers)} workers)", file=out)
     _print_remarks(setup.warnings, setup.notes, out)
     return EXIT_OK
