@@ -114,28 +114,35 @@ def _level(level: int | str) -> int:
     return level
 
 
-#: the supervisor's notes on its own timing (a busy machine, a slow fork). Operators of a
-#: daemon read them in the journal and daemon.log; a foreground run's terminal leaves them out
-#: (``hide_timing``): its user cannot act on them, and they read like faults of the run.
+#: the supervisor's notes on its own timing (a busy machine, a slow fork): its user cannot
+#: act on them, and on a terminal they read like faults of the run
 LOOP_LATE = "event loop was late"
 SLOW_SPAWN = "spawning a process held the event loop"
-TIMING_EVENTS = frozenset({LOOP_LATE, SLOW_SPAWN})
+#: what the run engine also says in its own words on a foreground run's terminal (echo)
+PROCESS_ENDED = "process ended"
+WORKER_FAILED = "worker failed"
+#: events a foreground run (``mimocorb2 run``) keeps off its terminal: they still go to
+#: the run's daemon.log, and a daemon logs them to stderr (the journal) as usual
+FOREGROUND_HIDDEN = frozenset({LOOP_LATE, SLOW_SPAWN, PROCESS_ENDED, WORKER_FAILED})
 
 
-def _not_timing(record: logging.LogRecord) -> bool:
-    """False for a record of one of the :data:`TIMING_EVENTS`."""
-    event = record.msg.get("event") if isinstance(record.msg, dict) else record.msg
-    return event not in TIMING_EVENTS
+def _event_filter(hidden: frozenset[str]) -> Any:
+    """A logging filter refusing the records of the events in ``hidden``."""
+    def keep(record: logging.LogRecord) -> bool:
+        event = record.msg.get("event") if isinstance(record.msg, dict) else record.msg
+        return event not in hidden
+    return keep
 
 
 def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = None,
                              console: bool | None = None, stderr_level: int | str | None = None,
-                             hide_timing: bool = False) -> None:
+                             stderr_hides: frozenset[str] = frozenset()) -> None:
     """stderr sink for the daemon (and the foreground runner); call once at startup.
 
     ``stderr_level`` keeps the terminal quieter than the run's ``daemon.log``
-    (the foreground runner shows warnings and errors only). ``hide_timing`` keeps the
-    :data:`TIMING_EVENTS` out of stderr (they still go to ``daemon.log``).
+    (the foreground runner shows warnings and errors only). ``stderr_hides``: events kept
+    off stderr (the foreground runner passes :data:`FOREGROUND_HIDDEN`); they still go to
+    ``daemon.log``.
     """
     global _listener, _queue_handler, _run_handler
     shutdown_logging()
@@ -149,8 +156,8 @@ def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = 
     stderr_handler.addFilter(lambda record: not hasattr(record, _SWITCH))
     if stderr_level is not None:
         stderr_handler.setLevel(_level(stderr_level))
-    if hide_timing:
-        stderr_handler.addFilter(_not_timing)
+    if stderr_hides:
+        stderr_handler.addFilter(_event_filter(stderr_hides))
     _run_handler = _RunLogHandler()
     _run_handler.setFormatter(_formatter(_json_renderer()))
     _sinks[:] = [stderr_handler, _run_handler]

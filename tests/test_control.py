@@ -409,17 +409,19 @@ def test_other_uid_is_refused(daemon):
     assert daemon.call("ping")["pong"]
 
 
-def test_foreground_terminal_leaves_out_the_supervisors_timing_notes(tmp_path):
-    """`mimocorb2 run` configures hide_timing: a late loop or slow fork goes to daemon.log only."""
+def test_foreground_terminal_leaves_out_timing_notes_and_what_it_echoes(tmp_path):
+    """`mimocorb2 run`'s stderr: no late loop, slow fork or doubled exit line; daemon.log has all."""
     run_log = tmp_path / "daemon.log"
     code = (
         "import structlog\n"
         "from mimocorb2 import logsetup\n"
-        "logsetup.configure_daemon_logging('INFO', stderr_level='WARNING', hide_timing=True)\n"
+        "logsetup.configure_daemon_logging('INFO', stderr_level='WARNING',\n"
+        "                                  stderr_hides=logsetup.FOREGROUND_HIDDEN)\n"
         f"logsetup.attach_run_log({str(run_log)!r})\n"
         "log = structlog.get_logger('mimocorb2.daemon')\n"
         "log.warning(logsetup.LOOP_LATE, seconds=0.4)\n"
         "log.warning(logsetup.SLOW_SPAWN, worker='w', seconds=0.1)\n"
+        "structlog.get_logger('mimocorb2.run').error(logsetup.WORKER_FAILED, worker='w')\n"
         "log.warning('disk is getting full')\n"
         "logsetup.detach_run_log(wait=10)\n"
         "logsetup.shutdown_logging()\n"
@@ -429,4 +431,5 @@ def test_foreground_terminal_leaves_out_the_supervisors_timing_notes(tmp_path):
     shown = [json.loads(line)["event"] for line in out.stderr.strip().splitlines()]
     assert shown == ["disk is getting full"]
     kept = [json.loads(line)["event"] for line in run_log.read_text().splitlines()]
-    assert kept == [logsetup.LOOP_LATE, logsetup.SLOW_SPAWN, "disk is getting full"]
+    assert kept == [logsetup.LOOP_LATE, logsetup.SLOW_SPAWN, logsetup.WORKER_FAILED,
+                    "disk is getting full"]

@@ -133,6 +133,18 @@ def test_failing_ufunc_names_worker_and_downstream_still_ends(tmp_path):
     assert all(s["ended"] for s in report.stats.values())
 
 
+def test_cli_quiet_summary_says_why_a_worker_failed(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocorb2", "run", str(write_setup(tmp_path, 200, "explode")), "-q"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.startswith("worker 'odd_filter' failed"))
+    assert lines[failed + 1].startswith("  its last error: "), done.stderr
+    assert "ufunc raised: ZeroDivisionError: bad event 11" in lines[failed + 1]
+
+
 def test_cli_run_max_events_on_endless_source(tmp_path):
     setup = write_setup(tmp_path, None)
     done = subprocess.run(

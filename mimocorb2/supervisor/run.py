@@ -408,7 +408,7 @@ class Run:
             await asyncio.to_thread(write_setup_failure, self.directory, name, unloaded)
         worker.last_exit = how
         worker.exit_codes.append(exitcode)
-        (log.warning if exitcode else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
+        (log.warning if exitcode else log.info)(logsetup.PROCESS_ENDED, worker=name, index=rec.index, pid=pid, how=how)
         if exitcode:
             self.echo(f"{rec.name} (pid {pid}) {how}; see {self._log_path(name)}")
         if exitcode == policy.EXIT_SETUP_FAILED:
@@ -459,7 +459,7 @@ class Run:
         worker.error = why
         name = worker.spec.name
         on_failure = self.on_worker_failure
-        log.error("worker failed", worker=name, why=why, on_worker_failure=on_failure)
+        log.error(logsetup.WORKER_FAILED, worker=name, why=why, on_worker_failure=on_failure)
         self.echo(f"worker '{name}' failed: {why}; see {self._log_path(name)}")
         if self.error is None:
             self.error = f"worker {name} failed: {why}"
