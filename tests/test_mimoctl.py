@@ -109,6 +109,9 @@ def test_session(daemon, setup_file, tmp_path):
     sock = daemon.socket_path
     r = run_ctl("status", socket=sock)
     assert r.returncode == 0 and "state: idle" in r.stdout
+    r = run_ctl("web", socket=sock)  # the test daemon runs with --no-web
+    assert r.returncode == 1
+    assert "serves no web page: it was started with --no-web, or the address" in r.stderr
     assert run_ctl("stop", socket=sock).returncode == 1  # nothing to stop: refused
 
     bad = tmp_path / "bad.yaml"

@@ -258,7 +258,9 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     info = client.call("web", {})
     if not info.get("enabled"):
-        print("mimoctl: the daemon serves no web page (started with --no-web)", file=sys.stderr)
+        print("mimoctl: the daemon serves no web page: it was started with --no-web, or the "
+              "address of its page was taken when it started (its log names the address; "
+              "give it another with --web [HOST:]PORT)", file=sys.stderr)
         return EXIT_FAILED
     url = info["operator_url"] if args.operator else info["viewer_url"]
     print(url, file=out)
