@@ -140,6 +140,7 @@ def test_session(daemon, setup_file, tmp_path):
 
     r = run_ctl("status", socket=sock)
     assert "raw" in r.stdout and "snk" in r.stdout and "BUFFER" in r.stdout
+    assert " up 0:" in next(line for line in r.stdout.splitlines() if line.startswith("run: "))
 
     assert run_ctl("pause", socket=sock).stdout.strip() == "paused: raw"
     assert run_ctl("pause", "nope", socket=sock).returncode == 1
@@ -148,6 +149,9 @@ def test_session(daemon, setup_file, tmp_path):
     r = run_ctl("stop", socket=sock)
     assert r.returncode == 0, r.stderr
     assert "events lost: 0" in r.stdout
+    run_line = next(line for line in run_ctl("status", socket=sock).stdout.splitlines()
+                    if line.startswith("run: "))
+    assert " ran 0:" in run_line and " up " not in run_line  # how long it ran, not "up"
     r = run_ctl("logs", socket=sock)
     assert r.returncode == 0 and "snk | " in r.stdout and "sink saw" in r.stdout
     r = run_ctl("logs", "snk", socket=sock)

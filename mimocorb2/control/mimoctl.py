@@ -323,7 +323,8 @@ def format_status(status: dict[str, Any]) -> str:
         head += f"   daemon pid {daemon.get('pid')} up {_fmt_duration(daemon.get('uptime', 0))}"
     lines.append(head)
     if run:
-        lines.append(f"run:   {run.get('directory')}   up {_fmt_duration(run.get('uptime', 0))}")
+        lasted = "ran" if run.get("ended_at") else "up"  # uptime stops when the run ends
+        lines.append(f"run:   {run.get('directory')}   {lasted} {_fmt_duration(run.get('uptime', 0))}")
         extra = []
         if run.get("stop_reason"):
             extra.append(f"stop reason: {run['stop_reason']}")
