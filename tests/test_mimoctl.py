@@ -74,6 +74,7 @@ def test_usage_errors_exit_2():
     assert run_ctl("fly").returncode == 2
     assert run_ctl("start").returncode == 2
     assert run_ctl("start", "x.yaml", "--max-events", "-3").returncode == 2
+    assert "--max-events N" in run_ctl("start", "--help").stdout  # not MAX_EVENTS
     with pytest.raises(SystemExit) as err:
         mimoctl.build_parser().parse_args(["status", "--interval", "0"])
     assert err.value.code == 2

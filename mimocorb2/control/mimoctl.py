@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("start", help=P.COMMAND_HELP["start"])
     p.add_argument("setup", metavar="SETUP.yaml")
-    p.add_argument("--max-events", type=_positive_int, help="stop gracefully after N root events")
-    p.add_argument("--max-seconds", type=_positive_float, help="stop gracefully after T seconds")
+    p.add_argument("--max-events", type=_positive_int, metavar="N", help="stop gracefully after N root events")
+    p.add_argument("--max-seconds", type=_positive_float, metavar="T", help="stop gracefully after T seconds")
     p.add_argument("--comment", help="a note stored as RUN_DIR/comment.txt")
 
     p = sub.add_parser("stop", help=P.COMMAND_HELP["stop"])
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help=P.COMMAND_HELP["status"])
     p.add_argument("--json", action="store_true", help="one JSON object (stable schema)")
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
-    p.add_argument("--interval", type=_positive_float, default=1.0, help="--watch refresh period")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="T",
+                   help="--watch refresh period in seconds (default 1)")
     p = sub.add_parser("logs", help=P.COMMAND_HELP["logs"])
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("worker", nargs="?", metavar="WORKER")
