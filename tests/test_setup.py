@@ -941,3 +941,46 @@ def test_prebuilt_observer_with_a_source_fails_validation(tmp_path: Path) -> Non
     problem = one_problem(tmp_path, text)
     assert problem == ("Workers.scope.sources: observers.oscilloscope is an Observer worker: "
                        "it takes exactly 0 sources, got 1")
+
+
+# --- config values of prebuilt functions, checked by the functions themselves ----------------
+
+PREBUILT_VIEWS = """\
+  scope:
+    function: observers.oscilloscope
+    config: {channels: [ch1], ylim: [-1, 1]}
+    observes: [raw_data]
+  view:
+    function: exporters.visualize_histogram
+    config: {plot_type: step}
+    observes: [filtered]
+"""
+
+
+def test_prebuilt_config_values_are_checked_at_validation(tmp_path: Path) -> None:
+    assert check_setup(write(tmp_path, GOOD + PREBUILT_VIEWS)) == []
+    wrong = edit("plot_type: step", "plot_type: bars", GOOD + PREBUILT_VIEWS)
+    wrong = edit("channels: [ch1]", "channels: [ch3]", wrong)
+    found = [p.split(": ", 1)[1] for p in problems_of(tmp_path, wrong)]
+    assert found == [
+        "Workers.scope.config.channels: channels ['ch3'] are not fields of the observed buffer "
+        "(fields: ['ch1', 'ch2'])",
+        "Workers.view.config.plot_type: expected one of ['line', 'bar', 'step'], got 'bars'",
+    ]
+
+
+def test_prebuilt_checks_need_the_rest_of_the_setup_valid_and_never_run_the_function(tmp_path: Path) -> None:
+    # a histogram of a field that does not exist is only reported once the graph is sound
+    text = GOOD + ("  hist:\n    function: exporters.histogram\n    config: {bins: {ch9: [0, 1, 10]}}\n"
+                   "    sources: [heights]\n")
+    text = edit("Workers:", "  heights:\n    slot_count: 4\n    data_length: 1\n"
+                "    data_dtype: {ch1: float32}\nWorkers:", text)
+    assert problems_of(tmp_path, text) == [
+        f"{tmp_path / 'setup.yaml'}: Buffers.heights: no worker writes this buffer (list it in some "
+        "worker's sinks), so it would never end"]
+    text = edit("    sinks: [filtered]\n", "    sinks: [filtered, heights]\n", text)
+    assert one_problem(tmp_path, text).startswith(
+        "Workers.hist.config.bins.ch9: channel 'ch9' is not a field of the source buffer")
+    fixed = write(tmp_path, text.replace("ch9: [0, 1, 10]", "ch1: [0, 1, 10]"))
+    assert check_setup(fixed) == []
+    assert not (tmp_path / "target").exists()  # nothing was written, no run directory made
