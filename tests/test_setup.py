@@ -212,6 +212,12 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     assert problem.startswith("line 3, column ")
 
 
+def test_a_tab_in_the_indentation_is_named(tmp_path: Path) -> None:
+    problem = one_problem(tmp_path, "Buffers:\n\traw:\n    slot_count: 4\n")
+    assert problem == ("line 2, column 1: YAML syntax error: found character '\\t' that cannot "
+                       "start any token (YAML indents with spaces only)")
+
+
 def test_empty_setup_file(tmp_path: Path) -> None:
     assert "the setup file is empty" in one_problem(tmp_path, "")
 
