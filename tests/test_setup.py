@@ -568,6 +568,19 @@ def test_unknown_prebuilt_module(tmp_path: Path) -> None:
                               "'nosuchmodule.nothing'")
 
 
+@pytest.mark.parametrize("given, meant", [
+    ("redpitaya.waveform", "importers.redpitaya.waveform"),  # as the manual's heading shows it
+    ("pha", "analyzers.pha"),
+    ("visualize_histogram", "exporters.visualize_histogram"),
+])
+def test_prebuilt_name_without_its_first_parts_gets_the_full_name(tmp_path: Path, given: str,
+                                                                   meant: str) -> None:
+    problem = one_problem(tmp_path, edit("    file: funcs.py\n    function: drain",
+                                         f"    function: {given}"))
+    assert problem.startswith(f"Workers.drain.function: unknown prebuilt function '{given}'")
+    assert problem.endswith(f" (did you mean '{meant}'?)")
+
+
 def test_prebuilt_name_without_module(tmp_path: Path) -> None:
     problem = one_problem(tmp_path, edit("    file: funcs.py\n    function: drain",
                                          "    file: ''\n    function: drain"))
