@@ -1,7 +1,8 @@
 """structlog configuration shared by the daemon and the worker processes.
 
 - Daemon: every event goes to stderr, one line per event (console renderer on a
-  terminal, JSON otherwise so that journald gets clean lines), and while a run
+  terminal, JSON otherwise so that journald gets clean lines; the foreground
+  ``mimocorb2 run`` always gets the console form, colored on a terminal), and while a run
   is active also as a JSON line into ``RUN_DIR/daemon.log``
   (:func:`attach_run_log`). Records pass through a queue to a writer thread so
   that a slow disk never stalls the daemon's event loop.
@@ -142,15 +143,17 @@ def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = 
     ``stderr_level`` keeps the terminal quieter than the run's ``daemon.log``
     (the foreground runner shows warnings and errors only). ``stderr_hides``: events kept
     off stderr (the foreground runner passes :data:`FOREGROUND_HIDDEN`); they still go to
-    ``daemon.log``.
+    ``daemon.log``. ``console``: readable lines instead of JSON (default: when ``stream`` is
+    a terminal); colored only on a terminal.
     """
     global _listener, _queue_handler, _run_handler
     shutdown_logging()
     _configure_structlog()
     stream = stream or sys.stderr
+    terminal = hasattr(stream, "isatty") and stream.isatty()
     if console is None:
-        console = hasattr(stream, "isatty") and stream.isatty()
-    renderer = structlog.dev.ConsoleRenderer(colors=True) if console else _json_renderer()
+        console = terminal
+    renderer = structlog.dev.ConsoleRenderer(colors=terminal) if console else _json_renderer()
     stderr_handler = logging.StreamHandler(stream)
     stderr_handler.setFormatter(_formatter(renderer))
     stderr_handler.addFilter(lambda record: not hasattr(record, _SWITCH))

@@ -433,3 +433,19 @@ def test_foreground_terminal_leaves_out_timing_notes_and_what_it_echoes(tmp_path
     kept = [json.loads(line)["event"] for line in run_log.read_text().splitlines()]
     assert kept == [logsetup.LOOP_LATE, logsetup.SLOW_SPAWN, logsetup.WORKER_FAILED,
                     "disk is getting full"]
+
+
+def test_readable_lines_without_colors_when_asked_for_off_a_terminal(tmp_path):
+    """The foreground runner's stderr piped into a file: readable lines, no JSON, no escapes."""
+    code = (
+        "import structlog\n"
+        "from mimocorb2 import logsetup\n"
+        "logsetup.configure_daemon_logging('INFO', stderr_level='WARNING', console=True)\n"
+        "structlog.get_logger('mimocorb2.run').warning('disk is getting full', free='90 MB')\n"
+        "logsetup.shutdown_logging()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = out.stderr.strip()
+    assert "[warning" in line and "disk is getting full" in line and "free='90 MB'" in line, line
+    assert not line.startswith("{") and "\x1b[" not in line, line
