@@ -119,6 +119,7 @@ def test_session(daemon, setup_file, tmp_path):
     bad.write_text("Buffers: {}\nWorkers:\n  w: {function: x, sources: [nowhere]}\n")
     r = run_ctl("start", str(bad), socket=sock)
     assert r.returncode == 1 and "nowhere" in r.stderr
+    assert r.stderr.splitlines()[0] == f"mimoctl: start refused: setup {bad}: 2 problems", r.stderr
 
     r = run_ctl("start", str(setup_file), socket=sock)
     assert r.returncode == 0, r.stderr

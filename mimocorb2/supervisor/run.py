@@ -94,7 +94,7 @@ async def load_setup_async(path: Path) -> Setup:
         setup = await in_daemon_thread(load_setup, path, timeout=SETUP_LOAD_TIMEOUT,
                                        what=f"reading setup {path}")
     except SetupError as exc:
-        raise RunError(f"setup {path} has errors: {exc.message}", exc.problems) from None
+        raise RunError(f"setup {exc.message}", exc.problems) from None  # "setup PATH: N problems"
     except BlockingTimeout as exc:
         raise RunError(f"{exc}: is its file system responding?") from None
     except OSError as exc:
