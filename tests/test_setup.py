@@ -501,6 +501,31 @@ def test_function_bound_at_top_level_in_any_way(tmp_path: Path, source: str) -> 
     assert check_setup(path) == []
 
 
+@pytest.mark.parametrize("signature, said", [
+    ("()", "takes no positional argument"),
+    ("(self, buffer_io)", "requires 2 arguments"),
+    ("(buffer_io, *, threshold)", "also requires 1 keyword argument(s)"),
+])
+def test_worker_function_must_take_the_buffer_io(tmp_path: Path, signature: str, said: str) -> None:
+    (tmp_path / "sig.py").write_text(f"def source{signature}:\n    pass\n")
+    problem = one_problem(tmp_path, edit("    file: funcs.py\n    function: source",
+                                         "    file: sig.py\n    function: source"))
+    assert problem == (f"Workers.src.function: function 'source' in {tmp_path / 'sig.py'} (line 1) "
+                       f"{said}; a worker function takes one, the worker's BufferIO: "
+                       "def source(buffer_io): ...")
+
+
+@pytest.mark.parametrize("signature", ["(io)", "(io, extra=1)", "(*args)", "(io, *, k=2)", "(io, /)"])
+def test_worker_function_signatures_that_take_the_buffer_io(tmp_path: Path, signature: str) -> None:
+    (tmp_path / "sig.py").write_text(f"def source{signature}:\n    pass\n"
+                                     "def wrap(f):\n    return f\n"
+                                     "@wrap\ndef decorated():\n    pass\n")
+    assert check_setup(write(tmp_path, edit("    file: funcs.py\n    function: source",
+                                            "    file: sig.py\n    function: source"))) == []
+    assert check_setup(write(tmp_path, edit("    file: funcs.py\n    function: source",
+                                            "    file: sig.py\n    function: decorated"))) == []
+
+
 def test_function_defined_only_inside_a_function_is_missing(tmp_path: Path) -> None:
     path = write(tmp_path, edit("file: funcs.py\n    function: source",
                                 "file: other.py\n    function: source"))
