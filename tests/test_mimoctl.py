@@ -154,6 +154,9 @@ def test_session(daemon, setup_file, tmp_path):
     run_line = next(line for line in run_ctl("status", socket=sock).stdout.splitlines()
                     if line.startswith("run: "))
     assert " ran 0:" in run_line and " up " not in run_line  # how long it ran, not "up"
+    ended = json.loads(run_ctl("status", "--json", socket=sock).stdout)
+    assert ended["buffers"]["raw"]["event_count"] > 50
+    assert ended["buffers"]["raw"]["rate"] == 0  # nothing flows after the end
     r = run_ctl("logs", socket=sock)
     assert r.returncode == 0 and "snk | " in r.stdout and "sink saw" in r.stdout
     r = run_ctl("logs", "snk", socket=sock)

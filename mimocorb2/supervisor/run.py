@@ -732,7 +732,9 @@ class Run:
             task.cancel()
         await asyncio.gather(*self._periodic, return_exceptions=True)
         if self.sampler is not None:
-            await self.sampler.refresh_stats()
+            await self.sampler.refresh_stats()  # its rates cover the last partial interval (stats.csv)
+            for stats in self.sampler.stats.values():
+                stats["rate"] = 0.0  # an ended run moves nothing: no status shows it flowing
             # events still in buffers now will never be read: report them as lost
             for name, stats in self.sampler.stats.items():
                 pending = int(stats.get("pending", 0))
