@@ -65,7 +65,9 @@ def _check(path: str, import_timeout: float | None = None) -> int:
     setup, found = check_file(path)
     problems = found.problems
     if setup is not None and import_timeout is not None:
-        problems = import_check(setup, import_timeout)
+        absolute = f"{setup.path}: "  # shown as the user typed it, like the static problems
+        problems = [f"{path}: {line[len(absolute):]}" if line.startswith(absolute) else line
+                    for line in import_check(setup, import_timeout)]
     if not problems:
         print(f"{path}: ok")
     else:
