@@ -65,7 +65,9 @@ def _check(path: str, import_timeout: float | None = None) -> int:
     setup, found = check_file(path)
     problems = found.problems
     if setup is not None and import_timeout is not None:
-        problems = import_check(setup, import_timeout)
+        absolute = f"{setup.path}: "  # shown as the user typed it, like the static problems
+        problems = [f"{path}: {line[len(absolute):]}" if line.startswith(absolute) else line
+                    for line in import_check(setup, import_timeout)]
     if not problems:
         print(f"{path}: ok")
     else:
@@ -89,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     from .runtime import LogEcho, read_setup_failure, start_worker_server
     from .setup import load_setup
     from .supervisor.foreground import RunError, run_in_foreground
+    from .supervisor.logs import last_error_line
 
     for flag, value in (("--max-events", args.max_events), ("--max-seconds", args.max_seconds)):
         if value is not None and value <= 0:
@@ -133,6 +136,10 @@ def _run(args: argparse.Namespace) -> int:
         reason = read_setup_failure(report.run_dir, worker)
         if reason:
             print(f"  it could not start: {reason}", file=sys.stderr)
+        else:
+            error = last_error_line(report.run_dir / "logs" / f"{worker}.log")
+            if error:
+                print(f"  its last error: {error}", file=sys.stderr)
     if report.error and not report.failed_workers:
         print(f"run failed: {report.error}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -1,7 +1,8 @@
 """structlog configuration shared by the daemon and the worker processes.
 
 - Daemon: every event goes to stderr, one line per event (console renderer on a
-  terminal, JSON otherwise so that journald gets clean lines), and while a run
+  terminal, JSON otherwise so that journald gets clean lines; the foreground
+  ``mimocorb2 run`` always gets the console form, colored on a terminal), and while a run
   is active also as a JSON line into ``RUN_DIR/daemon.log``
   (:func:`attach_run_log`). Records pass through a queue to a writer thread so
   that a slow disk never stalls the daemon's event loop.
@@ -114,25 +115,52 @@ def _level(level: int | str) -> int:
     return level
 
 
+#: the supervisor's notes on its own timing (a busy machine, a slow fork): its user cannot
+#: act on them, and on a terminal they read like faults of the run
+LOOP_LATE = "event loop was late"
+SLOW_SPAWN = "spawning a process held the event loop"
+#: what the run engine also says in its own words on a foreground run's terminal (echo)
+PROCESS_ENDED = "process ended"
+WORKER_FAILED = "worker failed"
+#: events a foreground run (``mimocorb2 run``) keeps off its terminal: they still go to
+#: the run's daemon.log, and a daemon logs them to stderr (the journal) as usual
+FOREGROUND_HIDDEN = frozenset({LOOP_LATE, SLOW_SPAWN, PROCESS_ENDED, WORKER_FAILED})
+
+
+def _event_filter(hidden: frozenset[str]) -> Any:
+    """A logging filter refusing the records of the events in ``hidden``."""
+    def keep(record: logging.LogRecord) -> bool:
+        event = record.msg.get("event") if isinstance(record.msg, dict) else record.msg
+        return event not in hidden
+    return keep
+
+
 def configure_daemon_logging(level: int | str = "INFO", stream: TextIO | None = None,
-                             console: bool | None = None, stderr_level: int | str | None = None) -> None:
+                             console: bool | None = None, stderr_level: int | str | None = None,
+                             stderr_hides: frozenset[str] = frozenset()) -> None:
     """stderr sink for the daemon (and the foreground runner); call once at startup.
 
     ``stderr_level`` keeps the terminal quieter than the run's ``daemon.log``
-    (the foreground runner shows warnings and errors only).
+    (the foreground runner shows warnings and errors only). ``stderr_hides``: events kept
+    off stderr (the foreground runner passes :data:`FOREGROUND_HIDDEN`); they still go to
+    ``daemon.log``. ``console``: readable lines instead of JSON (default: when ``stream`` is
+    a terminal); colored only on a terminal.
     """
     global _listener, _queue_handler, _run_handler
     shutdown_logging()
     _configure_structlog()
     stream = stream or sys.stderr
+    terminal = hasattr(stream, "isatty") and stream.isatty()
     if console is None:
-        console = hasattr(stream, "isatty") and stream.isatty()
-    renderer = structlog.dev.ConsoleRenderer(colors=True) if console else _json_renderer()
+        console = terminal
+    renderer = structlog.dev.ConsoleRenderer(colors=terminal) if console else _json_renderer()
     stderr_handler = logging.StreamHandler(stream)
     stderr_handler.setFormatter(_formatter(renderer))
     stderr_handler.addFilter(lambda record: not hasattr(record, _SWITCH))
     if stderr_level is not None:
         stderr_handler.setLevel(_level(stderr_level))
+    if stderr_hides:
+        stderr_handler.addFilter(_event_filter(stderr_hides))
     _run_handler = _RunLogHandler()
     _run_handler.setFormatter(_formatter(_json_renderer()))
     _sinks[:] = [stderr_handler, _run_handler]

@@ -151,6 +151,27 @@ def _copy_into(writer: BufferWriter, metadata: np.ndarray | None, data: Any, sam
         meta_dst[:] = metadata.view(np.uint8)
 
 
+def _raised(data: np.ndarray, exc: Exception) -> str:
+    """'ufunc raised', with a hint when NumPy refused to compute on the whole structured event."""
+    names = data.dtype.names
+    if names and isinstance(exc, TypeError) and "dtype([(" in str(exc):
+        return (f"ufunc raised (hint: data is a structured array with the fields "
+                f"{', '.join(names)}; compute on one of them, e.g. data['{names[0]}'])")
+    return "ufunc raised"
+
+
+def _misfit(sink: BufferWriter, data: Any) -> str:
+    """Why ``data`` could not be written to ``sink``: what it is, what the buffer holds."""
+    example = sink.data_example
+    if isinstance(data, np.ndarray):
+        got = f"an array of shape {data.shape} and dtype {data.dtype}"
+    else:
+        got = f"a {type(data).__name__}"
+    fields = ", ".join(f"{name}: {example.dtype[name]}" for name in example.dtype.names or ())
+    return (f"does not fit buffer '{sink.name}' (data_length {example.shape[0]}, "
+            f"data_dtype {{{fields}}}): got {got}")
+
+
 class Importer(Base):
     """Worker class for importing data from an external generator into one sink.
 
@@ -209,7 +230,10 @@ class Importer(Base):
                 if data is None or writer.is_shutdown.value:
                     break
                 with writer as (metadata_buffer, data_buffer):
-                    _copy_into(writer, None, data, False)
+                    try:
+                        _copy_into(writer, None, data, False)
+                    except (ValueError, TypeError) as exc:
+                        raise self._ufunc_failed(f"yielded data that {_misfit(writer, data)}", exc) from exc
                     done = time.time()
                     slot = writer.token
                     if slot >= 0:
@@ -305,7 +329,7 @@ class Filter(Base):
                 try:
                     result = ufunc(data)
                 except Exception as exc:
-                    raise self._ufunc_failed("ufunc raised", exc) from exc
+                    raise self._ufunc_failed(_raised(data, exc), exc) from exc
                 if isinstance(result, (bool, np.bool_)):
                     if not result:
                         continue
@@ -357,7 +381,7 @@ class Processor(Base):
                 try:
                     results = ufunc(data)
                 except Exception as exc:
-                    raise self._ufunc_failed("ufunc raised", exc) from exc
+                    raise self._ufunc_failed(_raised(data, exc), exc) from exc
                 if results is None:
                     continue
                 if not isinstance(results, (list, tuple)) or len(results) != len(sinks):
@@ -373,7 +397,7 @@ class Processor(Base):
                             with sink:
                                 _copy_into(sink, metadata, event, False)
                         except (ValueError, TypeError) as exc:
-                            raise self._ufunc_failed(f"result for sink '{sink.name}' does not fit its data_dtype", exc) from exc
+                            raise self._ufunc_failed(f"result for sink '{sink.name}' {_misfit(sink, event)}", exc) from exc
         self.io.flush_sinks_if_standalone()
         self.logger.info("processor finished")
 

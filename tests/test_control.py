@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mimocorb2 import logsetup
 from mimocorb2.control import protocol as P
 from mimocorb2.control import server as control_server
 from mimocorb2.control.client import Client, DaemonUnreachable, RequestFailed, acall
@@ -406,3 +407,45 @@ def test_other_uid_is_refused(daemon):
         os.chmod(path, 0o660)
         os.chmod(path.parent, 0o750)
     assert daemon.call("ping")["pong"]
+
+
+def test_foreground_terminal_leaves_out_timing_notes_and_what_it_echoes(tmp_path):
+    """`mimocorb2 run`'s stderr: no late loop, slow fork or doubled exit line; daemon.log has all."""
+    run_log = tmp_path / "daemon.log"
+    code = (
+        "import structlog\n"
+        "from mimocorb2 import logsetup\n"
+        "logsetup.configure_daemon_logging('INFO', stderr_level='WARNING',\n"
+        "                                  stderr_hides=logsetup.FOREGROUND_HIDDEN)\n"
+        f"logsetup.attach_run_log({str(run_log)!r})\n"
+        "log = structlog.get_logger('mimocorb2.daemon')\n"
+        "log.warning(logsetup.LOOP_LATE, seconds=0.4)\n"
+        "log.warning(logsetup.SLOW_SPAWN, worker='w', seconds=0.1)\n"
+        "structlog.get_logger('mimocorb2.run').error(logsetup.WORKER_FAILED, worker='w')\n"
+        "log.warning('disk is getting full')\n"
+        "logsetup.detach_run_log(wait=10)\n"
+        "logsetup.shutdown_logging()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    shown = [json.loads(line)["event"] for line in out.stderr.strip().splitlines()]
+    assert shown == ["disk is getting full"]
+    kept = [json.loads(line)["event"] for line in run_log.read_text().splitlines()]
+    assert kept == [logsetup.LOOP_LATE, logsetup.SLOW_SPAWN, logsetup.WORKER_FAILED,
+                    "disk is getting full"]
+
+
+def test_readable_lines_without_colors_when_asked_for_off_a_terminal(tmp_path):
+    """The foreground runner's stderr piped into a file: readable lines, no JSON, no escapes."""
+    code = (
+        "import structlog\n"
+        "from mimocorb2 import logsetup\n"
+        "logsetup.configure_daemon_logging('INFO', stderr_level='WARNING', console=True)\n"
+        "structlog.get_logger('mimocorb2.run').warning('disk is getting full', free='90 MB')\n"
+        "logsetup.shutdown_logging()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = out.stderr.strip()
+    assert "[warning" in line and "disk is getting full" in line and "free='90 MB'" in line, line
+    assert not line.startswith("{") and "\x1b[" not in line, line

@@ -74,6 +74,7 @@ def test_usage_errors_exit_2():
     assert run_ctl("fly").returncode == 2
     assert run_ctl("start").returncode == 2
     assert run_ctl("start", "x.yaml", "--max-events", "-3").returncode == 2
+    assert "--max-events N" in run_ctl("start", "--help").stdout  # not MAX_EVENTS
     with pytest.raises(SystemExit) as err:
         mimoctl.build_parser().parse_args(["status", "--interval", "0"])
     assert err.value.code == 2
@@ -97,18 +98,28 @@ def test_check_validates_locally(tmp_path, setup_file):
     r = run_ctl("check", str(bad))
     assert r.returncode == 1
     assert r.stderr.count("\n  - ") >= 3, r.stderr  # every problem listed
+    assert r.stderr.splitlines()[0] == f"{bad}: {r.stderr.count(chr(10) + '  - ')} problems"
+    warned = tmp_path / "warned.yaml"  # a key without a close match: a warning, printed once
+    warned.write_text(setup_file.read_text().replace("sinks: [raw]}", "sinks: [raw], colour: red}"))
+    r = run_ctl("check", str(warned))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("colour") == 1, r.stdout
 
 
 def test_session(daemon, setup_file, tmp_path):
     sock = daemon.socket_path
     r = run_ctl("status", socket=sock)
     assert r.returncode == 0 and "state: idle" in r.stdout
+    r = run_ctl("web", socket=sock)  # the test daemon runs with --no-web
+    assert r.returncode == 1
+    assert "serves no web page: it was started with --no-web, or the address" in r.stderr
     assert run_ctl("stop", socket=sock).returncode == 1  # nothing to stop: refused
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("Buffers: {}\nWorkers:\n  w: {function: x, sources: [nowhere]}\n")
     r = run_ctl("start", str(bad), socket=sock)
     assert r.returncode == 1 and "nowhere" in r.stderr
+    assert r.stderr.splitlines()[0] == f"mimoctl: start refused: setup {bad}: 2 problems", r.stderr
 
     r = run_ctl("start", str(setup_file), socket=sock)
     assert r.returncode == 0, r.stderr
@@ -131,6 +142,7 @@ def test_session(daemon, setup_file, tmp_path):
 
     r = run_ctl("status", socket=sock)
     assert "raw" in r.stdout and "snk" in r.stdout and "BUFFER" in r.stdout
+    assert " up 0:" in next(line for line in r.stdout.splitlines() if line.startswith("run: "))
 
     assert run_ctl("pause", socket=sock).stdout.strip() == "paused: raw"
     assert run_ctl("pause", "nope", socket=sock).returncode == 1
@@ -139,6 +151,12 @@ def test_session(daemon, setup_file, tmp_path):
     r = run_ctl("stop", socket=sock)
     assert r.returncode == 0, r.stderr
     assert "events lost: 0" in r.stdout
+    run_line = next(line for line in run_ctl("status", socket=sock).stdout.splitlines()
+                    if line.startswith("run: "))
+    assert " ran 0:" in run_line and " up " not in run_line  # how long it ran, not "up"
+    ended = json.loads(run_ctl("status", "--json", socket=sock).stdout)
+    assert ended["buffers"]["raw"]["event_count"] > 50
+    assert ended["buffers"]["raw"]["rate"] == 0  # nothing flows after the end
     r = run_ctl("logs", socket=sock)
     assert r.returncode == 0 and "snk | " in r.stdout and "sink saw" in r.stdout
     r = run_ctl("logs", "snk", socket=sock)

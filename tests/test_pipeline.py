@@ -133,6 +133,18 @@ def test_failing_ufunc_names_worker_and_downstream_still_ends(tmp_path):
     assert all(s["ended"] for s in report.stats.values())
 
 
+def test_cli_quiet_summary_says_why_a_worker_failed(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocorb2", "run", str(write_setup(tmp_path, 200, "explode")), "-q"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.startswith("worker 'odd_filter' failed"))
+    assert lines[failed + 1].startswith("  its last error: "), done.stderr
+    assert "ufunc raised: ZeroDivisionError: bad event 11" in lines[failed + 1]
+
+
 def test_cli_run_max_events_on_endless_source(tmp_path):
     setup = write_setup(tmp_path, None)
     done = subprocess.run(
@@ -252,6 +264,40 @@ def test_importer_accepts_a_plain_iterable(buffers):
     importer(lambda: events)  # a list: no None at the end, no close()
     stats = buffers["b"].get_stats()
     assert stats["event_count"] == 2 and stats["ended"]
+
+
+@pytest.mark.parametrize("event, got", [
+    (np.zeros(2), "an array of shape (2,) and dtype float64"),
+    ({"x": [1.0, 2.0, 3.0]}, "a dict"),
+])
+def test_importer_names_buffer_and_layout_when_an_event_does_not_fit(buffers, event, got):
+    importer = Importer(io_for(buffers, sinks=["a"]))
+    with pytest.raises(UfuncError) as info:
+        importer(lambda: iter([event]))
+    assert (f"worker 'tpl': yielded data that does not fit buffer 'a' (data_length 3, "
+            f"data_dtype {{x: float64, n: int32}}): got {got}") in str(info.value)
+    stats = buffers["a"].get_stats()
+    assert stats["event_count"] == 0 and stats["pending"] == 0  # the slot was given back
+
+
+def test_processor_names_sink_and_layout_when_a_result_does_not_fit(buffers):
+    with BufferWriter(buffers["a"]) as (metadata, data):
+        data["x"] = 2.5
+    buffers["a"].send_flush_event()
+    with pytest.raises(UfuncError, match=r"result for sink 'c' does not fit buffer 'c' \(data_length 5, "
+                                         r"data_dtype \{y: float32\}\): got an array of shape \(3,\)"):
+        Processor(io_for(buffers, sources=["a"], sinks=["c"]))(lambda data: [np.zeros(3)])
+
+
+def test_filter_on_a_whole_structured_event_gets_a_hint(buffers):
+    """The manual's Filter example, `np.max(data) > min_height`, on a structured event."""
+    with BufferWriter(buffers["a"]) as (metadata, data):
+        data["x"] = 2.5
+    buffers["a"].send_flush_event()
+    with pytest.raises(UfuncError) as info:
+        Filter(io_for(buffers, sources=["a"], sinks=["b"]))(lambda data: np.max(data) > 1)
+    assert ("ufunc raised (hint: data is a structured array with the fields x, n; "
+            "compute on one of them, e.g. data['x'])") in str(info.value)
 
 
 def test_processor_rejects_wrong_result_and_exporter_copies(buffers):

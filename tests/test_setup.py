@@ -212,6 +212,12 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     assert problem.startswith("line 3, column ")
 
 
+def test_a_tab_in_the_indentation_is_named(tmp_path: Path) -> None:
+    problem = one_problem(tmp_path, "Buffers:\n\traw:\n    slot_count: 4\n")
+    assert problem == ("line 2, column 1: YAML syntax error: found character '\\t' that cannot "
+                       "start any token (YAML indents with spaces only)")
+
+
 def test_empty_setup_file(tmp_path: Path) -> None:
     assert "the setup file is empty" in one_problem(tmp_path, "")
 
@@ -495,6 +501,31 @@ def test_function_bound_at_top_level_in_any_way(tmp_path: Path, source: str) -> 
     assert check_setup(path) == []
 
 
+@pytest.mark.parametrize("signature, said", [
+    ("()", "takes no positional argument"),
+    ("(self, buffer_io)", "requires 2 arguments"),
+    ("(buffer_io, *, threshold)", "also requires 1 keyword argument(s)"),
+])
+def test_worker_function_must_take_the_buffer_io(tmp_path: Path, signature: str, said: str) -> None:
+    (tmp_path / "sig.py").write_text(f"def source{signature}:\n    pass\n")
+    problem = one_problem(tmp_path, edit("    file: funcs.py\n    function: source",
+                                         "    file: sig.py\n    function: source"))
+    assert problem == (f"Workers.src.function: function 'source' in {tmp_path / 'sig.py'} (line 1) "
+                       f"{said}; a worker function takes one, the worker's BufferIO: "
+                       "def source(buffer_io): ...")
+
+
+@pytest.mark.parametrize("signature", ["(io)", "(io, extra=1)", "(*args)", "(io, *, k=2)", "(io, /)"])
+def test_worker_function_signatures_that_take_the_buffer_io(tmp_path: Path, signature: str) -> None:
+    (tmp_path / "sig.py").write_text(f"def source{signature}:\n    pass\n"
+                                     "def wrap(f):\n    return f\n"
+                                     "@wrap\ndef decorated():\n    pass\n")
+    assert check_setup(write(tmp_path, edit("    file: funcs.py\n    function: source",
+                                            "    file: sig.py\n    function: source"))) == []
+    assert check_setup(write(tmp_path, edit("    file: funcs.py\n    function: source",
+                                            "    file: sig.py\n    function: decorated"))) == []
+
+
 def test_function_defined_only_inside_a_function_is_missing(tmp_path: Path) -> None:
     path = write(tmp_path, edit("file: funcs.py\n    function: source",
                                 "file: other.py\n    function: source"))
@@ -560,6 +591,19 @@ def test_unknown_prebuilt_module(tmp_path: Path) -> None:
                                          "    function: nosuchmodule.nothing"))
     assert problem.startswith("Workers.drain.function: unknown prebuilt function "
                               "'nosuchmodule.nothing'")
+
+
+@pytest.mark.parametrize("given, meant", [
+    ("redpitaya.waveform", "importers.redpitaya.waveform"),  # as the manual's heading shows it
+    ("pha", "analyzers.pha"),
+    ("visualize_histogram", "exporters.visualize_histogram"),
+])
+def test_prebuilt_name_without_its_first_parts_gets_the_full_name(tmp_path: Path, given: str,
+                                                                   meant: str) -> None:
+    problem = one_problem(tmp_path, edit("    file: funcs.py\n    function: drain",
+                                         f"    function: {given}"))
+    assert problem.startswith(f"Workers.drain.function: unknown prebuilt function '{given}'")
+    assert problem.endswith(f" (did you mean '{meant}'?)")
 
 
 def test_prebuilt_name_without_module(tmp_path: Path) -> None:
@@ -941,3 +985,46 @@ def test_prebuilt_observer_with_a_source_fails_validation(tmp_path: Path) -> Non
     problem = one_problem(tmp_path, text)
     assert problem == ("Workers.scope.sources: observers.oscilloscope is an Observer worker: "
                        "it takes exactly 0 sources, got 1")
+
+
+# --- config values of prebuilt functions, checked by the functions themselves ----------------
+
+PREBUILT_VIEWS = """\
+  scope:
+    function: observers.oscilloscope
+    config: {channels: [ch1], ylim: [-1, 1]}
+    observes: [raw_data]
+  view:
+    function: exporters.visualize_histogram
+    config: {plot_type: step}
+    observes: [filtered]
+"""
+
+
+def test_prebuilt_config_values_are_checked_at_validation(tmp_path: Path) -> None:
+    assert check_setup(write(tmp_path, GOOD + PREBUILT_VIEWS)) == []
+    wrong = edit("plot_type: step", "plot_type: bars", GOOD + PREBUILT_VIEWS)
+    wrong = edit("channels: [ch1]", "channels: [ch3]", wrong)
+    found = [p.split(": ", 1)[1] for p in problems_of(tmp_path, wrong)]
+    assert found == [
+        "Workers.scope.config.channels: channels ['ch3'] are not fields of the observed buffer "
+        "(fields: ['ch1', 'ch2'])",
+        "Workers.view.config.plot_type: expected one of ['line', 'bar', 'step'], got 'bars'",
+    ]
+
+
+def test_prebuilt_checks_need_the_rest_of_the_setup_valid_and_never_run_the_function(tmp_path: Path) -> None:
+    # a histogram of a field that does not exist is only reported once the graph is sound
+    text = GOOD + ("  hist:\n    function: exporters.histogram\n    config: {bins: {ch9: [0, 1, 10]}}\n"
+                   "    sources: [heights]\n")
+    text = edit("Workers:", "  heights:\n    slot_count: 4\n    data_length: 1\n"
+                "    data_dtype: {ch1: float32}\nWorkers:", text)
+    assert problems_of(tmp_path, text) == [
+        f"{tmp_path / 'setup.yaml'}: Buffers.heights: no worker writes this buffer (list it in some "
+        "worker's sinks), so it would never end"]
+    text = edit("    sinks: [filtered]\n", "    sinks: [filtered, heights]\n", text)
+    assert one_problem(tmp_path, text).startswith(
+        "Workers.hist.config.bins.ch9: channel 'ch9' is not a field of the source buffer")
+    fixed = write(tmp_path, text.replace("ch9: [0, 1, 10]", "ch1: [0, 1, 10]"))
+    assert check_setup(fixed) == []
+    assert not (tmp_path / "target").exists()  # nothing was written, no run directory made

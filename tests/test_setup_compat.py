@@ -236,3 +236,16 @@ def test_daemon_replies_carry_warnings(tmp_path: Path, home: Path) -> None:
         assert "setup warning" in daemon.log_text()
         copy = yaml.safe_load((run_dir / "setup.yaml").read_text())
         assert copy["Workers"]["filter"]["config"]["threshold"] == 7
+
+
+def test_cli_check_import_names_the_setup_as_typed(tmp_path: Path, home: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_setup(tmp_path)
+    (tmp_path / "funcs.py").write_text("raise RuntimeError('no scope attached')\n" + FUNCS)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", path.name, "--import"]) == cli.EXIT_FAILED
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path.name}: 2 problem(s)\n"), out  # the two workers of funcs.py
+    assert (f"\n  - {path.name}: Workers.input.file: importing {tmp_path / 'funcs.py'} failed: "
+            "RuntimeError: no scope attached (line 1)") in out, out

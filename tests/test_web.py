@@ -150,6 +150,12 @@ def test_rates_graph_logs_and_a_scope_on_demand(env):
     ensure_running(env)
     page = operator_page(env)
     poll(lambda: int(page.get_attribute("#rates-chart", "data-points") or 0) >= 2, 30, "rate history points")
+    legend = page.locator("#rates-chart .u-legend .u-series:not(:first-child) .u-value")
+    assert set(legend.all_inner_texts()) == {"--"}  # no cursor: no value (it once said 0)
+    box = page.locator("#rates-chart .u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+    poll(lambda: "--" not in legend.all_inner_texts(), 30, "the rates under the cursor")
+    page.mouse.move(0, 0)
     nodes = {g.get_attribute("data-name"): g.get_attribute("data-state") for g in page.locator("#graph g.node").all()}
     assert set(nodes) == {"source", "heights", "histogram", "scope", "victim", "Raw", "Heights"}
     poll(lambda: page.get_attribute("#graph g.node[data-name='Raw']", "data-state") == "flowing", 30,

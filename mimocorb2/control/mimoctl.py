@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("start", help=P.COMMAND_HELP["start"])
     p.add_argument("setup", metavar="SETUP.yaml")
-    p.add_argument("--max-events", type=_positive_int, help="stop gracefully after N root events")
-    p.add_argument("--max-seconds", type=_positive_float, help="stop gracefully after T seconds")
+    p.add_argument("--max-events", type=_positive_int, metavar="N", help="stop gracefully after N root events")
+    p.add_argument("--max-seconds", type=_positive_float, metavar="T", help="stop gracefully after T seconds")
     p.add_argument("--comment", help="a note stored as RUN_DIR/comment.txt")
 
     p = sub.add_parser("stop", help=P.COMMAND_HELP["stop"])
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help=P.COMMAND_HELP["status"])
     p.add_argument("--json", action="store_true", help="one JSON object (stable schema)")
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
-    p.add_argument("--interval", type=_positive_float, default=1.0, help="--watch refresh period")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="T",
+                   help="--watch refresh period in seconds (default 1)")
     p = sub.add_parser("logs", help=P.COMMAND_HELP["logs"])
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("worker", nargs="?", metavar="WORKER")
@@ -141,15 +142,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     try:
         setup = load_setup(Path(args.setup))
     except SetupError as exc:
-        print(f"{args.setup}: {exc.message}", file=sys.stderr)
+        print(exc.message, file=sys.stderr)  # "PATH: N problems"
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         print(f"{args.setup}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    for warning in setup.warnings:
-        print(f"warning: {warning}", file=out)
     print(f"{setup.path}: ok ({len(setup.buffers)} buffers, {len(setup.workers)} workers)", file=out)
     _print_remarks(setup.warnings, setup.notes, out)
     return EXIT_OK
@@ -309,7 +308,9 @@ def cmd_web(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     """
     info = client.call("web", {})
     if not info.get("enabled"):
-        print("mimoctl: the daemon serves no web page (started with --no-web)", file=sys.stderr)
+        print("mimoctl: the daemon serves no web page: it was started with --no-web, or the "
+              "address of its page was taken when it started (its log names the address; "
+              "give it another with --web [HOST:]PORT)", file=sys.stderr)
         return EXIT_FAILED
     url = info["operator_url"] if args.operator else info["viewer_url"]
     print(url, file=out)
@@ -381,7 +382,8 @@ def format_status(status: dict[str, Any]) -> str:
         head += f"   daemon pid {daemon.get('pid')} up {_fmt_duration(daemon.get('uptime', 0))}"
     lines.append(head)
     if run:
-        lines.append(f"run:   {run.get('directory')}   up {_fmt_duration(run.get('uptime', 0))}")
+        lasted = "ran" if run.get("ended_at") else "up"  # uptime stops when the run ends
+        lines.append(f"run:   {run.get('directory')}   {lasted} {_fmt_duration(run.get('uptime', 0))}")
         extra = []
         if run.get("stop_reason"):
             extra.append(f"stop reason: {run['stop_reason']}")

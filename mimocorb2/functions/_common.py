@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import SetupError
 
 __all__ = [
+    "ChecksPassed",
     "ConfigChecker",
     "atomic_save_npy",
     "atomic_write_bytes",
@@ -26,6 +27,16 @@ __all__ = [
 ]
 
 _MISSING = object()
+
+
+class ChecksPassed(Exception):
+    """Raised by :meth:`ConfigChecker.done` when its BufferIO has ``checks_only`` set.
+
+    Setup validation calls a prebuilt function with such a BufferIO (buffers that are
+    only names and empty examples): every prebuilt function checks its config and
+    buffers, then calls ``done()`` before it touches a buffer, a file or a device, so
+    the function stops right there and no problem is left to report.
+    """
 
 
 def _current_umask() -> int:
@@ -103,11 +114,17 @@ class ConfigChecker:
         self.problems.append(f"Workers.{self.name}.{kind}: {message}")
 
     def done(self) -> None:
-        """Raise SetupError listing every recorded problem (if any)."""
+        """Raise SetupError listing every recorded problem (if any).
+
+        Without problems, a BufferIO with ``checks_only`` (setup validation) stops the
+        function here with :class:`ChecksPassed`.
+        """
         if self.problems:
             raise SetupError(
                 f"worker '{self.name}' ({self.function}): invalid setup", problems=self.problems
             )
+        if getattr(self.io, "checks_only", False):
+            raise ChecksPassed(self.name)
 
     # -- config values ---------------------------------------------------------------
     def raw(self, key: str, default: Any = _MISSING) -> Any:

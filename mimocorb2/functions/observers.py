@@ -63,7 +63,7 @@ class _Scope:
 
 
 def oscilloscope(buffer_io: BufferIO) -> None:
-    """mimoCoRB2 Function: Show an Osilloscope plot of the buffer.
+    """mimoCoRB2 Function: Show an oscilloscope plot of the buffer.
 
     Observes data from a buffer and shows it as an oscilloscope plot. With a display
     a window is opened; without one (daemon, CI) the plot is rendered to

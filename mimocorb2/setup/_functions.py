@@ -129,13 +129,23 @@ def _is_missing(err: ModuleNotFoundError, module_name: str) -> bool:
     return module_name == missing or module_name.startswith(missing + ".")
 
 
+def _full_name_hint(function: str) -> str:
+    """`` (did you mean 'importers.redpitaya.waveform'?)`` for a prebuilt name given without its
+    first parts ('redpitaya.waveform', as the manual's headings show it, or 'pha'); else ''."""
+    from ..functions import iter_functions
+
+    names = [name for _, _, doc in iter_functions() for name in (doc.name, *doc.aliases)]
+    matches = [name for name in names if name.endswith("." + function)]
+    return f" (did you mean '{matches[0]}'?)" if len(matches) == 1 else ""
+
+
 def _prebuilt(function: str) -> Callable[..., Any]:
     """The prebuilt function ``module.function`` from ``mimocorb2.functions``."""
     module_part, _, attr = function.rpartition(".")
     if not module_part or not attr:
         raise FunctionProblem("function", f"unknown prebuilt function '{function}': prebuilt "
                               "names are 'module.function' (e.g. 'exporters.drain'); "
-                              "set 'file' to use a function of your own")
+                              f"set 'file' to use a function of your own{_full_name_hint(function)}")
     module_name = f"{PREBUILT_PACKAGE}.{module_part}"
     try:
         module = importlib.import_module(module_name)
@@ -143,7 +153,7 @@ def _prebuilt(function: str) -> Callable[..., Any]:
         if not _is_missing(err, module_name):
             raise FunctionProblem("function", f"prebuilt module {module_name} "
                                   f"failed to import: {err}") from err
-        hint = did_you_mean(module_part, _sibling_modules(module_name))
+        hint = _full_name_hint(function) or did_you_mean(module_part, _sibling_modules(module_name))
         raise FunctionProblem("function", f"unknown prebuilt function '{function}': "
                               f"no module '{module_part}' in {PREBUILT_PACKAGE}{hint}") from None
     except Exception as err:

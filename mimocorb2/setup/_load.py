@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import SetupError
 from ._graph import check_graph
 from ._model import FAILURE_POLICIES, BufferSpec, DiskFloor, RunLimits, Setup, SetupCheck, WorkerSpec
+from ._prebuilt_check import prebuilt_config_problems
 from ._problems import Problems, describe
 from ._values import (check_choice, check_disk_floor, check_dtype, check_int, check_keys, check_mapping,
                       check_name, check_positive, is_misspelled)
@@ -48,7 +49,22 @@ class _Loader:
             check_graph(self.problems, buffers, workers)
         if self.problems.lines or buffers is None or workers is None:
             return None
+        self._prebuilt_configs(buffers, workers, options["target_directory"])
+        if self.problems.lines:
+            return None
         return self._build(buffers, workers, options)
+
+    def _prebuilt_configs(self, buffers: dict[str, dict[str, Any]], workers: dict[str, WorkerSpec],
+                          target: Path) -> None:
+        """Each prebuilt function's own checks of its config and buffers (the rest is valid)."""
+        layouts = {name: (values["data_length"], values["data_dtype"]) for name, values in buffers.items()}
+        for worker in workers.values():
+            for line in prebuilt_config_problems(worker, layouts, self.directory, target):
+                where, _, message = line.partition(": ")
+                if message:
+                    self.problems.add(where, message)
+                else:
+                    self.problems.add(f"Workers.{worker.name}", line)
 
     def _top_level_keys(self, data: dict[str, Any]) -> None:
         """Misspelled known keys are problems; other unknown keys get one note.

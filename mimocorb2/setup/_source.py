@@ -168,10 +168,12 @@ def check_source_function(path: Path, function: str) -> list[str]:
     the visible ones); raises SourceProblem for a file that cannot be read or parsed,
     a name that is surely missing, or a name bound only to a non-callable literal.
     """
-    bindings = module_bindings(parse_source(path))
+    tree = parse_source(path)
+    bindings = module_bindings(tree)
     if function in bindings.names:
         if not bindings.names[function]:
             raise SourceProblem("function", f"'{function}' in {path} is not callable")
+        _check_signature(tree, path, function)
         return []
     if bindings.dynamic:
         return [f"function '{function}' is not visibly defined in {path}, which binds names "
@@ -180,3 +182,31 @@ def check_source_function(path: Path, function: str) -> list[str]:
                if maybe_callable and not n.startswith("_")]
     raise SourceProblem("function", f"function '{function}' not found in {path}"
                                     f"{did_you_mean(function, visible)}")
+
+
+def _check_signature(tree: ast.Module, path: Path, function: str) -> None:
+    """A worker function defined once at top level must take the BufferIO as its one argument."""
+    binders = []
+    for statement in tree.body:
+        found = ModuleBindings()
+        _bind_statement(found, statement)
+        if function in found.names:
+            binders.append(statement)
+    if (len(binders) != 1 or not isinstance(binders[0], ast.FunctionDef | ast.AsyncFunctionDef)
+            or binders[0].decorator_list):
+        return  # bound in another way, more than once or through a decorator: its start will tell
+    args = binders[0].args
+    positional = [*args.posonlyargs, *args.args]
+    required = len(positional) - len(args.defaults)
+    required_keywords = sum(default is None for default in args.kw_defaults)
+    if (positional or args.vararg) and required <= 1 and not required_keywords:
+        return
+    if not positional and not args.vararg:
+        given = "takes no positional argument"
+    elif required_keywords:
+        given = f"also requires {required_keywords} keyword argument(s)"
+    else:
+        given = f"requires {required} arguments"
+    raise SourceProblem("function", f"function '{function}' in {path} (line {binders[0].lineno}) "
+                        f"{given}; a worker function takes one, the worker's BufferIO: "
+                        f"def {function}(buffer_io): ...")

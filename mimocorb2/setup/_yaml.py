@@ -43,6 +43,8 @@ class YamlProblem(Exception):
 def _syntax_message(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if "'\\t'" in reason:  # a tab in the indentation: the most common slip in a first setup
+        reason += " (YAML indents with spaces only)"
     if mark is None:
         return f"YAML syntax error: {reason}"
     return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {reason}"

@@ -80,7 +80,8 @@ def run_in_foreground(setup: Setup, *, max_events: int | None = None, max_second
     import uvloop
 
     saved = _save_logging()
-    logsetup.configure_daemon_logging("INFO", stderr_level="WARNING")
+    logsetup.configure_daemon_logging("INFO", stderr_level="WARNING", console=True,
+                                       stderr_hides=logsetup.FOREGROUND_HIDDEN)
     try:
         return uvloop.run(_main(setup, max_events, max_seconds, run_dir, echo or (lambda line: None),
                                 log_echo, web, web_public_url))

@@ -16,6 +16,8 @@ import os
 
 import structlog
 
+from mimocorb2.logsetup import LOOP_LATE
+
 log = structlog.get_logger("mimocorb2.daemon")
 
 #: seconds between wake-ups
@@ -99,7 +101,7 @@ class LoopMeter:
         else:
             self._recent.append((bucket, lag, blocked))
         if lag > WARN_LAG:
-            log.warning("event loop was late", seconds=round(lag, 3), waiting_for_cpu=round(lag - blocked, 3))
+            log.warning(LOOP_LATE, seconds=round(lag, 3), waiting_for_cpu=round(lag - blocked, 3))
 
     def report(self) -> dict[str, float]:
         """The ``loop_*`` fields of the status reply (seconds)."""

@@ -32,6 +32,7 @@ from pathlib import Path
 import structlog
 
 from mimocorb2.datapath.heartbeat import HeartbeatTable
+from mimocorb2.logsetup import SLOW_SPAWN as SLOW_SPAWN_EVENT
 from mimocorb2.mimo_buffer import mimoBuffer
 from mimocorb2.runtime import WorkerLaunch, spawn_worker
 from mimocorb2.setup import Setup, WorkerSpec
@@ -141,7 +142,7 @@ def spawn(launch: WorkerLaunch, rec: ProcessRecord, heartbeats: HeartbeatTable,
     proc = spawn_worker(launch)
     took = time.monotonic() - t0
     if took > SLOW_SPAWN:
-        log.warning("spawning a process held the event loop", worker=rec.worker, seconds=round(took, 3))
+        log.warning(SLOW_SPAWN_EVENT, worker=rec.worker, seconds=round(took, 3))
     rec.proc, rec.pid, rec.exitcode, rec.restart_handle = proc, proc.pid, None, None
     rec.started, rec.cpu_last, rec.cpu_percent, rec.killed_for = time.monotonic(), None, 0.0, None
     rec.started_wall, rec.setup_failure = time.time(), None

@@ -94,7 +94,7 @@ async def load_setup_async(path: Path) -> Setup:
         setup = await in_daemon_thread(load_setup, path, timeout=SETUP_LOAD_TIMEOUT,
                                        what=f"reading setup {path}")
     except SetupError as exc:
-        raise RunError(f"setup {path} has errors: {exc.message}", exc.problems) from None
+        raise RunError(f"setup {exc.message}", exc.problems) from None  # "setup PATH: N problems"
     except BlockingTimeout as exc:
         raise RunError(f"{exc}: is its file system responding?") from None
     except OSError as exc:
@@ -418,7 +418,7 @@ class Run:
             await asyncio.to_thread(write_setup_failure, self.directory, name, unloaded)
         worker.last_exit = how
         worker.exit_codes.append(exitcode)
-        (log.warning if exitcode else log.info)("process ended", worker=name, index=rec.index, pid=pid, how=how)
+        (log.warning if exitcode else log.info)(logsetup.PROCESS_ENDED, worker=name, index=rec.index, pid=pid, how=how)
         if exitcode:
             self.echo(f"{rec.name} (pid {pid}) {how}; see {self._log_path(name)}")
         if exitcode == policy.EXIT_SETUP_FAILED:
@@ -469,7 +469,7 @@ class Run:
         worker.error = why
         name = worker.spec.name
         on_failure = self.on_worker_failure
-        log.error("worker failed", worker=name, why=why, on_worker_failure=on_failure)
+        log.error(logsetup.WORKER_FAILED, worker=name, why=why, on_worker_failure=on_failure)
         self.echo(f"worker '{name}' failed: {why}; see {self._log_path(name)}")
         if self.error is None:
             self.error = f"worker {name} failed: {why}"
@@ -746,7 +746,9 @@ class Run:
             task.cancel()
         await asyncio.gather(*self._periodic, return_exceptions=True)
         if self.sampler is not None:
-            await self.sampler.refresh_stats()
+            await self.sampler.refresh_stats()  # its rates cover the last partial interval (stats.csv)
+            for stats in self.sampler.stats.values():
+                stats["rate"] = 0.0  # an ended run moves nothing: no status shows it flowing
             # events still in buffers now will never be read: report them as lost
             for name, stats in self.sampler.stats.items():
                 pending = int(stats.get("pending", 0))

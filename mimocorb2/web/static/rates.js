@@ -33,6 +33,8 @@ export class RatesChart {
   }
 
   build(names) {
+    // legend: "--" away from the cursor (as for the time), 0 where the rate was 0 (drawn as a gap)
+    const rateText = (u, v, s, idx) => (idx == null ? "--" : v == null ? "0" : v.toFixed(1));
     this.names = names;
     if (this.plot) this.plot.destroy();
     const opts = {
@@ -41,7 +43,7 @@ export class RatesChart {
         range: (u, min, max) => logRange(min, max) } },
       axes: [{}, { label: "events/s" }],
       series: [{}, ...names.map((n, i) => ({ label: n, stroke: PALETTE[i % PALETTE.length], width: 1.5,
-        spanGaps: false, points: { show: false }, value: (u, v) => (v == null ? "0" : v.toFixed(1)) }))],
+        spanGaps: false, points: { show: false }, value: rateText }))],
     };
     this.data = [[], ...names.map(() => [])];
     this.plot = new uPlot(opts, this.data, this.root);
