@@ -105,7 +105,7 @@ def test_original_style_setup_loads(tmp_path: Path, home: Path) -> None:
     assert list(setup.buffers) == ["InputBuffer", "AcceptedPulses"]
     assert setup.buffers["AcceptedPulses"].data_dtype.names == ("chA", "chB")
     assert setup.target_directory == home / "mimo_runs"
-    assert setup.notes == [f"{path}: not used by mimocorb2: osc_template, Options"]
+    assert setup.notes == [f"{path}: not used by mimocorb2: Options"]
     # the template's 'overwrite' reaches both buffers through the alias: one warning each
     assert setup.warnings == [
         f"{path}: Buffers.InputBuffer.overwrite: unknown key, ignored "
@@ -187,7 +187,7 @@ def test_misspellings_are_still_refused(tmp_path: Path, home: Path, old: str, ne
 def test_x_prefixed_anchor_holders_stay_silent(tmp_path: Path, home: Path) -> None:
     path = write_setup(tmp_path, "x-workers: {a: 1}\n" + ORIGINAL_STYLE)
     assert check_setup(path) == []
-    assert inspect_setup(path).notes == [f"{path}: not used by mimocorb2: osc_template, Options"]
+    assert inspect_setup(path).notes == [f"{path}: not used by mimocorb2: Options"]
 
 
 def test_cli_check_prints_warnings_and_the_note_once(tmp_path: Path, home: Path,
@@ -196,7 +196,7 @@ def test_cli_check_prints_warnings_and_the_note_once(tmp_path: Path, home: Path,
     assert cli.main(["check", str(path)]) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: ok\n")
-    assert out.count("not used by mimocorb2: osc_template, Options") == 1
+    assert out.count("not used by mimocorb2: Options") == 1
     assert out.count("  warning: ") == 3 and "Workers.filter.comment" in out
     broken = write_setup(tmp_path, ORIGINAL_STYLE.replace("sources: [InputBuffer]",
                                                           "sorces: [InputBuffer]"))
@@ -212,7 +212,7 @@ def test_daemon_replies_carry_warnings(tmp_path: Path, home: Path) -> None:
         reply = daemon.call("check", {"setup": str(path)})
         assert reply["ok"] is True
         assert len(reply["warnings"]) == 3 and "Workers.filter.comment" in reply["warnings"][2]
-        assert reply["notes"] == [f"{path}: not used by mimocorb2: osc_template, Options"]
+        assert reply["notes"] == [f"{path}: not used by mimocorb2: Options"]
 
         ctl = [sys.executable, "-m", "mimocorb2.control.mimoctl", "--socket",
                str(daemon.socket_path)]
@@ -225,14 +225,14 @@ def test_daemon_replies_carry_warnings(tmp_path: Path, home: Path) -> None:
                                  timeout=60)
         assert started.returncode == 0, started.stderr
         assert started.stdout.count("  warning: ") == 3, started.stdout
-        assert "note: " in started.stdout and "osc_template, Options" in started.stdout
+        assert "note: " in started.stdout and "not used by mimocorb2: Options" in started.stdout
         run_dir = Path(started.stdout.split("run started: ", 1)[1].split("\n", 1)[0])
         assert run_dir.parent == home / "mimo_runs"
         daemon.wait_for(lambda s: s["state"] in ("finished", "failed"), 90, "end of the run")
         assert daemon.status()["state"] == "finished"
         run_log = (run_dir / "daemon.log").read_text()
         assert run_log.count("setup warning") == 3 and "Workers.filter.comment" in run_log
-        assert "not used by mimocorb2: osc_template, Options" in run_log
+        assert "not used by mimocorb2: Options" in run_log
         assert "setup warning" in daemon.log_text()
         copy = yaml.safe_load((run_dir / "setup.yaml").read_text())
         assert copy["Workers"]["filter"]["config"]["threshold"] == 7
@@ -249,3 +249,21 @@ def test_cli_check_import_names_the_setup_as_typed(tmp_path: Path, home: Path,
     assert out.startswith(f"{path.name}: 2 problem(s)\n"), out  # the two workers of funcs.py
     assert (f"\n  - {path.name}: Workers.input.file: importing {tmp_path / 'funcs.py'} failed: "
             "RuntimeError: no scope attached (line 1)") in out, out
+
+
+def test_a_template_is_silent_but_an_unused_or_misspelled_key_is_not(tmp_path: Path, home: Path) -> None:
+    """A top-level key holding an anchor is a template; without an anchor it is noted; a typo
+    of a section is a problem even when it holds an anchor."""
+    (tmp_path / "funcs.py").write_text("def src(io):\n    pass\n")
+    body = textwrap.dedent("""\
+        Workers:
+          w: {file: funcs.py, function: src, sinks: [b]}
+          d: {function: exporters.drain, sources: [b]}
+        """)
+    path = tmp_path / "setup.yaml"
+    path.write_text("buf_template: &t {slot_count: 4, data_length: 2, data_dtype: {x: f8}}\n"
+                    "Buffers: {b: *t}\nplain_extra: 3\n" + body)
+    assert load_setup(path).notes == [f"{path}: not used by mimocorb2: plain_extra"]
+    path.write_text("Buffer: &t {b: {slot_count: 4, data_length: 2, data_dtype: {x: f8}}}\nBuffers: *t\n" + body)
+    with pytest.raises(SetupError, match="Buffer"):
+        load_setup(path)

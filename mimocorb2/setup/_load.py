@@ -33,6 +33,7 @@ class _Loader:
         self.directory = self.path.parent
         self.problems = Problems(str(path))
         self.graph_known = True  # False when a worker's buffer references are not all known
+        self._templates: list[str] = []  # top-level keys holding a YAML anchor (set by _read)
 
     def run(self) -> Setup | None:
         """The Setup, or None when problems were found."""
@@ -71,15 +72,17 @@ class _Loader:
 
         Setups written for the original mimoCoRB2 keep YAML anchor holders
         (``osc_template: &osc_template``) and blocks such as ``Options:`` at the top.
+        An anchor holder is a template, not a setting: it is not mentioned.
         """
         keys = {k: v for k, v in data.items() if not str(k).startswith(ANCHOR_PREFIX)}
-        unused = check_keys(self.problems, "", keys, TOP_KEYS)
+        unused = [k for k in check_keys(self.problems, "", keys, TOP_KEYS)
+                  if str(k) not in self._templates]
         if unused:
             self.problems.note("", f"not used by mimocorb2: {', '.join(unused)}")
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            data, duplicates = read_yaml(self.path)
+            data, duplicates, self._templates = read_yaml(self.path)
         except YamlProblem as err:
             self.problems.add("", str(err))
             return None

@@ -149,7 +149,7 @@ class WorkerChecker:
     def _config_file(self, where: str, name: str) -> dict[str, Any]:
         path = (self.directory / Path(name).expanduser()).resolve()
         try:
-            data, duplicates = read_yaml(path)
+            data, duplicates, _ = read_yaml(path)
         except YamlProblem as err:
             reason = f"not found (looked for {path})" if str(err) == "file not found" else err
             self.problems.add(where, f"config file '{name}': {reason}")

@@ -21,6 +21,12 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[str] = []
+        self.anchored: set[int] = set()  # id() of every node that carries an anchor
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        self.anchored.update(id(n) for n in self.anchors.values())  # anchors are forgotten per document
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[tuple[str, str]] = set()
@@ -92,8 +98,11 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def read_yaml(path: Path) -> tuple[Any, list[str]]:
-    """Parse ``path``; return ``(data, duplicate-key notes)``; raise YamlProblem on failure.
+def read_yaml(path: Path) -> tuple[Any, list[str], list[str]]:
+    """Parse ``path``; return ``(data, duplicate-key notes, templates)``; raise YamlProblem on failure.
+
+    ``templates`` are the top-level keys whose value carries a YAML anchor
+    (``osc_template: &osc_template``): holders of shared settings, not settings.
 
     Only a regular file of at most ``MAX_YAML_BYTES`` is read, and a document whose
     aliases would expand past ``MAX_EXPANDED_NODES`` values is refused before it is built.
@@ -109,16 +118,18 @@ def read_yaml(path: Path) -> tuple[Any, list[str]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, loader.duplicates
+            return None, loader.duplicates, []
         expanded_size(node)
         data = loader.construct_document(node)
+        templates = [str(key.value) for key, value in node.value if id(value) in loader.anchored
+                     and isinstance(key, yaml.ScalarNode)] if isinstance(node, yaml.MappingNode) else []
     except yaml.YAMLError as err:
         raise YamlProblem(_syntax_message(err)) from None
     except RecursionError:
         raise YamlProblem("the document is nested too deeply to read") from None
     finally:
         loader.dispose()
-    return data, loader.duplicates
+    return data, loader.duplicates, templates
 
 
 class _PlainDumper(yaml.SafeDumper):
