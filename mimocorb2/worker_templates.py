@@ -52,11 +52,16 @@ BUFFER_COUNTS: dict[str, dict[str, tuple[int, int | None]]] = {
 }
 
 
-def count_rule(low: int, high: int | None) -> str:
-    """``low..high`` in words: 'exactly 1', 'at least 1', '1 to 3'."""
+def count_rule(low: int, high: int | None, what: str) -> str:
+    """``low..high`` buffers in the list ``what``, in words: 'exactly 1 buffer in sinks',
+    'no buffer in sources', 'at least 1 buffer in sinks', '1 to 3 buffers in sources'."""
     if high is None:
-        return f"at least {low}"
-    return f"exactly {low}" if low == high else f"{low} to {high}"
+        count = f"at least {low} buffer"
+    elif low == high:
+        count = "no buffer" if low == 0 else f"exactly {low} buffer{'' if low == 1 else 's'}"
+    else:
+        count = f"{low} to {high} buffers"
+    return f"{count} in {what}"
 
 
 def buffer_count_problems(kind: str, counts: dict[str, int]) -> list[tuple[str, str]]:
@@ -65,7 +70,7 @@ def buffer_count_problems(kind: str, counts: dict[str, int]) -> list[tuple[str, 
     for what, (low, high) in BUFFER_COUNTS.get(kind, {}).items():
         count = counts.get(what, 0)
         if count < low or (high is not None and count > high):
-            found.append((what, f"{count_rule(low, high)} {what}"))
+            found.append((what, count_rule(low, high, what)))
     return found
 
 
@@ -92,7 +97,7 @@ class Base:
         if count >= low and (high is None or count <= high):
             return
         names = [b.name for b in buffers]
-        self._setup_failed(f"{self.kind} must have {count_rule(low, high)} {what}, "
+        self._setup_failed(f"{self.kind} must have {count_rule(low, high, what)}, "
                            f"got {count} {names}")
 
     def _require_buffers(self) -> None:

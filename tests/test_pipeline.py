@@ -221,14 +221,14 @@ def io_for(buffers, sources=(), sinks=(), observes=(), config=None, tmp="/tmp") 
 @pytest.mark.parametrize(
     "template, kwargs, message",
     [
-        (Importer, dict(sources=["a"], sinks=["b"]), "Importer must have exactly 0 sources, got 1 ['a']"),
-        (Importer, dict(), "Importer must have exactly 1 sinks, got 0"),
+        (Importer, dict(sources=["a"], sinks=["b"]), "Importer must have no buffer in sources, got 1 ['a']"),
+        (Importer, dict(), "Importer must have exactly 1 buffer in sinks, got 0"),
         (Filter, dict(sources=["a"], sinks=["c"]), "Filter sink 'c' must have the same data_dtype and data_length as source 'a'"),
-        (Filter, dict(sources=["a"]), "Filter must have at least 1 sinks"),
-        (Exporter, dict(sources=["a", "b"]), "Exporter must have exactly 1 sources"),
-        (Processor, dict(sources=["a"], observes=["b"], sinks=["c"]), "Processor must have exactly 0 observes"),
-        (Observer, dict(sources=["a"]), "Observer must have exactly 0 sources"),
-        (IsAlive, dict(), "IsAlive must have exactly 1 observes"),
+        (Filter, dict(sources=["a"]), "Filter must have at least 1 buffer in sinks"),
+        (Exporter, dict(sources=["a", "b"]), "Exporter must have exactly 1 buffer in sources"),
+        (Processor, dict(sources=["a"], observes=["b"], sinks=["c"]), "Processor must have no buffer in observes"),
+        (Observer, dict(sources=["a"]), "Observer must have no buffer in sources"),
+        (IsAlive, dict(), "IsAlive must have exactly 1 buffer in observes"),
     ],
 )
 def test_template_setup_errors_name_worker_and_rule(buffers, template, kwargs, message):

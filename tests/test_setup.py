@@ -976,7 +976,7 @@ def test_recursive_alias_is_refused(tmp_path: Path) -> None:
 def test_prebuilt_filter_without_sinks_fails_validation(tmp_path: Path) -> None:
     text = GOOD + "  copy:\n    function: misc.copy\n    sources: [raw_data]\n    sinks: []\n"
     problem = one_problem(tmp_path, text)
-    assert problem == "Workers.copy.sinks: misc.copy is a Filter worker: it takes at least 1 sinks, got 0"
+    assert problem == "Workers.copy.sinks: misc.copy is a Filter worker: it takes at least 1 buffer in sinks, got 0"
 
 
 def test_prebuilt_observer_with_a_source_fails_validation(tmp_path: Path) -> None:
@@ -984,7 +984,7 @@ def test_prebuilt_observer_with_a_source_fails_validation(tmp_path: Path) -> Non
                    "    observes: [raw_data]\n")
     problem = one_problem(tmp_path, text)
     assert problem == ("Workers.scope.sources: observers.oscilloscope is an Observer worker: "
-                       "it takes exactly 0 sources, got 1")
+                       "it takes no buffer in sources, got 1")
 
 
 # --- config values of prebuilt functions, checked by the functions themselves ----------------
