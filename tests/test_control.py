@@ -449,3 +449,44 @@ def test_readable_lines_without_colors_when_asked_for_off_a_terminal(tmp_path):
     line = out.stderr.strip()
     assert "[warning" in line and "disk is getting full" in line and "free='90 MB'" in line, line
     assert not line.startswith("{") and "\x1b[" not in line, line
+
+
+def test_a_reply_that_comes_after_the_timeout_is_never_taken_for_the_next_one(tmp_path):
+    """The client gives up a connection whose reply it did not read: the late reply to the
+    first request cannot answer the second (a peer that is slow once, then prompt)."""
+    path = tmp_path / "slow.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+    release = threading.Event()
+
+    def reply(conn: socket.socket, result: str) -> None:
+        request = json.loads(conn.makefile("rb").readline())
+        conn.sendall(json.dumps({"v": P.PROTOCOL_VERSION, "id": request["id"], "ok": True,
+                                 "result": result}).encode() + b"\n")
+
+    def serve() -> None:
+        first, _ = listener.accept()
+        release.wait(30)
+        try:
+            reply(first, "late answer to the first request")  # what a slow daemon sends after all
+        except OSError:
+            pass  # the client hung up on it, as it should
+        second, _ = listener.accept()
+        reply(second, "answer to the second request")
+        for conn in (first, second):
+            conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        client = Client(path, timeout=0.3)
+        with pytest.raises(TimeoutError):
+            client.call("status")
+        release.set()
+        assert client.call("status") == "answer to the second request"
+        client.close()
+    finally:
+        release.set()
+        server.join(30)
+        listener.close()

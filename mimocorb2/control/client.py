@@ -59,9 +59,9 @@ class Client:
     Invariants: at most one request is in flight; its reply line is read before the next
     request is sent, so replies are matched by order (their ids are not compared). ``_sock``
     is None before the first call and after :meth:`close`, and the next call reconnects.
-    ``_buf`` holds what arrived after the last reply line. A call that raised (a timeout
-    included) may leave its reply on the way: close the client before reusing it, or that
-    late reply is read as the next call's.
+    ``_buf`` holds what arrived after the last reply line. A call whose reply was not read
+    (a timeout, a lost connection, an interrupt) closes the connection, so a late reply is
+    never taken for the next call's.
     """
 
     def __init__(self, path: str | Path | None = None, timeout: float | None = 30.0) -> None:
@@ -119,6 +119,7 @@ class Client:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._buf = b""
 
     def __enter__(self) -> "Client":
         if self._sock is None:
@@ -166,17 +167,24 @@ class Client:
             self._sock.settimeout(timeout)
         req_id = self._next_id
         self._next_id += 1
+        sock = self._sock
         try:
             try:
-                self._sock.sendall(P.encode(P.make_request(cmd, args, req_id)))
+                sock.sendall(P.encode(P.make_request(cmd, args, req_id)))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the daemon may have answered (refused us) and hung up: read that answer
             line = self._readline()
         except (BrokenPipeError, ConnectionResetError) as exc:
+            self.close()
             raise DaemonUnreachable(self.path, f"connection lost: {exc}") from None
+        except BaseException:
+            # a timeout, an oversized reply, an interrupt: this request's reply may still come,
+            # so the connection is given up rather than read as the next request's reply
+            self.close()
+            raise
         finally:
             if timeout != -1.0:
-                self._sock.settimeout(self.timeout)
+                sock.settimeout(self.timeout)
         return _check_reply(json.loads(line), req_id)
 
 
