@@ -148,8 +148,10 @@ def mimoctl_status(daemon: DaemonProcess) -> str:
 
 def test_status_shows_a_process_importing_its_file(daemon, tmp_path):
     call(daemon, "start", {"setup": str(write_setup(tmp_path, "sleeps"))})
-    status = daemon.wait_for(lambda s: s["workers"]["snk"]["processes"][0]["stage"] == "loading", 30,
-                             "the sink importing its file")
+    # the source imports its own (good) file meanwhile: on a loaded machine that takes a while
+    status = daemon.wait_for(lambda s: s["workers"]["snk"]["processes"][0]["stage"] == "loading"
+                             and s["workers"]["src"]["state"] == "running", 30,
+                             "the sink importing its file while the source runs")
     snk = status["workers"]["snk"]
     assert snk["state"] == "starting" and snk["processes"][0]["loading"].startswith("importing bad_sleeps.py for ")
     assert status["workers"]["src"]["state"] == "running"
@@ -259,8 +261,8 @@ def test_template_refusing_its_buffers_fails_the_start_without_restarts(daemon, 
     assert status["state"] == "failed"
     filt = status["workers"]["filt"]
     assert filt["state"] == "failed" and filt["restarts"] == 0
-    assert "Filter must have at least 1 sinks, got 0" in filt["last_exit"]
-    assert "Filter must have at least 1 sinks" in status["run"]["error"]
+    assert "Filter must have at least 1 buffer in sinks, got 0" in filt["last_exit"]
+    assert "Filter must have at least 1 buffer in sinks" in status["run"]["error"]
 
 
 def test_check_and_start_refuse_a_fifo_and_dev_zero_promptly(daemon, tmp_path):

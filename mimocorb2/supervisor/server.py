@@ -168,7 +168,8 @@ class Daemon:
         """
         self.notifier.stopping(status="stopping")
         log.info("mimocorb2d shutting down")
-        run = self.current_run
+        async with self._start_lock:  # a start in progress completes first, and none begins after
+            run = self.current_run
         if run is not None and not run.done:
             # tell systemd how long the drain may take (TimeoutStopSec is only a default)
             self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((run.longest_stop() + 15.0) * 1e6)}")
@@ -262,9 +263,9 @@ class Daemon:
 
     async def start_run(self, setup_path: Path, max_events: int | None, max_seconds: float | None) -> Run:
         """Validate the setup and start its run; one run at a time."""
-        if self.exiting:
-            raise RunError("the daemon is shutting down")
         async with self._start_lock:
+            if self.exiting:  # checked under the lock: shutdown takes it before it looks for a run
+                raise RunError("the daemon is shutting down")
             current = self.current_run
             if current is not None and not current.done:
                 raise RunError(f"a run is already {current.state} ({current.directory}); stop it first")
