@@ -64,12 +64,18 @@ class DaemonBackend:
         self._observers_run: Any = None
 
     async def status(self) -> dict[str, Any]:
+        """The status reply, built by the daemon's own ``status`` handler."""
         return await self.daemon.dispatch("status", {}, "web")
 
     async def dispatch(self, cmd: str, args: dict[str, Any], peer: Any) -> Any:
+        """Run socket command ``cmd`` through the daemon's handlers (the path ``mimoctl`` takes)."""
         return await self.daemon.dispatch(cmd, args, peer)
 
     async def observe_latest(self, buffer: str, transform: Callable[[Any, Any], Any] | None = None) -> Any:
+        """A copy of ``buffer``'s newest event (or ``transform(metadata, data)`` of it), read in a thread.
+
+        None when there is none yet, the run has ended or the buffer is unknown; never holds a slot.
+        """
         run = self.daemon.current_run
         gateway = None if run is None else run.gateway
         if run is None or run.done or gateway is None or buffer not in gateway.buffers:
@@ -93,9 +99,11 @@ class DaemonBackend:
         return await gateway.call(latest)
 
     def runtime_directory(self) -> Path:
+        """Where the tokens file lives: the directory of the daemon's socket."""
         return Path(self.daemon.socket_path).parent
 
     def run_key(self) -> Any:
+        """An identity of the current run (None: no run), so feeds notice a new run; forgets an ended run's observers."""
         run = self.daemon.current_run
         if run is None or run.done:
             self._forget_observers()
@@ -107,10 +115,12 @@ class DaemonBackend:
             self._observers, self._observers_run = {}, None
 
     def run_directory(self) -> Path | None:
+        """The current run's directory, None before the first run."""
         run = self.daemon.current_run
         return None if run is None or run.directory is None else Path(run.directory)
 
     def log_files(self) -> dict[str, Path]:
+        """``{name: path}`` of the run's logs: ``daemon`` (the run's daemon.log) and one per worker."""
         directory = self.run_directory()
         run = self.daemon.current_run
         if directory is None or run is None:
@@ -121,6 +131,7 @@ class DaemonBackend:
         return files
 
     def setup_graph(self) -> dict[str, Any] | None:
+        """The current run's buffers and workers as wired (:func:`describe_setup`), None without a run."""
         run = self.daemon.current_run
         if run is None:
             return None
@@ -132,6 +143,7 @@ class ForegroundBackend(DaemonBackend):
     (``supervisor.foreground_web.ForegroundHost``) that has ``runtime_directory`` instead of a socket."""
 
     def runtime_directory(self) -> Path:
+        """The run's private directory (0700) that holds its tokens."""
         return Path(self.daemon.runtime_directory)
 
 

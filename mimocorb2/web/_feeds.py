@@ -67,11 +67,13 @@ class Feeds:
         self._cpu_last: tuple[float, float] | None = None
 
     def start(self) -> None:
+        """Start the ticker, histogram and log tasks on the running loop (once, after the server listens)."""
         self._tasks = [asyncio.create_task(self._ticker(), name="web-ticker"),
                        asyncio.create_task(self._histogram_loop(), name="web-histograms"),
                        asyncio.create_task(self._log_loop(), name="web-logs")]
 
     async def close(self) -> None:
+        """Cancel every feed task, the oscilloscope tasks included, and wait until they have ended."""
         tasks = [*self._tasks, *self._scope_tasks.values()]
         for task in tasks:
             task.cancel()
@@ -89,6 +91,7 @@ class Feeds:
         self.tick_now()
 
     def refused(self, verb: str) -> None:
+        """An action was refused: drop its pending mark and send a fresh status at once."""
         self.pending.pop(verb, None)
         self.tick_now()
 
@@ -99,6 +102,7 @@ class Feeds:
         page.offer("setup", self.setup_frame())
 
     def setup_frame(self) -> str:
+        """The ``setup`` frame: the current run's graph as JSON (``null`` without a run)."""
         return json.dumps({"type": "setup", "setup": self.backend.setup_graph()}, default=str)
 
     def on_view(self, page: Page) -> None:
@@ -108,9 +112,13 @@ class Feeds:
             page.offer_lines(list(self._logs.recent))
 
     def histogram_dirs(self) -> dict[str, dict[str, Any]]:
+        """The run's ``Histograms_<buffer>`` directories of histogram workers -> ``{path, workers}`` (what the page may read)."""
         return _panels.histogram_directories(self.backend.setup_graph(), self.backend.run_directory())
 
     def status_frame(self, status: dict[str, Any], point: dict[str, Any] | None = None) -> str:
+        """The ``status`` frame: ``status`` plus pending actions, the daemon's CPU and memory, the server
+        time, the run key and, when given, the newest history point.
+        """
         extra = {"pending": list(self.pending.values()), "daemon_cpu": round(self.daemon_cpu, 1),
                  "memory": self._memory, "server_time": time.time(),
                  "run_key": str(self.backend.run_key())}

@@ -99,17 +99,21 @@ class Hub:
         self.pages: set[Page] = set()
 
     def broadcast(self, key: str, frame: str | bytes, want: Any = None) -> None:
+        """Offer ``frame`` under ``key`` to every page (for which ``want(page)`` is true); never waits on a page."""
         for page in list(self.pages):
             if want is None or want(page):
                 page.offer(key, frame)
 
     def wanted_scopes(self) -> set[str]:
+        """The buffers some open page shows an oscilloscope of (their frames are read only then)."""
         return set().union(*(p.view.scopes for p in self.pages)) if self.pages else set()
 
     def wants_logs(self) -> bool:
+        """True when some open page shows the log panel."""
         return any(p.view.logs for p in self.pages)
 
     def wants_histograms(self) -> bool:
+        """True when some open page shows the histogram panels."""
         return any(p.view.histograms for p in self.pages)
 
     async def serve(self, page: Page, buffers: Any, on_view: Any) -> None:

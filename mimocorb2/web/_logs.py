@@ -75,6 +75,7 @@ class LogTail:
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_LINES)
 
     def reset(self) -> None:
+        """Forget the read positions and the recent lines (a new run has new files)."""
         self.offsets.clear()
         self.recent.clear()
 

@@ -78,6 +78,10 @@ class WebServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Load or create the tokens, then listen on the configured address and start the feeds.
+
+        Raises OSError when the address cannot be bound (nothing is left listening then).
+        """
         if self.config.auth:
             if self.config.viewer_token and self.config.operator_token:
                 self.tokens = Tokens(self.config.viewer_token, self.config.operator_token)
@@ -117,6 +121,7 @@ class WebServer:
         log.info("web page listening", url=self.base_url, public_url=self.page_url, auth=self.config.auth)
 
     async def close(self) -> None:
+        """Stop the feeds, close every page's WebSocket (code 1001) and stop listening."""
         await self.feeds.close()
         for page in list(self.hub.pages):
             with contextlib.suppress(Exception):
@@ -127,6 +132,7 @@ class WebServer:
 
     @property
     def base_url(self) -> str:
+        """Where the server listens, as a URL for this machine (a wildcard bind shows as 127.0.0.1)."""
         host = self.config.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -162,6 +168,7 @@ class WebServer:
     # ------------------------------------------------------------------ security
     @property
     def cookie_name(self) -> str:
+        """The session cookie's name, one per port: browsers share cookies across ports of a host."""
         return f"mimocorb2_{self.port}"  # cookies ignore ports: one name per daemon port
 
     def _host_allowed(self, host: str | None) -> bool:
@@ -181,6 +188,7 @@ class WebServer:
         return public is not None and _host_name(request.headers.get("Host", "")) == public.host
 
     def role_of(self, request: web.Request) -> str | None:
+        """``viewer`` or ``operator`` from the request's cookie or Bearer token, None when neither is valid."""
         if self.tokens is None:
             return OPERATOR  # tokens off: loopback only (checked at start)
         token = request.cookies.get(self.cookie_name)
