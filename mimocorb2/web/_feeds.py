@@ -112,7 +112,8 @@ class Feeds:
             page.offer_lines(list(self._logs.recent))
 
     def histogram_dirs(self) -> dict[str, dict[str, Any]]:
-        """The run's ``Histograms_<buffer>`` directories of histogram workers -> ``{path, workers}`` (what the page may read)."""
+        """The run's ``Histograms_<buffer>`` directories of histogram workers -> ``{path, workers}``
+        (the files the page may read)."""
         return _panels.histogram_directories(self.backend.setup_graph(), self.backend.run_directory())
 
     def status_frame(self, status: dict[str, Any], point: dict[str, Any] | None = None) -> str:
