@@ -103,7 +103,9 @@ class DaemonBackend:
         return Path(self.daemon.socket_path).parent
 
     def run_key(self) -> Any:
-        """An identity of the current run (None: no run), so feeds notice a new run; forgets an ended run's observers."""
+        """An identity of the current run (None: no run), so that feeds notice a new run.
+
+        Also forgets the observers of a run that has ended."""
         run = self.daemon.current_run
         if run is None or run.done:
             self._forget_observers()
