@@ -405,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                     next_kill = now + args.chaos
                 if now >= next_sample:
                     samples.append(take_sample(now - t_start, daemon, status, lags, probes))
+                    (work / "soak-samples.json").write_text(json.dumps(samples, indent=1))  # a long soak's record so far
                     lags = []
                     next_sample += args.sample_every
                 if now >= next_report:
