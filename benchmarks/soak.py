@@ -230,7 +230,8 @@ class PageProbe:
 
     def metrics(self) -> dict[str, float]:
         """After a garbage collection: JS heap used (KiB), DOM nodes, JS event listeners; and counters."""
-        self.cdp.send("HeapProfiler.collectGarbage")
+        for _ in range(2):  # DOM nodes a render just replaced may survive one collection
+            self.cdp.send("HeapProfiler.collectGarbage")
         m = {x["name"]: x["value"] for x in self.cdp.send("Performance.getMetrics")["metrics"]}
         return {"js_heap_kib": m["JSHeapUsedSize"] / 1024, "dom_nodes": m["Nodes"],
                 "js_listeners": m["JSEventListeners"], "log_lines_in_dom": self.page.locator("#logs .line").count(),
