@@ -25,9 +25,10 @@ and of each worker process, the daemon loop's lag p99 over the interval (status 
 times a second), the pages the daemon counts; per page, after a garbage collection, the JS
 heap used, DOM nodes and JS event listeners (Chromium DevTools Protocol
 ``Performance.getMetrics``), log lines in the DOM, WebSocket frames and bytes received;
-the browser processes' PSS (with the Playwright driver). Growth per hour of each quantity is the slope of a least-squares
-line through the samples after the warm-up (``--warmup``, default a fifth of the run, at most
-5 minutes), not end minus start. The samples go to ``soak-samples.json`` in the work directory.
+the browser processes' PSS (with the Playwright driver). Growth per hour of each quantity
+is the slope of a least-squares line through the samples after the warm-up (``--warmup``,
+default a fifth of the run, at most 5 minutes), not end minus start. The samples go to
+``soak-samples.json`` in the work directory as they are taken.
 
 With ``--chaos N`` one worker process is killed with SIGKILL every N seconds to exercise
 reclaim and restarts (then "lost" may be non-zero only for slots a killed *writer* held;
@@ -135,7 +136,8 @@ Workers:
 PANEL_WORKERS = """\
   scope:     {function: observers.oscilloscope, observes: [raw], config: {channels: [ch1, ch2], update_interval: 0.5}}
   heights:   {file: funcs.py, function: heights, sources: [selected], sinks: [heights]}
-  histogram: {function: exporters.histogram, sources: [heights], config: {update_interval: 2, bins: {height: [0.0, 1.0, 50]}}}
+  histogram: {function: exporters.histogram, sources: [heights],
+              config: {update_interval: 2, bins: {height: [0.0, 1.0, 50]}}}
 """
 SETTINGS = """\
 stats_interval: 1
@@ -406,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                     next_kill = now + args.chaos
                 if now >= next_sample:
                     samples.append(take_sample(now - t_start, daemon, status, lags, probes))
-                    (work / "soak-samples.json").write_text(json.dumps(samples, indent=1))  # a long soak's record so far
+                    # a long soak's record so far
+                    (work / "soak-samples.json").write_text(json.dumps(samples, indent=1))
                     lags = []
                     next_sample += args.sample_every
                 if now >= next_report:
