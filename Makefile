@@ -25,9 +25,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
-# not in CI: a multi-stage pipeline at high rate under the daemon for SOAK_MINUTES (default 10)
+# not in CI: a multi-stage pipeline under the daemon for SOAK_MINUTES (default 10); SOAK_RATE events/s
+# (default 0: as fast as it goes); SOAK_PAGES headless Chromium pages on the daemon's web page (default 0)
 soak: $(STAMP)
-	$(PY) benchmarks/soak.py --minutes $${SOAK_MINUTES:-10}
+	$(PY) benchmarks/soak.py --minutes $${SOAK_MINUTES:-10} --rate $${SOAK_RATE:-0} --pages $${SOAK_PAGES:-0}
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -180,6 +180,25 @@ def test_rates_graph_logs_and_a_scope_on_demand(env):
     page.close()
 
 
+def test_a_flood_of_log_lines_leaves_the_page_bounded(env):
+    """A page stays open all night: however many lines a worker logs, the page shows the newest
+    and keeps at most 600 of one log in its DOM (and the daemon's per-page queue drops the
+    oldest beyond its bound, saying so)."""
+    status = ensure_running(env)
+    page = operator_page(env)
+    page.select_option("#log-name", "victim")
+    log_file = Path(status["run"]["directory"]) / "logs" / "victim.log"
+    poll(log_file.exists, 30, "the victim worker's log file")
+    with open(log_file, "a") as fh:  # one burst, more than the page and the daemon's queue keep
+        fh.write("".join(f"flood line {i:05d}\n" for i in range(5000)))
+    poll(lambda: page.locator("#logs .line", has_text="flood line 04999").count() == 1, 30,
+         "the newest flood line on the page")
+    assert page.locator("#logs .line").count() == 600
+    assert page.locator("#logs .line", has_text="flood line 04399").count() == 0
+    assert page.locator("#logs .line", has_text="flood line 04400").count() == 1
+    page.close()
+
+
 def test_pause_resume_show_pending_then_confirmed_and_numbers_match_status_json(env):
     ensure_running(env)
     page = operator_page(env)
