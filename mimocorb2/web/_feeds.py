@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import time
+import weakref
 from typing import Any
 
 import structlog
@@ -232,20 +233,21 @@ class Feeds:
     async def _histogram_loop(self) -> None:
         """Histogram files, read when pages show them; sent when they changed or to a page that lacks them."""
         last = ""
-        have: set[int] = set()  # pages that hold the last frame
+        # pages that hold the last frame; weak, so a closed page leaves (an id() could be reused)
+        have: weakref.WeakSet[Page] = weakref.WeakSet()
         while True:
             await asyncio.sleep(HISTOGRAM_PERIOD)
             if not self.hub.wants_histograms():
-                last, have = "", set()
+                last, have = "", weakref.WeakSet()
                 continue
             panels = await asyncio.to_thread(_panels.read_histogram_panels, self.histogram_dirs())
             frame = dumps({"type": "histograms", "panels": panels})
             if frame != last:
-                last, have = frame, set()
+                last, have = frame, weakref.WeakSet()
             for page in list(self.hub.pages):
-                if page.view.histograms and id(page) not in have:
+                if page.view.histograms and page not in have:
                     page.offer("histograms", frame)
-                    have.add(id(page))
+                    have.add(page)
 
     async def _log_loop(self) -> None:
         while True:
