@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mimocorb2.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess, descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -61,25 +61,6 @@ def tree_cpu(root: int, exclude: int) -> dict[int, float]:
             out[pid] = cpu_seconds(pid)
         except (OSError, ValueError):
             pass
-    return out
-
-
-def descendants(root: int, exclude: int) -> list[int]:
-    """Every process under ``root`` except the subtree of ``exclude``."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out = []
-    for pid in parents:
-        p = pid
-        while p in parents and p not in (root, exclude, 0, 1):
-            p = parents[p]
-        if p == root and pid != root:
-            out.append(pid)
     return out
 
 

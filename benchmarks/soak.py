@@ -53,7 +53,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from mimocorb2.testing import DaemonProcess
+from mimocorb2.testing import DaemonProcess, descendants
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -185,25 +185,6 @@ def snapshot(daemon: DaemonProcess, status: dict[str, Any]) -> dict[str, int | N
         for p in w["processes"]:
             if p["alive"]:
                 out[f"{name}#{p['index']}[{p['pid']}]"] = rss_kib(p["pid"])
-    return out
-
-
-def descendants(root: int, exclude: int) -> list[int]:
-    """Every process under ``root`` except the subtree of ``exclude`` (here: the browser's processes)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out = []
-    for pid in parents:
-        p = pid
-        while p in parents and p not in (root, exclude, 0, 1):
-            p = parents[p]
-        if p == root and pid != root:
-            out.append(pid)
     return out
 
 

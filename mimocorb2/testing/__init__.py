@@ -5,6 +5,6 @@
 
 from ._daemon import DaemonProcess, segments_of
 from ._polling import wait_until
-from ._procfs import is_alive, parent_of
+from ._procfs import descendants, is_alive, parent_of
 
-__all__ = ["DaemonProcess", "is_alive", "parent_of", "segments_of", "wait_until"]
+__all__ = ["DaemonProcess", "descendants", "is_alive", "parent_of", "segments_of", "wait_until"]

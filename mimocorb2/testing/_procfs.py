@@ -21,3 +21,27 @@ def is_alive(pid: int) -> bool:
 def parent_of(pid: int) -> int:
     """The pid of the parent of process ``pid`` (OSError when it is gone)."""
     return int(_stat_fields(pid)[1])
+
+
+def descendants(root: int, exclude: int = 0) -> list[int]:
+    """Every process under ``root`` (children, grandchildren, ...) except the subtree of ``exclude``.
+
+    One pass over /proc; processes that end meanwhile are skipped.
+    """
+    from pathlib import Path
+
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = parent_of(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    out = []
+    for pid in parents:
+        p = pid
+        while p in parents and p not in (root, exclude, 0, 1):
+            p = parents[p]
+        if p == root and pid != root:
+            out.append(pid)
+    return out
