@@ -359,3 +359,29 @@ def test_page_reconnects_after_a_daemon_restart(env):
     poll(lambda: state_text(page) == "idle", 30, "the new daemon's state on the page")
     assert "last update" in page.inner_text("#staleness")
     page.close()
+
+
+def test_load_older_shows_the_lines_before_the_live_ones_and_they_stay(env):
+    """"Load older" brings the lines before what the page holds from the log file, above the live
+    ones, and shows every live line after them; later live lines do not push them out again."""
+    status = ensure_running(env)
+    page = operator_page(env)
+    page.select_option("#log-name", "victim")
+    log_file = Path(status["run"]["directory"]) / "logs" / "victim.log"
+    poll(log_file.exists, 30, "the victim worker's log file")
+    with open(log_file, "a") as fh:  # fewer than the daemon's per-page queue holds: none is skipped
+        fh.write("".join(f"older line {i:05d}\n" for i in range(1900)))
+    poll(lambda: page.locator("#logs .line", has_text="older line 01899").count() == 1, 30,
+         "the newest line on the page (once: the recent lines a view change sends again are skipped)")
+    assert page.locator("#logs .line", has_text="older line 01299").count() == 0  # following: 600 shown
+    page.get_by_role("button", name="Load older").click()
+    poll(lambda: page.locator("#logs .line", has_text="loading the worker's function").count() >= 1, 30,
+         "the first lines of the file above the live ones")
+    for n in (0, 1299, 1899):  # no gap between the loaded lines and the newest
+        assert page.locator("#logs .line", has_text=f"older line {n:05d}").count() == 1, n
+    with open(log_file, "a") as fh:  # live lines go on arriving and the oldest live ones age out
+        fh.write("".join(f"later line {i:05d}\n" for i in range(700)))
+    poll(lambda: page.locator("#logs .line", has_text="later line 00699").count() == 1, 30, "the later lines")
+    for n in (0, 1299, 1899):  # they joined the loaded lines
+        assert page.locator("#logs .line", has_text=f"older line {n:05d}").count() == 1, n
+    page.close()
