@@ -59,6 +59,17 @@ def read_events(buf: mimoBuffer, group: str, out) -> None:
     out.put((group, os.getpid(), seen))
 
 
+def killed_when_ready(target, *args):
+    """Start ``target(*args, ready)`` in a process, SIGKILL it once it set ``ready``; the joined process."""
+    ready = CTX.Event()
+    victim = CTX.Process(target=target, args=(*args, ready))
+    victim.start()
+    assert ready.wait(30)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+    return victim
+
+
 def hold_a_slot(buf: mimoBuffer, role: str, ready) -> None:
     if role == "reader":
         with BufferReader(buf) as (metadata, data):
@@ -279,12 +290,7 @@ def test_reclaim_after_kill_9(make_buffer, role):
     buf = make_buffer("reclaim", 2, 1, {"x": "i8"})
     with BufferWriter(buf) as (metadata, data):
         data["x"] = 42
-    ready = CTX.Event()
-    victim = CTX.Process(target=hold_a_slot, args=(buf, role, ready))
-    victim.start()
-    assert ready.wait(30)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    victim = killed_when_ready(hold_a_slot, buf, role)
     result = buf.reclaim(victim.pid)
     if role == "reader":
         assert result["redelivered"] == 1
@@ -298,12 +304,7 @@ def test_reclaim_after_kill_9(make_buffer, role):
 
 
 def _kill_a_reader_holding_the_next_event(buf: mimoBuffer) -> dict:
-    ready = CTX.Event()
-    victim = CTX.Process(target=hold_a_slot, args=(buf, "reader", ready))
-    victim.start()
-    assert ready.wait(30)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    victim = killed_when_ready(hold_a_slot, buf, "reader")
     return buf.reclaim(victim.pid)
 
 
@@ -334,12 +335,7 @@ def test_reclaim_repairs_a_lock_held_by_a_dead_process(make_buffer):
     buf = make_buffer("lockdeath", 4, 1, {"x": "i8"})
     with BufferWriter(buf) as (metadata, data):
         data["x"] = 7
-    ready = CTX.Event()
-    victim = CTX.Process(target=die_inside_lock, args=(buf, ready))
-    victim.start()
-    assert ready.wait(30)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    victim = killed_when_ready(die_inside_lock, buf)
     assert buf.reclaim(victim.pid)["repaired"] == 1
     with BufferReader(buf) as (metadata, data):
         assert data["x"][0] == 7
@@ -351,12 +347,7 @@ def test_reclaim_repairs_a_lock_held_by_a_dead_process(make_buffer):
 def test_a_blocked_process_takes_over_a_lock_whose_holder_died(make_buffer):
     """No supervisor needed: a writer waiting on a dead holder's lock repairs it itself."""
     buf = make_buffer("selfheal", 4, 1, {"x": "i8"})
-    ready = CTX.Event()
-    victim = CTX.Process(target=die_inside_lock, args=(buf, ready))
-    victim.start()
-    assert ready.wait(30)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    victim = killed_when_ready(die_inside_lock, buf)
     with BufferWriter(buf) as (metadata, data):
         data["x"] = 9
     with BufferReader(buf) as (metadata, data):
@@ -380,12 +371,7 @@ WITNESS_CASES = [
 def test_a_witness_tells_whether_a_killed_writers_announced_event_was_committed(
         make_buffer, settled_by, slots, groups, stop_at, tag, committed):
     buf = make_buffer("witness", slots, 1, {"x": "i8"}, reader_groups=groups)
-    ready = CTX.Event()
-    victim = CTX.Process(target=write_witnessed, args=(buf, stop_at, ready))
-    victim.start()
-    assert ready.wait(30)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join(10)
+    victim = killed_when_ready(write_witnessed, buf, stop_at)
     if settled_by == "reclaim":  # what the supervisor does before it restarts the process
         assert buf.reclaim(victim.pid)["lost"] == (1 if stop_at in ("claimed", "announced") else 0)
     bystander = CommitWitness(BufferWriter(buf), WITNESS_KEY + 1)  # a sibling writer asks first
