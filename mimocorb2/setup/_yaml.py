@@ -24,8 +24,11 @@ class _Loader(yaml.SafeLoader):
         self.anchored: set[int] = set()  # id() of every node that carries an anchor
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        anchored = not isinstance(event, yaml.AliasEvent) and getattr(event, "anchor", None) is not None
         node = super().compose_node(parent, index)
-        self.anchored.update(id(n) for n in self.anchors.values())  # anchors are forgotten per document
+        if anchored:
+            self.anchored.add(id(node))
         return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
